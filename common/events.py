@@ -1,0 +1,126 @@
+"""The inference event contract: the one thing the API and the consumers share.
+
+An ``InferenceEvent`` is published for every prediction answered and for every
+inference that failed inside the model. On the wire it is UTF-8 JSON (orjson), keyed
+by the event id's 16 bytes, which are random past the timestamp prefix and so spread
+evenly over partitions.
+
+The pydantic model is the contract and generates ``schemas/inference_event.v1.json``.
+The request path does not build the model (4 us an event); it builds the same dict
+with :func:`build_event` and encodes it with :func:`encode` (1 us). A test proves both
+produce events the model accepts and round-trips unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+EVENTS_TOPIC = "inference-events"
+FEEDBACK_TOPIC = "inference-feedback"
+DLQ_TOPIC = "inference-events.dlq"
+ALERTS_TOPIC = "inference-alerts"
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / f"inference_event.v{SCHEMA_VERSION}.json"
+
+FeatureValue = float | int | str | bool | None
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): 48-bit Unix milliseconds, then random."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand & ((1 << 80) - 1)
+    value &= ~(0xF << 76)
+    value |= 0x7 << 76  # version 7
+    value &= ~(0x3 << 62)
+    value |= 0x2 << 62  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+class InferenceEvent(BaseModel):
+    """One inference (or failed inference) as published to ``inference-events``."""
+
+    model_config = ConfigDict(extra="forbid", title="InferenceEvent")
+
+    schema_version: Literal[1] = Field(description="Version of this contract")
+    event_id: uuid.UUID = Field(description="Time-ordered UUIDv7; also the prediction id")
+    event_time: datetime = Field(description="When the API received the request (UTC)")
+    model_name: str
+    model_version: str
+    features: dict[str, FeatureValue] = Field(description="Validated, typed model inputs")
+    prediction: float | int | str | None = Field(description="Model output; null on error")
+    scores: dict[str, float] | None = Field(
+        default=None, description="Class probabilities by class label, for classifiers"
+    )
+    latency_ms: float = Field(ge=0, description="Time spent inside the model, milliseconds")
+    status: Literal["ok", "error"]
+    error: str | None = Field(default=None, description="Why the inference failed")
+    synthetic: bool = Field(default=False, description="Synthetic traffic, excluded by monitors")
+
+
+def build_event(
+    *,
+    event_id: uuid.UUID,
+    event_time: datetime,
+    model_name: str,
+    model_version: str,
+    features: dict[str, FeatureValue],
+    prediction: float | int | str | None,
+    scores: dict[str, float] | None,
+    latency_ms: float,
+    status: Literal["ok", "error"] = "ok",
+    error: str | None = None,
+    synthetic: bool = False,
+) -> dict[str, Any]:
+    """The wire form of an :class:`InferenceEvent`, built without pydantic."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": str(event_id),
+        "event_time": event_time.astimezone(UTC).isoformat(timespec="microseconds"),
+        "model_name": model_name,
+        "model_version": model_version,
+        "features": features,
+        "prediction": prediction,
+        "scores": scores,
+        "latency_ms": latency_ms,
+        "status": status,
+        "error": error,
+        "synthetic": synthetic,
+    }
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """JSON bytes for the wire. NaN/Infinity never reach here: the API rejects them."""
+    return orjson.dumps(event)
+
+
+def event_key(event_id: str) -> bytes:
+    """Partition key: the 16 UUID bytes (murmur2 over them balances partitions)."""
+    return uuid.UUID(event_id).bytes
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    return orjson.loads(raw)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = InferenceEvent.model_json_schema()
+    schema["$id"] = f"https://inferstream.dev/schemas/inference_event.v{SCHEMA_VERSION}.json"
+    return schema
+
+
+def json_schema_text() -> str:
+    return orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

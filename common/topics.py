@@ -1,0 +1,63 @@
+"""Explicit topic creation, before any producer or consumer connects.
+
+Tansu auto-creates a topic with 4 partitions on the first metadata request that names
+it, and forgets every topic on restart; real Kafka may have auto-creation off. So
+every entry point that needs a topic creates it first, with its partition count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from common.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    partitions: dict[str, int],
+    *,
+    replication_factor: int = 1,
+    timeout_s: float = 20.0,
+) -> None:
+    """Create each topic that does not exist yet. Existing topics are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaConnectionError, TimeoutError) as exc:
+        await admin.close()
+        raise DependencyUnavailable(
+            f"cannot reach Kafka at {bootstrap_servers}: check KAFKA_BOOTSTRAP_SERVERS"
+        ) from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=t, num_partitions=n, replication_factor=replication_factor)
+            for t, n in partitions.items()
+            if t not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # a concurrent creator won; the topic exists, which is all we need
+            except KafkaError as exc:
+                raise DependencyUnavailable(f"creating topics {missing} failed: {exc}") from exc
+            log.info("created topics %s", {t.name: t.num_partitions for t in missing})
+    finally:
+        await admin.close()
+
+
+async def partition_count(bootstrap_servers: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        return len(described[0]["partitions"])
+    finally:
+        await admin.close()

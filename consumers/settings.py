@@ -1,0 +1,15 @@
+"""Settings of the stream consumers (one class; read only by the entry point)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from common.settings import CommonSettings
+
+
+class ConsumerSettings(CommonSettings):
+    group_id: str = Field(default="lake", description="Consumer group; one per sink")
+    max_batch_rows: int = Field(default=50_000, ge=1)
+    max_batch_age_s: float = Field(default=2.0, gt=0, description="Freshness bound")
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    session_timeout_ms: int = Field(default=6_000, ge=6_000)
