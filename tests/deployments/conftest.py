@@ -48,9 +48,12 @@ def run_compose(compose_bin: Path) -> Callable[..., subprocess.CompletedProcess[
     ) -> subprocess.CompletedProcess[str]:
         cmd = [
             str(compose_bin),
-            "--project-directory", str(DEPLOYMENTS),
-            "-f", str(file),
-            "--env-file", str(PROFILES[profile]),
+            "--project-directory",
+            str(DEPLOYMENTS),
+            "-f",
+            str(file),
+            "--env-file",
+            str(PROFILES[profile]),
             *args,
         ]
         # A clean environment: a developer's COMPOSE_PROFILES or KAFKA_* must not leak in.
@@ -97,3 +100,41 @@ def k8s_files() -> list[Path]:
 @pytest.fixture(scope="session")
 def k8s_docs(k8s_files: list[Path]) -> list[dict[str, Any]]:
     return load_k8s_docs(k8s_files)
+
+
+def _config_data(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    out = {}
+    for d in docs:
+        if d["kind"] in ("ConfigMap", "Secret"):
+            out[(d["kind"], d["metadata"]["name"])] = {**d.get("data", {}), **d.get("stringData", {})}
+    return out
+
+
+def container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """The environment a container gets: envFrom ConfigMaps/Secrets, then env."""
+    data = _config_data(docs)
+    env: dict[str, str] = {}
+    for src in container.get("envFrom", []):
+        kind, ref = (
+            ("ConfigMap", src["configMapRef"]) if "configMapRef" in src else ("Secret", src["secretRef"])
+        )
+        key = (kind, ref["name"])
+        assert key in data, f"{container['name']}: envFrom names a missing {kind} {ref['name']}"
+        env.update(data[key])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value", "")
+    return env
+
+
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in ("Deployment", "Job")]
+
+
+@pytest.fixture(scope="session")
+def k8s_env() -> Callable[[list[dict[str, Any]], dict[str, Any]], dict[str, str]]:
+    return container_env
+
+
+@pytest.fixture(scope="session")
+def k8s_workloads() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    return workloads

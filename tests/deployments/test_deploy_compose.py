@@ -94,8 +94,7 @@ def client_problems(model: Model) -> list[str]:
     services = model["services"]
     ports = {  # the advertised (client) ports of each node, never the controller's
         name: {
-            int(adv.rsplit(":", 1)[1])
-            for adv in svc["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+            int(adv.rsplit(":", 1)[1]) for adv in svc["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
         }
         for name, svc in services.items()
         if svc.get("image", "").startswith(KAFKA_IMAGE)
@@ -150,11 +149,16 @@ def test_compose_config_is_valid(run_compose: Callable[..., Any], profile: str) 
 @pytest.mark.parametrize(
     ("old", "new", "error"),
     [
-        ("    restart: unless-stopped\n    environment:\n      POSTGRES_USER",
-         "    restrat: unless-stopped\n    environment:\n      POSTGRES_USER", "restrat"),
-        ("      postgres:\n        condition: service_healthy\n    environment:\n      PREFECT_API_DATABASE",
-         "      postgress:\n        condition: service_healthy\n    environment:\n      PREFECT_API_DATABASE",
-         "postgress"),
+        (
+            "    restart: unless-stopped\n    environment:\n      POSTGRES_USER",
+            "    restrat: unless-stopped\n    environment:\n      POSTGRES_USER",
+            "restrat",
+        ),
+        (
+            "      postgres:\n        condition: service_healthy\n    environment:\n      PREFECT_API_D",
+            "      postgress:\n        condition: service_healthy\n    environment:\n      PREFECT_API_D",
+            "postgress",
+        ),
     ],
     ids=["unknown-key", "unknown-dependency"],
 )
@@ -205,7 +209,9 @@ def _check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "check-jsonschema"
     return subprocess.run(
         [str(exe), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
