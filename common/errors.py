@@ -1,8 +1,8 @@
 """Root of inferstream's exceptions.
 
-    InferstreamError
-    ├── ConfigError          a setting is missing or wrong; the message names it
-    └── DependencyUnavailable  a broker/database/binary cannot be reached (retriable)
+InferstreamError
+├── ConfigError          a setting is missing or wrong; the message names it
+└── DependencyUnavailable  a broker/database/binary cannot be reached (retriable)
 """
 
 

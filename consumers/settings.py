@@ -8,7 +8,7 @@ from common.settings import CommonSettings
 
 
 class ConsumerSettings(CommonSettings):
-    group_id: str = Field(default="lake", description="Consumer group; one per sink")
+    group_id: str | None = Field(default=None, description="Consumer group; default: the sink's name")
     max_batch_rows: int = Field(default=50_000, ge=1)
     max_batch_age_s: float = Field(default=2.0, gt=0, description="Freshness bound")
     poll_timeout_ms: int = Field(default=500, ge=1)

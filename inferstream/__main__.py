@@ -1,0 +1,5 @@
+import sys
+
+from inferstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,202 @@
+"""The ``inferstream`` command line: one tool for every process of the product."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from common.errors import InferstreamError
+
+log = logging.getLogger("inferstream")
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from common.broker import EmbeddedBroker
+    from common.events import EVENTS_TOPIC, FEEDBACK_TOPIC
+    from common.topics import ensure_topics
+
+    broker = EmbeddedBroker(port=args.port).start()
+    asyncio.run(
+        ensure_topics(
+            broker.bootstrap_servers, {EVENTS_TOPIC: args.partitions, FEEDBACK_TOPIC: args.partitions}
+        )
+    )
+    print(f"Tansu (in-memory Kafka-protocol broker) on {broker.bootstrap_servers}")
+    print(f"  export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop:
+        time.sleep(0.2)
+    broker.stop()
+    return 0
+
+
+def _cmd_create_topics(args: argparse.Namespace) -> int:
+    from common.settings import CommonSettings
+    from common.topics import ensure_topics
+
+    s = CommonSettings()
+    asyncio.run(
+        ensure_topics(
+            s.require_bootstrap(),
+            {s.events_topic: s.events_partitions, s.feedback_topic: s.events_partitions},
+        )
+    )
+    print(f"topics ready on {s.kafka_bootstrap_servers}: {s.events_topic}, {s.feedback_topic}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from common.settings import CommonSettings
+    from inferstream.datasets import CAR_LOAN_FEATURES, CAR_LOAN_TARGET, car_loan
+    from inferstream.train import train_classifier
+
+    s = CommonSettings()
+    df = car_loan(s.data_dir / "cache", "reference")
+    path = train_classifier(
+        df,
+        features=CAR_LOAN_FEATURES,
+        target=CAR_LOAN_TARGET,
+        name=args.name,
+        models_dir=s.models_dir,
+        training_data="nannyml synthetic_car_loan_reference.csv",
+    )
+    print(f"model artifact written to {path}")
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.settings import ApiSettings
+
+    s = ApiSettings()
+    s.require_bootstrap()
+    uvicorn.run(
+        "api.app:create_app_from_env",
+        factory=True,
+        host=s.host,
+        port=s.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    from consumers.lake import LakeSink
+    from consumers.runner import ConsumerRunner
+    from consumers.settings import ConsumerSettings
+
+    s = ConsumerSettings()
+    if args.sink != "lake":
+        print(f"consumer '{args.sink}' is not built yet; available: lake", file=sys.stderr)
+        return 2
+    group = s.group_id or args.sink
+    runner = ConsumerRunner(
+        bootstrap_servers=s.require_bootstrap(),
+        topics=[s.events_topic],
+        group_id=group,
+        sink=LakeSink(s.lake_dir),
+        max_batch_rows=s.max_batch_rows,
+        max_batch_age_s=s.max_batch_age_s,
+        poll_timeout_ms=s.poll_timeout_ms,
+        session_timeout_ms=s.session_timeout_ms,
+        client_id=f"{s.kafka_client_id}-{args.sink}",
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        await runner.run()
+
+    asyncio.run(main())
+    log.info("consumer %s stopped after %d records, %d batches", group, runner.records, runner.batches)
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from common.events import SCHEMA_PATH, json_schema_text
+
+    if args.write:
+        SCHEMA_PATH.write_text(json_schema_text())
+        print(f"wrote {SCHEMA_PATH}")
+    else:
+        print(json_schema_text(), end="")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from inferstream.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(rows=args.rows, concurrency=args.concurrency, data_dir=args.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inferstream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the whole pipeline end to end on embedded defaults")
+    d.add_argument("--rows", type=int, default=10_000, help="prediction calls to replay (max 50000)")
+    d.add_argument("--concurrency", type=int, default=32)
+    d.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
+    d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train", help="train the car-loan model and save a new artifact version")
+    t.add_argument("--name", default="car-loan")
+    t.set_defaults(func=_cmd_train)
+
+    a = sub.add_parser("api", help="serve predictions (uvicorn)")
+    a.add_argument("--workers", type=int, default=1)
+    a.set_defaults(func=_cmd_api)
+
+    c = sub.add_parser("consume", help="run a consumer group")
+    c.add_argument("sink", choices=["lake", "audit", "fraud"])
+    c.set_defaults(func=_cmd_consume)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu, in memory)")
+    b.add_argument("--port", type=int, default=None)
+    b.add_argument("--partitions", type=int, default=4)
+    b.set_defaults(func=_cmd_broker)
+
+    k = sub.add_parser("kafka", help="Kafka administration")
+    ksub = k.add_subparsers(dest="kafka_command", required=True)
+    kc = ksub.add_parser("create-topics", help="create the topics with their partition counts")
+    kc.set_defaults(func=_cmd_create_topics)
+
+    sc = sub.add_parser("schema", help="print (or --write) the event contract's JSON Schema")
+    sc.add_argument("--write", action="store_true")
+    sc.set_defaults(func=_cmd_schema)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from inferstream.logs import configure
+
+    configure()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InferstreamError as exc:
+        print(f"inferstream: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
