@@ -31,7 +31,9 @@ INPUTS: dict[str, Input] = {
     "headroom": Input(2.0, "x", "assumption: run at half the measured rate, to catch up after an outage"),
     "event_json_bytes": Input(435, "B/event", "prototype: 30-feature event, orjson (KAFKA-LOCAL.md)"),
     "zstd_ratio": Input(3.8, "x", "measured here: zstd level 3, 500 events a batch, synthetic events"),
-    "parquet_bytes": Input(113, "B/event", "measured here: polars -> Parquet zstd, synthetic random features"),
+    "parquet_bytes": Input(
+        113, "B/event", "measured here: polars -> Parquet zstd, synthetic random features"
+    ),
     "produce_rate": Input(23_000, "events/s/process", "prototype: aiokafka produce, lz4 (KAFKA-LOCAL.md)"),
     "consume_rate": Input(220_000, "events/s/process", "prototype: aiokafka consume, raw (KAFKA-LOCAL.md)"),
     "lake_rate": Input(60_000, "events/s/process", "prototype: orjson -> polars -> Parquet landing"),
@@ -40,7 +42,9 @@ INPUTS: dict[str, Input] = {
     "drift_sample_rows": Input(1e6, "rows/day/model", "assumption: drift runs on a uniform daily sample"),
     "retention_days": Input(7, "days", "deployments/k8s/topics.yaml retention.ms"),
     "replication_factor": Input(3, "copies", "deployments/k8s/kafka.yaml"),
-    "min_partitions": Input(12, "partitions", "assumption: room to triple the consumers without repartitioning"),
+    "min_partitions": Input(
+        12, "partitions", "assumption: room to triple the consumers without repartitioning"
+    ),
 }
 
 
@@ -73,19 +77,56 @@ def rows() -> list[tuple[str, str, str]]:
     ks_min = _v("events_per_day") / 1e6 * _v("ks_s_per_m") / 60
     sample_s = _v("drift_sample_rows") / 1e6 * _v("evidently_s_per_m")
     return [
-        ("mean / peak rate", f"1e9 / 86,400 s = {avg:,.0f}/s; x {_v('peak_to_average'):g} peak", f"{peak:,.0f} events/s"),
+        (
+            "mean / peak rate",
+            f"1e9 / 86,400 s = {avg:,.0f}/s; x {_v('peak_to_average'):g} peak",
+            f"{peak:,.0f} events/s",
+        ),
         ("rate to provision", f"{peak:,.0f} x {_v('headroom'):g} headroom", f"{need:,.0f} events/s"),
         ("lake consumer processes", f"{need:,.0f} / {_v('lake_rate'):,.0f} per process", f"{lake}"),
-        ("consumer processes, raw read bound", f"{need:,.0f} / {_v('consume_rate'):,.0f} per process", f"{consume} per group"),
-        ("API processes, publish bound", f"{need:,.0f} / {_v('produce_rate'):,.0f} per process", f"{produce} (model CPU comes on top)"),
-        ("partitions of inference-events", f"max({_v('min_partitions'):g}, 3 x {lake} lake processes)", f"{partitions}"),
-        ("Kafka ingress at peak", f"{peak:,.0f} x {_v('event_json_bytes'):g} B / {_v('zstd_ratio'):g} zstd", f"{mb_in:,.1f} MB/s (x{_v('replication_factor'):g} replicated)"),
-        ("Kafka disk, all brokers", f"1e9 x {_v('retention_days'):g} d x {_v('event_json_bytes'):g} B / {_v('zstd_ratio'):g} x RF {_v('replication_factor'):g}", f"{kafka_disk_tb:,.1f} TB"),
-        ("brokers", f"max(3, RF {_v('replication_factor'):g}); {mb_in:,.1f} MB/s is far below one broker's disk", f"{brokers}, combined broker/controller"),
+        (
+            "consumer processes, raw read bound",
+            f"{need:,.0f} / {_v('consume_rate'):,.0f} per process",
+            f"{consume} per group",
+        ),
+        (
+            "API processes, publish bound",
+            f"{need:,.0f} / {_v('produce_rate'):,.0f} per process",
+            f"{produce} (model CPU comes on top)",
+        ),
+        (
+            "partitions of inference-events",
+            f"max({_v('min_partitions'):g}, 3 x {lake} lake processes)",
+            f"{partitions}",
+        ),
+        (
+            "Kafka ingress at peak",
+            f"{peak:,.0f} x {_v('event_json_bytes'):g} B / {_v('zstd_ratio'):g} zstd",
+            f"{mb_in:,.1f} MB/s (x{_v('replication_factor'):g} replicated)",
+        ),
+        (
+            "Kafka disk, all brokers",
+            f"1e9 x {_v('retention_days'):g} d x {_v('event_json_bytes'):g} B"
+            f" / {_v('zstd_ratio'):g} x RF {_v('replication_factor'):g}",
+            f"{kafka_disk_tb:,.1f} TB",
+        ),
+        (
+            "brokers",
+            f"max(3, RF {_v('replication_factor'):g}); {mb_in:,.1f} MB/s is far below one broker's disk",
+            f"{brokers}, combined broker/controller",
+        ),
         ("lake growth per day", f"1e9 x {_v('parquet_bytes'):g} B", f"{lake_gb:,.0f} GB/day"),
-        ("drift flow, whole day, Evidently", f"1e9 / 1e6 x {_v('evidently_s_per_m'):g} s", f"{full_h:,.1f} h (too slow: sample)"),
+        (
+            "drift flow, whole day, Evidently",
+            f"1e9 / 1e6 x {_v('evidently_s_per_m'):g} s",
+            f"{full_h:,.1f} h (too slow: sample)",
+        ),
         ("drift flow, whole day, KS only", f"1e9 / 1e6 x {_v('ks_s_per_m'):g} s", f"{ks_min:,.0f} min"),
-        ("drift flow, daily sample, Evidently", f"{_v('drift_sample_rows'):,.0f} rows / 1e6 x {_v('evidently_s_per_m'):g} s", f"{sample_s:,.0f} s per model"),
+        (
+            "drift flow, daily sample, Evidently",
+            f"{_v('drift_sample_rows'):,.0f} rows / 1e6 x {_v('evidently_s_per_m'):g} s",
+            f"{sample_s:,.0f} s per model",
+        ),
     ]
 
 
@@ -115,10 +156,17 @@ def measure(n: int = 200_000) -> str:
         features |= {f"int_{j}": int(rng.integers(0, 1000)) for j in range(6)}
         features |= {f"cat_{j}": cats[int(rng.integers(0, 4))] for j in range(4)}
         events.append(
-            {"event_id": str(uuid.uuid4()), "event_time": f"2025-01-01T00:00:{i % 60:02d}Z",
-             "model_name": "car-loan", "model_version": "3", "prediction": int(rng.integers(0, 2)),
-             "score": float(rng.random()), "latency_ms": float(rng.random()), "status": "ok",
-             **features}
+            {
+                "event_id": str(uuid.uuid4()),
+                "event_time": f"2025-01-01T00:00:{i % 60:02d}Z",
+                "model_name": "car-loan",
+                "model_version": "3",
+                "prediction": int(rng.integers(0, 2)),
+                "score": float(rng.random()),
+                "latency_ms": float(rng.random()),
+                "status": "ok",
+                **features,
+            }
         )
     encoded = [orjson.dumps(e) for e in events]
     raw = sum(map(len, encoded)) / n
