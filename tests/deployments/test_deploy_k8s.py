@@ -23,8 +23,6 @@ K8S = DEPLOYMENTS / "k8s"
 SCHEMAS = K8S / "schemas"
 KUBERNETES_VERSION = "1.31.0"
 STRIMZI_KINDS = {"Kafka": "kafka", "KafkaNodePool": "kafkanodepool", "KafkaTopic": "kafkatopic"}
-# uvicorn's graceful shutdown when ApiSettings has no field for it (see the API entry point)
-UVICORN_GRACEFUL_SHUTDOWN_S = 30
 
 Doc = dict[str, Any]
 
@@ -248,8 +246,12 @@ def test_api_ports_and_probes_agree(k8s_docs: list[Doc], rendered: dict[str, Any
 
 def test_api_shutdown_outlasts_the_drain(k8s_docs: list[Doc], rendered: dict[str, Any]) -> None:
     deploy, c = _api(k8s_docs)
+    # The API entry point passes uvicorn a fixed graceful shutdown (or, later, a setting).
+    cli = (Path(__file__).resolve().parents[2] / "inferstream" / "cli.py").read_text()
+    fixed = [float(x) for x in re.findall(r"timeout_graceful_shutdown=(\d+(?:\.\d+)?)", cli)]
     fields = [f for name, f in ApiSettings.model_fields.items() if "shutdown" in name or "drain" in name]
-    graceful = max([float(f.default) for f in fields] or [UVICORN_GRACEFUL_SHUTDOWN_S])
+    graceful = max(fixed + [float(f.default) for f in fields if f.default is not None])
+    assert graceful > 0, "no uvicorn graceful shutdown found in inferstream/cli.py or ApiSettings"
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     grace = deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
