@@ -85,7 +85,7 @@ def build_event(
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": str(event_id),
-        "event_time": event_time.astimezone(UTC).isoformat(timespec="microseconds"),
+        "event_time": event_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # as pydantic writes it
         "model_name": model_name,
         "model_version": model_version,
         "features": features,

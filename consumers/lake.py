@@ -8,13 +8,12 @@ offset C; before its first write it deletes the partition's files whose first of
 >= C: those were written but never committed, and are about to be written again.
 
 The incarnation tells apart two lives of a topic name (offsets restart at 0 on
-re-creation, e.g. every restart of the in-memory test broker). It travels as the
-commit metadata; a partition without a commit takes it from its earliest record.
+re-creation, e.g. every restart of the in-memory test broker): see
+``ConsumerRunner.committed``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import uuid
@@ -27,6 +26,7 @@ import polars as pl
 from aiokafka import ConsumerRecord, TopicPartition
 
 from common import lake
+from consumers.runner import incarnation_of
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ class LakeSink:
         if state is None:  # consumed before the listener ran (manual assignment)
             state = self._parts[tp] = _PartitionState(None, "")
         if not state.incarnation:
-            state.incarnation = _incarnation_of(records[0]) if state.committed is None else "0"
+            # an empty partition at assignment: its first record is its earliest
+            state.incarnation = incarnation_of(records[0])
         if state.first_offset is None:
             state.first_offset = records[0].offset
         for rec in records:
@@ -192,13 +193,3 @@ class LakeSink:
                 os.fsync(fh.fileno())
             out.append((tmp, final))
         return out
-
-
-def _incarnation_of(first: ConsumerRecord[bytes, bytes]) -> str:
-    """A stable id for this life of the topic partition, from its earliest record."""
-    h = hashlib.blake2b(digest_size=6)
-    h.update(str(first.offset).encode())
-    h.update(str(first.timestamp).encode())
-    h.update(first.key or b"")
-    h.update(first.value or b"")
-    return h.hexdigest()

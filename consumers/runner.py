@@ -9,6 +9,7 @@ and commit. Auto-commit is off; nothing is committed that the sink has not made 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -51,6 +52,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         committed = await self.runner.committed(assigned)
         self.runner.sink.assigned(committed)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+def incarnation_of(first: ConsumerRecord[bytes, bytes]) -> str:
+    """A stable id for one life of a topic partition, from its earliest record."""
+    h = hashlib.blake2b(digest_size=6)
+    h.update(str(first.offset).encode())
+    h.update(str(first.timestamp).encode())
+    h.update(first.key or b"")
+    h.update(first.value or b"")
+    return h.hexdigest()
 
 
 class ConsumerRunner:
@@ -100,14 +111,51 @@ class ConsumerRunner:
     async def committed(
         self, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, tuple[int | None, str]]:
+        """Committed offset and incarnation of each partition.
+
+        The incarnation (see ``common.lake``) is the commit metadata where the broker
+        keeps it (Kafka does); otherwise (Tansu drops commit metadata) a hash of the
+        partition's earliest record, or "" for an empty partition (the sink then takes
+        it from the first record it sees, which is then the earliest)."""
         # aiokafka's public committed() drops the commit metadata; the coordinator keeps it
         coordinator = self.consumer._coordinator  # noqa: SLF001
         found = await coordinator.fetch_committed_offsets(partitions)
         out: dict[TopicPartition, tuple[int | None, str]] = {}
         for tp in partitions:
             oam = found.get(tp)
-            out[tp] = (oam.offset, oam.metadata or "") if oam is not None and oam.offset >= 0 else (None, "")
+            if oam is not None and oam.offset >= 0:
+                out[tp] = (oam.offset, oam.metadata or "")
+            else:
+                out[tp] = (None, "")
+        unknown = [tp for tp, (_, inc) in out.items() if not inc]
+        if unknown:
+            earliest = await self._earliest_incarnations(unknown)
+            for tp in unknown:
+                out[tp] = (out[tp][0], earliest.get(tp, ""))
         return out
+
+    async def _earliest_incarnations(self, partitions: list[TopicPartition]) -> dict[TopicPartition, str]:
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self._consumer_kwargs["bootstrap_servers"],
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await reader.start()
+        found: dict[TopicPartition, str] = {}
+        try:
+            reader.assign(partitions)
+            await reader.seek_to_beginning(*partitions)
+            deadline = time.monotonic() + 2.0
+            while len(found) < len(partitions) and time.monotonic() < deadline:
+                pending = [tp for tp in partitions if tp not in found]
+                batch = await reader.getmany(*pending, timeout_ms=300, max_records=len(pending) * 50)
+                for tp, msgs in batch.items():
+                    if msgs:
+                        found[tp] = incarnation_of(msgs[0])
+        finally:
+            await reader.stop()
+        return found
 
     async def flush_and_commit(self) -> None:
         if not self.sink.pending_rows:

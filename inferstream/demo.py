@@ -157,7 +157,11 @@ def run_demo(opts: DemoOptions) -> int:
         files, size = lake_files(lake_dir)
         lat = np.array(latencies) * 1000
         con = duckdb.connect()
-        src = lake.duckdb_source(lake_dir) if files else "(SELECT NULL::VARCHAR AS model_name, NULL::VARCHAR AS model_version, NULL::DOUBLE AS latency_ms, NULL::VARCHAR AS prediction)"
+        src = (
+            lake.duckdb_source(lake_dir)
+            if files
+            else "(SELECT NULL::VARCHAR AS model_name, NULL::VARCHAR AS model_version, NULL::DOUBLE AS latency_ms, NULL::VARCHAR AS prediction)"
+        )
         model_lat = con.execute(
             f"SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM {src} "
             f"WHERE model_name = ? AND model_version = ?",

@@ -1,0 +1,31 @@
+# Two commands do everything, each with its own set-up on a fresh machine:
+#   make demo   - the whole pipeline end to end on embedded defaults
+#   make test   - the test suite (starts PostgreSQL if it is down)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/inferstream demo
+
+test: $(STAMP)
+	./.ci/ensure-postgres
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) data reports .pytest_cache

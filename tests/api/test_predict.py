@@ -1,0 +1,133 @@
+"""The API in-process (TestClient) against the real broker: validation and events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.settings import ApiSettings
+from common.events import InferenceEvent
+
+
+@pytest.fixture
+def settings(trained_model, kafka_bootstrap, topic) -> ApiSettings:
+    return ApiSettings(
+        data_dir=trained_model.data_dir,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        model_name=trained_model.name,
+        model_version=trained_model.version,
+        events_topic=topic,
+        linger_ms=5,
+    )
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+async def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(out) < expected and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(m.value for m in msgs)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def test_predictions_become_valid_events_in_kafka(client, trained_model, kafka_bootstrap, topic):
+    ids = []
+    for row in trained_model.rows[:25]:
+        r = client.post("/v1/predict", json={"features": row})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_name"] == trained_model.name
+        assert body["model_version"] == trained_model.version
+        assert body["prediction"] in (0, 1)
+        assert abs(sum(body["scores"].values()) - 1.0) < 1e-9
+        ids.append(body["prediction_id"])
+    raw = asyncio.run(_consume(kafka_bootstrap, topic, 25))
+    events = [InferenceEvent.model_validate_json(v) for v in raw]
+    assert sorted(str(e.event_id) for e in events) == sorted(ids)
+    by_id = {str(e.event_id): e for e in events}
+    first = by_id[ids[0]]
+    assert first.features == trained_model.rows[0]
+    assert first.status == "ok" and first.latency_ms > 0
+
+
+def _bad(row: dict, **changes) -> dict:
+    out = dict(row)
+    for k, v in changes.items():
+        if v is KeyError:
+            out.pop(k)
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "kind"),
+    [
+        ({"mean_radius": KeyError}, "mean_radius", "missing"),
+        ({"not_a_feature": 1.0}, "not_a_feature", "extra_forbidden"),
+        ({"mean_radius": "12.5"}, "mean_radius", "float_type"),
+        ({"mean_radius": True}, "mean_radius", "float_type"),
+        ({"high_texture": 1}, "high_texture", "bool_type"),
+        ({"size_band": 3}, "size_band", "string_type"),
+        ({"size_band": ""}, "size_band", "string_too_short"),
+    ],
+)
+def test_invalid_features_get_422_naming_the_field(client, trained_model, change, field, kind):
+    r = client.post("/v1/predict", json={"features": _bad(trained_model.rows[0], **change)})
+    assert r.status_code == 422
+    errors = r.json()["detail"]
+    assert any(e["loc"][-1] == field and e["type"] == kind for e in errors), errors
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_get_422_not_500(client, trained_model, literal):
+    body = json.dumps({"features": trained_model.rows[0]}).replace(
+        f'"mean_radius": {trained_model.rows[0]["mean_radius"]}', f'"mean_radius": {literal}'
+    )
+    assert literal in body
+    r = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][-1] == "mean_radius"
+
+
+def test_malformed_json_gets_a_clear_4xx(client):
+    r = client.post("/v1/predict", content=b'{"features": {', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_models_health_and_readiness(client, trained_model):
+    models = client.get("/v1/models").json()
+    assert models[0]["name"] == trained_model.name and models[0]["version"] == trained_model.version
+    assert {f["name"] for f in models[0]["features"]} == set(trained_model.rows[0])
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready"
+
+
+def test_metrics_count_requests_and_events(client, trained_model):
+    for row in trained_model.rows[:3]:
+        assert client.post("/v1/predict", json={"features": row}).status_code == 200
+    text = client.get("/metrics").text
+    assert 'inferstream_requests_total{route="/v1/predict",status="200"} 3.0' in text
+    assert "inferstream_events_enqueued_total 3.0" in text

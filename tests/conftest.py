@@ -1,0 +1,89 @@
+"""Real services for the suite.
+
+- Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded Tansu broker on a free
+  loopback port for the session. Each test gets its own topic (``topic`` fixture).
+- A trained model artifact on scikit-learn's bundled breast-cancer data, with a derived
+  category and boolean feature so that every feature type is exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from common.artifact import FeatureSpec
+from common.broker import EmbeddedBroker
+from common.topics import ensure_topics
+from inferstream.train import train_classifier
+
+MODEL_NAME = "breast-cancer"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as broker:
+        yield broker.bootstrap_servers
+
+
+def unique_topic(request: pytest.FixtureRequest) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    return f"t-{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> str:
+    """A fresh 4-partition topic named after the test."""
+    name = unique_topic(request)
+    asyncio.run(ensure_topics(kafka_bootstrap, {name: 4}))
+    return name
+
+
+def breast_cancer_frame() -> tuple[pl.DataFrame, list[FeatureSpec]]:
+    raw = load_breast_cancer(as_frame=True).frame
+    raw.columns = [re.sub(r"\W+", "_", c.strip()) for c in raw.columns]
+    df = pl.from_pandas(raw).with_columns(
+        pl.when(pl.col("mean_radius") < 12)
+        .then(pl.lit("small"))
+        .when(pl.col("mean_radius") < 16)
+        .then(pl.lit("medium"))
+        .otherwise(pl.lit("large"))
+        .alias("size_band"),
+        (pl.col("mean_texture") > pl.col("mean_texture").median()).alias("high_texture"),
+    )
+    numeric = [c for c in raw.columns if c != "target"]
+    features = [FeatureSpec(c, "number") for c in numeric]
+    features += [FeatureSpec("size_band", "category"), FeatureSpec("high_texture", "boolean")]
+    return df, features
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    data_dir: Path
+    name: str
+    version: str
+    rows: list[dict[str, object]]  # valid feature payloads
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    data_dir = tmp_path_factory.mktemp("data")
+    df, features = breast_cancer_frame()
+    path = train_classifier(
+        df, features=features, target="target", name=MODEL_NAME, models_dir=data_dir / "models"
+    )
+    rows = df.select([f.name for f in features]).to_dicts()
+    return TrainedModel(data_dir, MODEL_NAME, path.name, rows)
