@@ -77,8 +77,12 @@ class ConsumerRunner:
         poll_timeout_ms: int = 500,
         session_timeout_ms: int = 6_000,
         client_id: str = "inferstream-consumer",
+        pause_before_commit_s: float = 0.0,
     ) -> None:
         self.sink = sink
+        # fault injection only: widens the window between "durable" and "committed"
+        # so that crash tests can land in it (a real crash there is rare but possible)
+        self.pause_before_commit_s = pause_before_commit_s
         self.topics = topics
         self.group_id = group_id
         self.max_batch_rows = max_batch_rows
@@ -164,6 +168,8 @@ class ConsumerRunner:
         start = time.perf_counter()
         offsets = self.sink.flush()
         self._oldest = None
+        if self.pause_before_commit_s:
+            await asyncio.sleep(self.pause_before_commit_s)
         if offsets:
             await self.consumer.commit({tp: (off, meta) for tp, (off, meta) in offsets.items()})
         self.batches += 1

@@ -116,6 +116,7 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         poll_timeout_ms=s.poll_timeout_ms,
         session_timeout_ms=s.session_timeout_ms,
         client_id=f"{s.kafka_client_id}-{args.sink}",
+        pause_before_commit_s=s.fault_pause_before_commit_s,
     )
 
     async def main() -> None:
