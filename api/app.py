@@ -2,6 +2,7 @@
 the publisher and the metrics. The request path validates, predicts, encodes the event
 and offers it to the publisher's queue; it never awaits Kafka."""
 
+import asyncio
 import logging
 import time
 import uuid
@@ -13,7 +14,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.deps import MetricsDep, ModelDep, PublisherDep
@@ -21,6 +21,7 @@ from api.metrics import ApiMetrics
 from api.model import ServedModel, features_model
 from api.publisher import EventPublisher
 from api.settings import ApiSettings
+from api.spool import Spool
 from common import artifact, events
 from common.artifact import ModelMetadata
 
@@ -91,7 +92,7 @@ class _RequestMetrics:
         finally:
             route = scope["path"] if scope["path"] in self.routes else "other"
             self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(route, str(status)).observe(time.perf_counter() - start)
 
 
 def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None) -> FastAPI:
@@ -105,35 +106,28 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         __config__=ConfigDict(extra="forbid"),
         features=(Features, Field(description=f"Inputs of model {meta.name} v{meta.version}")),
     )
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(settings.prometheus_multiproc_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         model = _load_model(settings.models_dir, meta)
-        pub = publisher or EventPublisher(
-            bootstrap_servers=settings.require_bootstrap(),
-            topic=settings.events_topic,
-            queue_size=settings.queue_size,
-            batch_max_events=settings.batch_max_events,
-            linger_ms=settings.linger_ms,
-            compression=settings.compression,
-            acks=int(settings.kafka_acks)
-            if settings.kafka_acks.lstrip("-").isdigit()
-            else settings.kafka_acks,
-            enable_idempotence=settings.kafka_enable_idempotence,
-            client_id=f"{settings.kafka_client_id}-api",
-        )
+        pub = publisher or _build_publisher(settings, metrics)
         metrics.watch(pub)
         await pub.start()
+        syncer = asyncio.create_task(_sync_metrics(metrics), name="metrics-sync")
         try:
             yield {"model": model, "publisher": pub, "metrics": metrics}
         finally:
-            await pub.stop()
+            await pub.stop(settings.drain_timeout_s)
+            syncer.cancel()
+            metrics.sync()
             s = pub.stats
             log.info(
-                "publisher closed: enqueued=%d published=%d dropped=%s",
+                "publisher closed: enqueued=%d published=%d spooled=%d replayed=%d dropped=%s",
                 s.enqueued,
                 s.published,
+                s.spooled,
+                s.replayed,
                 dict(s.dropped),
             )
 
@@ -220,11 +214,47 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(m: MetricsDep) -> Response:
-        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(m.render(), media_type=m.content_type)
 
     routes = {"/v1/predict", "/v1/models", "/healthz", "/readyz", "/metrics"}
     app.add_middleware(_RequestMetrics, metrics=metrics, routes=routes)  # type: ignore[arg-type]
     return app
+
+
+async def _sync_metrics(metrics: ApiMetrics) -> None:
+    # other workers' scrapes read this process's values from files: keep them fresh
+    while True:
+        await asyncio.sleep(1.0)
+        metrics.sync()
+
+
+def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublisher:
+    """This process's publisher: its own spool slot, plus the slots of dead processes."""
+    root = settings.spool_root
+    spool = Spool.claim(root, max_bytes=settings.spool_max_bytes, segment_bytes=settings.spool_segment_bytes)
+    adopted = Spool.orphans(root, exclude=spool.path)
+    if not spool.empty or adopted:
+        log.info("spool %s holds events from a previous run; they are replayed first", root)
+    acks: str | int = settings.kafka_acks
+    if settings.kafka_acks.lstrip("-").isdigit():
+        acks = int(settings.kafka_acks)
+    return EventPublisher(
+        bootstrap_servers=settings.require_bootstrap(),
+        topic=settings.events_topic,
+        spool=spool,
+        adopted=adopted,
+        queue_size=settings.queue_size,
+        batch_max_events=settings.batch_max_events,
+        linger_ms=settings.linger_ms,
+        compression=settings.compression,
+        acks=acks,
+        enable_idempotence=settings.kafka_enable_idempotence,
+        client_id=f"{settings.kafka_client_id}-api",
+        send_timeout_s=settings.send_timeout_s,
+        probe_interval_s=settings.probe_interval_s,
+        spool_sync_interval_s=settings.spool_fsync_interval_ms / 1000.0,
+        on_delivered=metrics.delivery_latency.observe,
+    )
 
 
 def _load_model(models_dir: Path, meta: ModelMetadata) -> ServedModel:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
 
 from common.settings import CommonSettings
 
@@ -21,3 +23,25 @@ class ApiSettings(CommonSettings):
         default=False, description="true on real Kafka; Tansu has no idempotent producer"
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1)
+    # delivery and the disk spool
+    spool_dir: Path | None = Field(default=None, description="default: <data_dir>/spool")
+    spool_max_bytes: int = Field(default=1 << 30, ge=1, description="cap; beyond it events are dropped")
+    spool_segment_bytes: int = Field(default=8 << 20, ge=4096)
+    spool_fsync_interval_ms: int = Field(
+        default=200, ge=1, description="bounds what a crash loses from the spool"
+    )
+    send_timeout_s: float = Field(
+        default=10.0, gt=0, description="a batch unacknowledged this long is spooled"
+    )
+    probe_interval_s: float = Field(default=1.0, gt=0, description="how often a down broker is retried")
+    drain_timeout_s: float = Field(default=10.0, ge=0, description="at shutdown; the rest is spooled")
+
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="prometheus_client's multiprocess directory; set by `inferstream api --workers N`",
+    )
+
+    @property
+    def spool_root(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"

@@ -1,0 +1,242 @@
+"""Fault tests with real processes: the API (``python -m inferstream api``) and a Tansu
+broker of the test's own, killed and restarted on the same port.
+
+These tests own their broker (they must kill it), so they do not use
+KAFKA_BOOTSTRAP_SERVERS. Tansu keeps nothing across a restart: events published
+before a kill are read by the test before it kills the broker, and topics are
+created again after each restart. Every test counts each event id it reads and
+asserts exactly once; a duplicate would be reported by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from common.broker import EmbeddedBroker, free_port
+from common.events import decode
+from common.topics import ensure_topics
+from inferstream.procs import Child, wait_ready
+
+TOPIC = "inference-events"
+pytestmark = pytest.mark.slow
+
+
+def _start_api(tmp: Path, trained_model, bootstrap: str, port: int, name: str) -> Child:
+    env = {
+        "INFERSTREAM_DATA_DIR": str(trained_model.data_dir),
+        "INFERSTREAM_SPOOL_DIR": str(tmp / "spool"),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "INFERSTREAM_PORT": str(port),
+        "INFERSTREAM_MODEL_NAME": trained_model.name,
+        "INFERSTREAM_MODEL_VERSION": trained_model.version,
+        "INFERSTREAM_EVENTS_TOPIC": TOPIC,
+        "INFERSTREAM_AUTH_ENABLED": "false",
+        "INFERSTREAM_PROBE_INTERVAL_S": "0.5",
+        "INFERSTREAM_SEND_TIMEOUT_S": "3",
+        "INFERSTREAM_LINGER_MS": "5",
+    }
+    child = Child(name, ["api"], env, tmp / f"{name}.log")
+    wait_ready(f"http://127.0.0.1:{port}/readyz", child, timeout_s=60)
+    return child
+
+
+def _metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def _wait_metric(base: str, name: str, target: float, timeout_s: float = 30) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = _metric(base, name)
+        if value >= target:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{name} stayed below {target}: {_metric(base, name)}")
+
+
+async def _read_ids(bootstrap: str, expected: set[str], timeout_s: float = 60.0) -> Counter[str]:
+    """Count every event id in the topic, from the beginning, until all expected ids are
+    seen and one more second passes (to catch late duplicates)."""
+    consumer = AIOKafkaConsumer(
+        TOPIC, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    counts: Counter[str] = Counter()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        done_at: float | None = None
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for msgs in batch.values():
+                counts.update(decode(m.value)["event_id"] for m in msgs)
+            if done_at is None and expected <= counts.keys():
+                done_at = loop.time() + 1.0
+            if done_at is not None and loop.time() >= done_at:
+                break
+    finally:
+        await consumer.stop()
+    return counts
+
+
+def _predict(client: httpx.Client, row: dict) -> tuple[str | None, float]:
+    start = time.perf_counter()
+    try:
+        r = client.post("/v1/predict", json={"features": row})
+    except httpx.HTTPError:
+        return None, time.perf_counter() - start
+    took = time.perf_counter() - start
+    return (r.json()["prediction_id"] if r.status_code == 200 else None), took
+
+
+def _send(base: str, rows: list[dict], workers: int = 4) -> tuple[list[str], list[float]]:
+    with httpx.Client(base_url=base, timeout=10) as client, ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda r: _predict(client, r), rows))
+    ids = [i for i, _ in results if i]
+    assert len(ids) == len(rows), f"{len(rows) - len(ids)} requests failed"
+    return ids, [t for _, t in results]
+
+
+def _p99(xs: list[float]) -> float:
+    return sorted(xs)[int(0.99 * (len(xs) - 1))]
+
+
+def test_broker_outage_loses_nothing_and_slows_nothing(tmp_path, trained_model):
+    port = free_port()
+    broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log").start()
+    bootstrap = broker.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, {TOPIC: 4}))
+    api_port = free_port()
+    api = _start_api(tmp_path, trained_model, bootstrap, api_port, "api")
+    base = f"http://127.0.0.1:{api_port}"
+    rows = trained_model.rows
+    try:
+        before, lat_before = _send(base, rows[:300])
+        # Tansu forgets everything on a restart: read what was published so far first
+        first = asyncio.run(_read_ids(bootstrap, set(before)))
+        assert set(before) <= first.keys()
+
+        broker.kill()
+        outage_start = time.monotonic()
+        during: list[str] = []
+        lat_during: list[float] = []
+        while time.monotonic() - outage_start < 8.0:  # the broker is down for ~8 s
+            ids, lat = _send(base, rows[:50])
+            during += ids
+            lat_during += lat
+        assert _metric(base, "inferstream_broker_connected") == 0.0
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["broker_connected"] is False
+
+        broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log").start()
+        asyncio.run(ensure_topics(bootstrap, {TOPIC: 4}))
+        after, _ = _send(base, rows[300:500])
+        second = asyncio.run(_read_ids(bootstrap, set(during) | set(after)))
+    finally:
+        api.terminate()
+        broker.stop()
+    counts = first + second
+    sent = before + during + after
+    missing = set(sent) - counts.keys()
+    duplicated = {k: n for k, n in counts.items() if n > 1}
+    print(
+        f"outage: sent={len(sent)} during_outage={len(during)} missing={len(missing)} "
+        f"duplicated={len(duplicated)} p99_before={_p99(lat_before) * 1000:.1f}ms "
+        f"p99_during={_p99(lat_during) * 1000:.1f}ms max_during={max(lat_during) * 1000:.1f}ms"
+    )
+    assert len(during) > 100
+    assert not missing, f"{len(missing)} events lost"
+    assert not duplicated, f"duplicated: {duplicated}"
+    assert set(counts) == set(sent)
+    # "normal latency": no request waits on the dead broker (aiokafka would block 40 s)
+    assert max(lat_during) < 1.0, max(lat_during)
+
+
+def test_sigkill_with_events_in_the_spool_replays_them_after_restart(tmp_path, trained_model):
+    port = free_port()  # nothing listens here yet: the API starts with the broker unreachable
+    bootstrap = f"127.0.0.1:{port}"
+    api_port = free_port()
+    api = _start_api(tmp_path, trained_model, bootstrap, api_port, "api-1")
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        ids, _ = _send(base, trained_model.rows[:400])
+        _wait_metric(base, "inferstream_events_spooled_total", len(ids))
+        time.sleep(0.6)  # past the spool's flush/fsync interval (200 ms)
+        spooled = sum(p.stat().st_size for p in (tmp_path / "spool").rglob("*.seg"))
+        assert spooled > 0
+    finally:
+        api.kill()
+    broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log").start()
+    try:
+        asyncio.run(ensure_topics(bootstrap, {TOPIC: 4}))
+        api = _start_api(tmp_path, trained_model, bootstrap, api_port, "api-2")
+        try:
+            counts = asyncio.run(_read_ids(bootstrap, set(ids), timeout_s=30))
+            _wait_metric(base, "inferstream_events_replayed_total", len(ids))
+        finally:
+            api.terminate()
+    finally:
+        broker.stop()
+    lost = set(ids) - counts.keys()
+    print(f"sigkill: acknowledged={len(ids)} replayed={len(counts)} lost={len(lost)}")
+    assert not lost, f"{len(lost)} events lost after SIGKILL"
+    assert max(counts.values()) == 1
+    assert not list((tmp_path / "spool").rglob("*.seg")), "replayed segments are deleted"
+
+
+def test_sigterm_under_load_keeps_every_acknowledged_event(tmp_path, trained_model):
+    port = free_port()
+    broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log").start()
+    bootstrap = broker.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, {TOPIC: 4}))
+    api_port = free_port()
+    base = f"http://127.0.0.1:{api_port}"
+    api = _start_api(tmp_path, trained_model, bootstrap, api_port, "api-1")
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                event_id, _ = _predict(client, trained_model.rows[i % len(trained_model.rows)])
+                if event_id:
+                    acked.append(event_id)
+                i += 1
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2.0)
+        rc = api.terminate(timeout_s=40)  # SIGTERM while 6 clients keep sending
+        stop.set()
+        for t in threads:
+            t.join()
+        # uvicorn re-raises SIGTERM after its graceful shutdown: -15 is a clean exit too
+        assert rc in (0, -15), api.tail()
+        assert "publisher closed" in api.tail(), api.tail()
+        # anything the drain could not deliver is in the spool: a restart replays it
+        api = _start_api(tmp_path, trained_model, bootstrap, api_port, "api-2")
+        counts = asyncio.run(_read_ids(bootstrap, set(acked)))
+    finally:
+        stop.set()
+        api.terminate()
+        broker.stop()
+    lost = set(acked) - counts.keys()
+    print(f"sigterm: acknowledged={len(acked)} arrived={len(counts)} lost={len(lost)}")
+    assert len(acked) > 200
+    assert not lost, f"{len(lost)} acknowledged events missing"
+    assert max(counts.values()) == 1
