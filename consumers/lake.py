@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import polars as pl
 from aiokafka import ConsumerRecord, TopicPartition
 
 from common import lake
+from common.events import SCHEMA_VERSION
+from consumers.deadletters import DeadLetter
 from consumers.runner import incarnation_of
+from consumers.validate import PoisonError, decode_event
 
 log = logging.getLogger(__name__)
 
-_FIXED_SCHEMA = {
+_FIXED_SCHEMA: dict[str, Any] = {
     "event_id": pl.String,
-    "schema_version": pl.Int16,
+    "schema_version": pl.Int64,
     "event_time": pl.String,
     "model_name": pl.String,
     "model_version": pl.String,
@@ -42,6 +45,15 @@ _FIXED_SCHEMA = {
     "error": pl.String,
     "synthetic": pl.Boolean,
 }
+_REQUIRED = ("event_id", "event_time", "model_name", "model_version", "features", "latency_ms", "status")
+# Records of one model version share one shape (the API validates features against
+# the model's spec). The shape key is the model, its version and the number of keys:
+# records with another shape get their own schema, inferred once and then reused.
+_MODEL_RE = re.compile(rb'"model_name":"((?:[^"\\]|\\.)*)","model_version":"((?:[^"\\]|\\.)*)"')
+_MAX_SCHEMAS = 256
+_ShapeKey = tuple[bytes, bytes, int]
+_UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_WIRE_TIME = "%Y-%m-%dT%H:%M:%S%.fZ"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -53,24 +65,45 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _PartitionState:
-    __slots__ = ("incarnation", "committed", "cleaned", "rows", "first_offset", "next_offset")
+    __slots__ = ("incarnation", "committed", "cleaned", "records", "first_offset", "next_offset")
 
     def __init__(self, committed: int | None, incarnation: str) -> None:
         self.committed = committed
         self.incarnation = incarnation
         self.cleaned = False
-        self.rows: list[dict[str, Any]] = []
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
         self.first_offset: int | None = None
         self.next_offset: int | None = None
 
 
+class _Group:
+    """Records of one shape, with their coordinates, in arrival order."""
+
+    __slots__ = ("values", "records", "joined")
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self.joined: bytes | None = None
+
+    def ndjson(self) -> bytes:
+        if self.joined is None:
+            self.joined = b"\n".join(self.values)
+        return self.joined
+
+
 class LakeSink:
+    """Parses batches with polars' NDJSON reader (one call per batch and shape, ~7 us an
+    event, against ~35 us for a dict per record); poison records become dead letters."""
+
     def __init__(self, lake_dir: Path, table: str = lake.EVENTS_TABLE) -> None:
         self.lake_dir = lake_dir
         self.table = table
         self.root = lake.table_dir(lake_dir, table)
         self.root.mkdir(parents=True, exist_ok=True)
         self._parts: dict[TopicPartition, _PartitionState] = {}
+        self._schemas: dict[_ShapeKey, pl.Schema] = {}
+        self._dead: list[DeadLetter] = []
         self.poison = 0
         self.files_written = 0
         self._remove_temp_files()
@@ -90,7 +123,7 @@ class LakeSink:
 
     @property
     def pending_rows(self) -> int:
-        return sum(len(s.rows) for s in self._parts.values())
+        return sum(len(s.records) for s in self._parts.values())
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         state = self._parts.get(tp)
@@ -101,26 +134,17 @@ class LakeSink:
             state.incarnation = incarnation_of(records[0])
         if state.first_offset is None:
             state.first_offset = records[0].offset
-        for rec in records:
-            try:
-                row = orjson.loads(rec.value)  # type: ignore[arg-type]
-                if not isinstance(row, dict) or "event_id" not in row:
-                    raise ValueError("not an inference event")
-            except ValueError as exc:
-                self.poison += 1
-                log.error("skipping poison message %s[%d]@%d: %s", tp.topic, tp.partition, rec.offset, exc)
-                continue
-            pred = row.get("prediction")
-            row["prediction"] = None if pred is None else str(pred)
-            row["kafka_partition"] = tp.partition
-            row["kafka_offset"] = rec.offset
-            row["kafka_timestamp_ms"] = rec.timestamp
-            state.rows.append(row)
+        state.records.extend(records)
         state.next_offset = records[-1].offset + 1
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        out, self._dead = self._dead, []
+        return out
 
     def flush(self) -> dict[TopicPartition, tuple[int, str]]:
         written: list[tuple[Path, Path]] = []
         commits: dict[TopicPartition, tuple[int, str]] = {}
+        dead: list[DeadLetter] = []
         try:
             for tp, state in self._parts.items():
                 if state.next_offset is None or state.first_offset is None:
@@ -128,8 +152,9 @@ class LakeSink:
                 if not state.cleaned:
                     self._remove_uncommitted(tp, state)
                     state.cleaned = True
-                if state.rows:
-                    written.extend(self._write_partition(tp, state))
+                df = self._frame(tp, state.records, dead)
+                if df is not None and df.height:
+                    written.extend(self._write_partition(tp, state, df))
                 commits[tp] = (state.next_offset, state.incarnation)
             dirs = set()
             for tmp, final in written:
@@ -142,11 +167,165 @@ class LakeSink:
                 tmp.unlink(missing_ok=True)
             raise
         self.files_written += len(written)
+        self.poison += len(dead)
+        self._dead.extend(dead)
         for state in self._parts.values():
-            state.rows = []
+            state.records = []
             state.first_offset = None
             state.next_offset = None
         return commits
+
+    # -- parsing ------------------------------------------------------------------------
+    def _frame(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], dead: list[DeadLetter]
+    ) -> pl.DataFrame | None:
+        groups = self._homogeneous(records)
+        if groups is None:
+            groups = self._grouped(records, dead)
+        frames = []
+        for key, group in groups.items():
+            df = self._parse_group(key, group, dead)
+            if df is not None and df.height:
+                frames.append(df)
+        if not frames:
+            return None
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+    @staticmethod
+    def _homogeneous(records: list[ConsumerRecord[bytes, bytes]]) -> dict[_ShapeKey | None, _Group] | None:
+        """The usual batch, all of one shape, checked with two C-speed counts over the
+        joined values instead of a regex a record (~2.5 us an event saved)."""
+        first = records[0].value
+        m = _MODEL_RE.search(first) if first is not None else None
+        if m is None or any(r.value is None for r in records):
+            return None
+        group = _Group()
+        group.values = [r.value for r in records]  # type: ignore[misc]
+        group.records = records
+        joined = b"\n".join(group.values)
+        n, keys = len(records), first.count(b'":')  # type: ignore[union-attr]
+        if joined.count(m.group(0)) != n or joined.count(b'":') != n * keys:
+            return None
+        group.joined = joined
+        return {(m.group(1), m.group(2), keys): group}
+
+    def _grouped(
+        self, records: list[ConsumerRecord[bytes, bytes]], dead: list[DeadLetter]
+    ) -> dict[_ShapeKey | None, _Group]:
+        groups: dict[_ShapeKey | None, _Group] = {}
+        for rec in records:
+            value = rec.value
+            if value is None:
+                dead.append(_dead(rec, "empty value (tombstone)"))
+                continue
+            m = _MODEL_RE.search(value)
+            key = (m.group(1), m.group(2), value.count(b'":')) if m else None
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group()
+            group.values.append(value)
+            group.records.append(rec)
+        return groups
+
+    def _parse_group(
+        self, key: _ShapeKey | None, group: _Group, dead: list[DeadLetter]
+    ) -> pl.DataFrame | None:
+        schema = self._schemas.get(key) if key is not None else None
+        df = None
+        if schema is not None:
+            try:
+                df = pl.read_ndjson(group.ndjson(), schema=schema)
+            except pl.exceptions.PolarsError:
+                df = None  # a record does not fit the shape: decode one by one below
+        if df is None:
+            records: list[ConsumerRecord[bytes, bytes]] = []
+            for rec in group.records:
+                try:
+                    decode_event(rec.value)
+                except PoisonError as exc:
+                    dead.append(_dead(rec, str(exc)))
+                    continue
+                records.append(rec)
+            if not records:
+                return None
+            group.records = records
+            group.values = [r.value for r in records]  # type: ignore[misc]
+            group.joined = None
+            df = self._infer(group, dead)
+            if df is None:
+                return None
+            if key is not None:
+                if len(self._schemas) >= _MAX_SCHEMAS:
+                    self._schemas.clear()
+                self._schemas[key] = df.schema
+        df = df.with_columns(
+            pl.Series("kafka_partition", [r.partition for r in group.records], pl.Int32),
+            pl.Series("kafka_offset", [r.offset for r in group.records], pl.Int64),
+            pl.Series("kafka_timestamp_ms", [r.timestamp for r in group.records], pl.Int64),
+        )
+        return self._validated(df, group, dead)
+
+    def _infer(self, group: _Group, dead: list[DeadLetter]) -> pl.DataFrame | None:
+        try:
+            return pl.read_ndjson(group.ndjson(), infer_schema_length=None, schema_overrides=_FIXED_SCHEMA)
+        except pl.exceptions.PolarsError:
+            pass
+        # the records disagree on a field's type: find the ones that cannot share a frame
+        frames, kept = [], []
+        for rec in group.records:
+            try:
+                frames.append(pl.read_ndjson(rec.value, schema_overrides=_FIXED_SCHEMA))  # type: ignore[arg-type]
+                kept.append(rec)
+            except pl.exceptions.PolarsError as exc:
+                dead.append(_dead(rec, f"cannot be stored: {exc}"[:500]))
+        if not frames:
+            return None
+        group.records = kept
+        try:
+            return pl.concat(frames, how="diagonal_relaxed")
+        except pl.exceptions.PolarsError as exc:
+            for rec in kept:
+                dead.append(_dead(rec, f"fields of conflicting types in one batch: {exc}"[:500]))
+            return None
+
+    def _validated(self, df: pl.DataFrame, group: _Group, dead: list[DeadLetter]) -> pl.DataFrame:
+        missing = [c for c in _REQUIRED if c not in df.columns]
+        if "schema_version" not in df.columns:
+            missing.append("schema_version")
+        if missing:
+            for rec in group.records:
+                dead.append(_dead(rec, f"missing field {missing[0]}"))
+            return df.clear()
+        df = df.with_columns(
+            # the wire format first (fast); any other ISO 8601 spelling second
+            pl.coalesce(
+                pl.col("event_time").str.to_datetime(
+                    _WIRE_TIME, time_unit="us", time_zone="UTC", strict=False
+                ),
+                pl.col("event_time").str.to_datetime(time_unit="us", time_zone="UTC", strict=False),
+            ).alias("_t"),
+        )
+        bad = pl.col("schema_version").is_null() | (pl.col("schema_version") != SCHEMA_VERSION)
+        for c in _REQUIRED:
+            bad = bad | pl.col(c).is_null()
+        bad = bad | pl.col("_t").is_null() | ~pl.col("event_id").str.contains(_UUID_RE)
+        df = df.with_columns(bad.alias("_bad"))
+        if df["_bad"].any():
+            by_offset = {r.offset: r for r in group.records}
+            for row in (
+                df.filter(pl.col("_bad"))
+                .select(["kafka_offset", "schema_version", "_t", *_REQUIRED])
+                .iter_rows(named=True)
+            ):
+                dead.append(_dead(by_offset[row["kafka_offset"]], _reason(row)))
+            df = df.filter(~pl.col("_bad"))
+        return df.with_columns(
+            pl.col("_t").alias("event_time"),
+            pl.col("schema_version").cast(pl.Int16),
+            pl.from_epoch(pl.col("kafka_timestamp_ms"), time_unit="ms")
+            .dt.replace_time_zone("UTC")
+            .alias("kafka_timestamp"),
+        ).drop("_t", "_bad", "kafka_timestamp_ms")
 
     # -- internals ----------------------------------------------------------------------
     def _remove_uncommitted(self, tp: TopicPartition, state: _PartitionState) -> None:
@@ -158,27 +337,10 @@ class LakeSink:
                 log.warning("removing uncommitted file %s (it is being rewritten)", path)
                 path.unlink(missing_ok=True)
 
-    def _write_partition(self, tp: TopicPartition, state: _PartitionState) -> list[tuple[Path, Path]]:
+    def _write_partition(
+        self, tp: TopicPartition, state: _PartitionState, df: pl.DataFrame
+    ) -> list[tuple[Path, Path]]:
         assert state.first_offset is not None
-        df = (
-            pl.from_dicts(
-                state.rows,
-                schema_overrides={
-                    **_FIXED_SCHEMA,
-                    "kafka_partition": pl.Int32,
-                    "kafka_offset": pl.Int64,
-                    "kafka_timestamp_ms": pl.Int64,
-                },
-                infer_schema_length=None,
-            )
-            .with_columns(
-                pl.col("event_time").str.to_datetime(time_unit="us", time_zone="UTC"),
-                pl.from_epoch(pl.col("kafka_timestamp_ms"), time_unit="ms")
-                .dt.replace_time_zone("UTC")
-                .alias("kafka_timestamp"),
-            )
-            .drop("kafka_timestamp_ms")
-        )
         name = lake.file_name(tp.topic, state.incarnation, tp.partition, state.first_offset)
         out = []
         keyed = df.with_columns(pl.col("event_time").dt.truncate("1h").alias("_hour"))
@@ -193,3 +355,19 @@ class LakeSink:
                 os.fsync(fh.fileno())
             out.append((tmp, final))
         return out
+
+
+def _dead(rec: ConsumerRecord[bytes, bytes], reason: str) -> DeadLetter:
+    return DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
+
+
+def _reason(row: dict[str, Any]) -> str:
+    version = row["schema_version"]
+    if version != SCHEMA_VERSION:
+        return f"unknown schema_version {version!r} (this consumer reads {SCHEMA_VERSION})"
+    for c in _REQUIRED:
+        if row[c] is None:
+            return f"missing field {c}"
+    if row["_t"] is None:
+        return "event_time is not an ISO 8601 time"
+    return f"event_id {str(row['event_id'])[:40]!r} is not a UUID"

@@ -1,9 +1,12 @@
 """One consumer runner for every consumer group; a sink only makes batches durable.
 
-Loop: ``getmany`` → ``sink.add`` → when the batch is big or old enough, ``sink.flush``
-(durable) → commit the offsets after it. A rebalance flushes and commits before
-partitions are revoked. SIGTERM flips ``running``; the loop ends with one final flush
-and commit. Auto-commit is off; nothing is committed that the sink has not made durable.
+Loop: ``getmany`` → ``sink.add`` → when the batch has ``max_batch_rows`` records,
+``max_batch_bytes`` bytes or is ``max_batch_age_s`` old: ``sink.flush`` (durable) →
+publish the batch's dead letters (acknowledged) → commit the offsets. A rebalance
+flushes and commits before partitions are revoked. SIGTERM flips ``running``; the loop
+ends with one final flush and commit. Auto-commit is off; nothing is committed that
+the sink has not made durable. A failing flush is retried with backoff, forever, while
+nothing is committed (the sink keeps the batch; consumption pauses meanwhile).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from common.errors import DependencyUnavailable
+from consumers.deadletters import DeadLetter, DeadLetterProducer
+from consumers.metrics import ConsumerMetrics
+
 log = logging.getLogger(__name__)
 
 
@@ -27,13 +34,15 @@ class Sink(Protocol):
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None: ...
 
-    @property
-    def pending_rows(self) -> int: ...
-
     def flush(self) -> dict[TopicPartition, tuple[int, str]]:
-        """Make everything added durable, then clear it. On failure raise OSError and keep
-        the batch (the runner retries with backoff and commits nothing meanwhile).
-        Returns, per partition, the next offset to commit and the commit metadata."""
+        """Make everything added durable, then clear it. On failure raise OSError or
+        SinkUnavailable and keep the batch (the runner retries with backoff and commits
+        nothing meanwhile). Returns, per partition, the next offset to commit and the
+        commit metadata. Runs in a worker thread: the event loop keeps heartbeating."""
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        """Poison records found since the last call (their offsets are in the flush's
+        commits: the runner publishes them durably before committing)."""
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget pending work of partitions no longer owned."""
@@ -45,13 +54,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
-            await self.runner.flush_and_commit()
-            self.runner.sink.revoked(revoked)
+            await self.runner.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         committed = await self.runner.committed(assigned)
-        self.runner.sink.assigned(committed)
-        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        async with self.runner.lock:
+            self.runner.sink.assigned(committed)
+        log.info(
+            "assigned group=%s partitions=%s", self.runner.group_id, sorted(tp.partition for tp in assigned)
+        )
 
 
 def incarnation_of(first: ConsumerRecord[bytes, bytes]) -> str:
@@ -78,6 +89,9 @@ class ConsumerRunner:
         session_timeout_ms: int = 6_000,
         client_id: str = "inferstream-consumer",
         pause_before_commit_s: float = 0.0,
+        max_batch_bytes: int = 64 * 1024 * 1024,
+        dlq: DeadLetterProducer | None = None,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self.sink = sink
         # fault injection only: widens the window between "durable" and "committed"
@@ -89,9 +103,20 @@ class ConsumerRunner:
         self.max_batch_age_s = max_batch_age_s
         self.poll_timeout_ms = poll_timeout_ms
         self.running = True
+        self.max_batch_bytes = max_batch_bytes
+        self.dlq = dlq
+        self.metrics = metrics or ConsumerMetrics(group_id)
         self.records = 0
         self.batches = 0
+        self.dead_letters = 0
+        self.lock = asyncio.Lock()
         self._oldest: float | None = None
+        self._pending_records = 0
+        self._pending_bytes = 0
+        self._to_commit: dict[TopicPartition, tuple[int, str]] = {}
+        self._dead: list[DeadLetter] = []
+        self._position: dict[TopicPartition, int] = {}
+        self._lag_at = 0.0
         self._consumer_kwargs: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -162,18 +187,56 @@ class ConsumerRunner:
         return found
 
     async def flush_and_commit(self) -> None:
-        if not self.sink.pending_rows:
-            self._oldest = None
-            return
-        start = time.perf_counter()
-        offsets = self.sink.flush()
-        self._oldest = None
-        if self.pause_before_commit_s:
-            await asyncio.sleep(self.pause_before_commit_s)
-        if offsets:
-            await self.consumer.commit({tp: (off, meta) for tp, (off, meta) in offsets.items()})
-        self.batches += 1
-        log.debug("flushed and committed %s in %.3fs", offsets, time.perf_counter() - start)
+        """Flush the sink, publish its dead letters, commit. Raises OSError or
+        DependencyUnavailable when a step failed; what is not committed is kept."""
+        async with self.lock:
+            start = time.perf_counter()
+            if self._pending_records:
+                offsets = await asyncio.to_thread(self.sink.flush)
+                self._to_commit.update(offsets)
+                self._dead.extend(self.sink.take_dead_letters())
+                self._pending_records = self._pending_bytes = 0
+                self._oldest = None
+                self.metrics.pending.set(0)
+            if self._dead:
+                if self.dlq is None:
+                    raise RuntimeError("poison records but no dead-letter producer")
+                await self.dlq.publish(self._dead)
+                self.dead_letters += len(self._dead)
+                self.metrics.dead_letters.inc(len(self._dead))
+                self._dead = []
+            if not self._to_commit:
+                return
+            offsets = self._to_commit
+            self._to_commit = {}
+            if self.pause_before_commit_s:
+                await asyncio.sleep(self.pause_before_commit_s)
+            try:
+                await self.consumer.commit({tp: (off, meta) for tp, (off, meta) in offsets.items()})
+            except KafkaError as exc:
+                # the batch is durable; the partitions' next owner replays from the last
+                # commit and the sink's idempotence absorbs it
+                log.warning("commit failed group=%s error=%r (the replay is idempotent)", self.group_id, exc)
+                return
+            self.batches += 1
+            self.metrics.batches.inc()
+            elapsed = time.perf_counter() - start
+            self.metrics.flush_seconds.observe(elapsed)
+            log.debug("committed group=%s offsets=%s seconds=%.3f", self.group_id, offsets, elapsed)
+
+    async def revoke(self, revoked: list[TopicPartition]) -> None:
+        try:
+            await self.flush_and_commit()
+        except (OSError, DependencyUnavailable) as exc:
+            log.error("flush on revoke failed group=%s error=%r: the next owner replays", self.group_id, exc)
+        async with self.lock:
+            gone = set(revoked)
+            self.sink.revoked(revoked)
+            self._to_commit = {tp: v for tp, v in self._to_commit.items() if tp not in gone}
+            self._dead = [d for d in self._dead if TopicPartition(d.topic, d.partition) not in gone]
+            for tp in gone:
+                self._position.pop(tp, None)
+                self.metrics.forget_partition(tp.topic, tp.partition)
 
     def stop(self) -> None:
         """Ask the loop to end (signal-handler safe)."""
@@ -181,8 +244,11 @@ class ConsumerRunner:
 
     async def run(self) -> None:
         # aiokafka binds a consumer to the running loop: create it here, not in __init__
+        self.lock = asyncio.Lock()
         self._consumer = AIOKafkaConsumer(**self._consumer_kwargs)
         await self.consumer.start()
+        if self.dlq is not None:
+            await self.dlq.start()
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         try:
             while self.running:
@@ -190,11 +256,22 @@ class ConsumerRunner:
                 for tp, msgs in batch.items():
                     if msgs:
                         self.sink.add(tp, msgs)
-                        self.records += len(msgs)
+                        n = len(msgs)
+                        self.records += n
+                        self.metrics.records.inc(n)
+                        self._pending_records += n
+                        self._pending_bytes += sum(len(m.value or b"") for m in msgs)
+                        self._position[tp] = msgs[-1].offset + 1
                         if self._oldest is None:
                             self._oldest = time.monotonic()
+                self.metrics.pending.set(self._pending_records)
+                self._update_lag()
                 due = self._oldest is not None and time.monotonic() - self._oldest >= self.max_batch_age_s
-                if self.sink.pending_rows >= self.max_batch_rows or due:
+                if (
+                    due
+                    or self._pending_records >= self.max_batch_rows
+                    or self._pending_bytes >= self.max_batch_bytes
+                ):
                     await self._flush_with_backoff()
             await self._flush_with_backoff()
         finally:
@@ -202,6 +279,20 @@ class ConsumerRunner:
                 await self.consumer.stop()
             except KafkaError as exc:
                 log.warning("consumer stop: %r", exc)
+            if self.dlq is not None:
+                await self.dlq.stop()
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < 1.0:
+            return
+        self._lag_at = now
+        # the fetch high watermark: right on Kafka and on Tansu (whose ListOffsets is not)
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            pos = self._position.get(tp)
+            if high is not None and pos is not None:
+                self.metrics.set_lag(tp.topic, tp.partition, max(0, high - pos))
 
     async def _flush_with_backoff(self) -> None:
         delay = 0.2
@@ -209,11 +300,11 @@ class ConsumerRunner:
             try:
                 await self.flush_and_commit()
                 return
-            except OSError as exc:
-                # the sink could not make the batch durable: nothing was committed; the
-                # sink still holds the batch, so try again
-                log.error("sink flush failed (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+            except (OSError, DependencyUnavailable) as exc:
+                # nothing was committed; the sink (and the runner) still hold the batch
+                self.metrics.flush_failures.inc()
+                log.error("flush failed group=%s error=%r retry_in_s=%.1f", self.group_id, exc, delay)
                 if not self.running:
                     raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)

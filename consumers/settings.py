@@ -4,15 +4,41 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from common.events import ALERTS_TOPIC, DLQ_TOPIC
 from common.settings import CommonSettings
 
 
 class ConsumerSettings(CommonSettings):
     group_id: str | None = Field(default=None, description="Consumer group; default: the sink's name")
     max_batch_rows: int = Field(default=50_000, ge=1)
+    max_batch_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Flush when this much is pending"
+    )
     max_batch_age_s: float = Field(default=2.0, gt=0, description="Freshness bound")
     poll_timeout_ms: int = Field(default=500, ge=1)
     session_timeout_ms: int = Field(default=6_000, ge=6_000)
     fault_pause_before_commit_s: float = Field(
         default=0.0, ge=0, description="Fault injection for crash tests: pause between flush and commit"
     )
+    dlq_topic: str = Field(default=DLQ_TOPIC, description="Where poison records go")
+    alerts_topic: str = Field(default=ALERTS_TOPIC, description="Where the fraud scorer publishes")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve Prometheus /metrics on this port (unset: off)"
+    )
+    # shared with the warehouse (its own settings class reads the same variable)
+    postgres_dsn: str | None = Field(
+        default=None, description="PostgreSQL DSN of the audit sink, e.g. postgresql://user@host:5432/db"
+    )
+    audit_schema: str = Field(default="public", description="PostgreSQL schema of the audit table")
+    fraud_window_s: float = Field(default=60.0, gt=0, description="Sliding window of the request-rate score")
+    fraud_rate_threshold: float = Field(default=50.0, gt=0, description="Requests per window that alert")
+    fraud_zscore_threshold: float = Field(default=6.0, gt=0, description="Feature outlier |z| that alerts")
+
+    def require_postgres(self) -> str:
+        from common.errors import ConfigError
+
+        if not self.postgres_dsn:
+            raise ConfigError(
+                "INFERSTREAM_POSTGRES_DSN is not set: point it at the PostgreSQL database of the audit table"
+            )
+        return self.postgres_dsn

@@ -97,36 +97,10 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:
-    from consumers.lake import LakeSink
-    from consumers.runner import ConsumerRunner
+    from consumers.service import serve
     from consumers.settings import ConsumerSettings
 
-    s = ConsumerSettings()
-    if args.sink != "lake":
-        print(f"consumer '{args.sink}' is not built yet; available: lake", file=sys.stderr)
-        return 2
-    group = s.group_id or args.sink
-    runner = ConsumerRunner(
-        bootstrap_servers=s.require_bootstrap(),
-        topics=[s.events_topic],
-        group_id=group,
-        sink=LakeSink(s.lake_dir),
-        max_batch_rows=s.max_batch_rows,
-        max_batch_age_s=s.max_batch_age_s,
-        poll_timeout_ms=s.poll_timeout_ms,
-        session_timeout_ms=s.session_timeout_ms,
-        client_id=f"{s.kafka_client_id}-{args.sink}",
-        pause_before_commit_s=s.fault_pause_before_commit_s,
-    )
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
-        await runner.run()
-
-    asyncio.run(main())
-    log.info("consumer %s stopped after %d records, %d batches", group, runner.records, runner.batches)
+    asyncio.run(serve(ConsumerSettings(), args.sink))
     return 0
 
 

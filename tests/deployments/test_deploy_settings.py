@@ -27,9 +27,7 @@ ALLOWED = {
 }
 # Settings the deployment needs that another issue adds. Remove an entry when its
 # setting exists (test_planned_settings_are_still_planned fails until you do).
-PLANNED = {
-    "INFERSTREAM_POSTGRES_DSN": "PostgreSQL DSN of the audit sink and the warehouse",
-}
+PLANNED: dict[str, str] = {}
 # Third-party images configure themselves from these prefixes.
 FOREIGN_IMAGE_PREFIXES = {
     "apache/kafka:": ("KAFKA_", "CLUSTER_ID"),

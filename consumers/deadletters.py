@@ -1,0 +1,104 @@
+"""Dead letters: records no sink can store, routed to ``inference-events.dlq``.
+
+The dead letter keeps the original key and value untouched; its source coordinates,
+the reason and the consumer group travel as headers (``dlq.topic``, ``dlq.partition``,
+``dlq.offset``, ``dlq.reason``, ``dlq.group``), so a replay tool can put it back.
+
+Durability: :meth:`DeadLetterProducer.publish` returns only when every dead letter is
+acknowledged by the in-sync replicas (acks=all); the runner commits the source offsets
+after that. A crash between the two republishes them: dead letters are at least once,
+keyed by their coordinates for deduplication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from consumers.errors import SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+
+    def headers(self, group: str) -> list[tuple[str, bytes]]:
+        return [
+            ("dlq.topic", self.topic.encode()),
+            ("dlq.partition", str(self.partition).encode()),
+            ("dlq.offset", str(self.offset).encode()),
+            ("dlq.reason", self.reason.encode()[:1000]),
+            ("dlq.group", group.encode()),
+        ]
+
+
+def coordinates(
+    headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
+) -> tuple[str, int, int, str]:
+    """(topic, partition, offset, reason) of a record read back from the DLQ topic."""
+    h = {k: v.decode() for k, v in headers}
+    return h["dlq.topic"], int(h["dlq.partition"]), int(h["dlq.offset"]), h["dlq.reason"]
+
+
+class DeadLetterProducer:
+    """Publishes dead letters durably. ``start``/``stop`` are safe to call twice."""
+
+    def __init__(self, *, bootstrap_servers: str, topic: str, group: str, client_id: str) -> None:
+        self.topic = topic
+        self.group = group
+        self._kwargs = dict(
+            bootstrap_servers=bootstrap_servers,
+            client_id=f"{client_id}-dlq",
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=15_000,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self.published = 0
+
+    async def start(self) -> None:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(**self._kwargs)
+            await self._producer.start()
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except KafkaError as exc:
+                log.warning("dead-letter producer stop: %r", exc)
+
+    async def publish(self, letters: list[DeadLetter]) -> None:
+        """Every letter acknowledged, or SinkUnavailable (then publish all again)."""
+        if not letters:
+            return
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
+        try:
+            futures = [
+                await self._producer.send(
+                    self.topic, letter.value, key=letter.key, headers=letter.headers(self.group)
+                )
+                for letter in letters
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise SinkUnavailable(f"dead-letter topic {self.topic} unreachable: {exc!r}") from exc
+        self.published += len(letters)
+        for letter in letters:
+            log.warning(
+                "dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
+            )

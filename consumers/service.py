@@ -1,0 +1,101 @@
+"""Assembles one consumer process from its settings: topics, sink, dead letters,
+metrics endpoint, signal handling. The CLI's ``consume`` command calls :func:`serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from common.errors import ConfigError
+from common.topics import ensure_topics
+from consumers.deadletters import DeadLetterProducer
+from consumers.metrics import ConsumerMetrics
+from consumers.runner import ConsumerRunner, Sink
+from consumers.settings import ConsumerSettings
+
+log = logging.getLogger(__name__)
+
+SINKS = ("lake", "audit", "fraud")
+
+
+def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
+    """The sink and the topics it reads."""
+    if name == "lake":
+        from consumers.lake import LakeSink
+
+        return LakeSink(settings.lake_dir), [settings.events_topic]
+    if name == "audit":
+        from consumers.audit import AuditSink
+
+        return AuditSink(settings.require_postgres(), schema=settings.audit_schema), [settings.events_topic]
+    if name == "fraud":
+        from consumers.fraud import FraudSink
+
+        sink = FraudSink(
+            window_s=settings.fraud_window_s,
+            rate_threshold=settings.fraud_rate_threshold,
+            zscore_threshold=settings.fraud_zscore_threshold,
+        )
+        return sink, [settings.events_topic]
+    raise ConfigError(f"unknown consumer {name!r}: choose one of {', '.join(SINKS)}")
+
+
+async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
+    """Run the consumer ``name`` until SIGTERM/SIGINT; returns the stopped runner."""
+    bootstrap = settings.require_bootstrap()
+    sink, topics = build_sink(settings, name)
+    group = settings.group_id or name
+    await ensure_topics(
+        bootstrap,
+        {
+            settings.events_topic: settings.events_partitions,
+            settings.dlq_topic: settings.events_partitions,
+            settings.alerts_topic: settings.events_partitions,
+        },
+    )
+    metrics = ConsumerMetrics(group)
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+    client_id = f"{settings.kafka_client_id}-{name}"
+    runner = ConsumerRunner(
+        bootstrap_servers=bootstrap,
+        topics=topics,
+        group_id=group,
+        sink=sink,
+        max_batch_rows=settings.max_batch_rows,
+        max_batch_bytes=settings.max_batch_bytes,
+        max_batch_age_s=settings.max_batch_age_s,
+        poll_timeout_ms=settings.poll_timeout_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        client_id=client_id,
+        pause_before_commit_s=settings.fault_pause_before_commit_s,
+        dlq=DeadLetterProducer(
+            bootstrap_servers=bootstrap, topic=settings.dlq_topic, group=group, client_id=client_id
+        ),
+        metrics=metrics,
+    )
+    if hasattr(sink, "attach"):
+        sink.attach(bootstrap_servers=bootstrap, topic=settings.alerts_topic, client_id=client_id)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.stop)
+    log.info("consumer started sink=%s group=%s topics=%s", name, group, topics)
+    try:
+        await runner.run()
+    finally:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+    log.info(
+        "consumer stopped sink=%s group=%s records=%d batches=%d dead_letters=%d",
+        name,
+        group,
+        runner.records,
+        runner.batches,
+        runner.dead_letters,
+    )
+    return runner

@@ -1,0 +1,120 @@
+"""The lake lander as a real process against the real broker: poison records go to
+the dead-letter topic with their coordinates, SIGKILLs lose and duplicate nothing,
+and a group of two survives losing a member."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from common import lake
+from inferstream.lakecheck import Landing, landing
+from inferstream.procs import Child
+
+from .conftest import consumer_env, dlq_coordinates, read_dlq, wait_for_log  # noqa: TID252
+
+
+def _wait_landed(lake_dir: Path, ids: list[str], procs: list[Child], timeout_s: float = 90.0) -> Landing:
+    deadline = time.monotonic() + timeout_s
+    result = landing(lake_dir, ids)
+    while result.missing and time.monotonic() < deadline:
+        assert any(p.alive() for p in procs), "\n".join(p.tail() for p in procs)
+        time.sleep(0.3)
+        result = landing(lake_dir, ids)
+    return result
+
+
+def _temp_files(lake_dir: Path) -> list[Path]:
+    return list(lake_dir.rglob(f"*{lake.TMP_SUFFIX}"))
+
+
+@pytest.mark.slow
+def test_poison_goes_to_the_dlq_with_coordinates_and_every_valid_event_lands(
+    kafka_bootstrap, topic, tmp_path, stream_factory
+):
+    env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-poison")
+    lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
+    try:
+        stream = stream_factory(topic, 3000, poison_every=100)  # 1 % poison
+        stream.start()
+        stream.join(timeout=120)
+        assert stream.error is None, stream.error
+        assert len(stream.poison) == 30
+        result = _wait_landed(tmp_path / "lake", stream.ids, [lander])
+        assert (result.distinct, result.missing, result.duplicates) == (3000, 0, 0)
+        found = dlq_coordinates(read_dlq(kafka_bootstrap, f"{topic}.dlq", expected=30))
+        assert set(found) == set(stream.poison)
+        for coords, value in stream.poison.items():
+            reason, dead_value = found[coords]
+            assert dead_value == value  # the original bytes, untouched
+            assert reason
+        reasons = " | ".join(r for r, _ in found.values())
+        assert "not JSON" in reasons and "schema_version 99" in reasons and "model_name" in reasons
+    finally:
+        lander.terminate()
+    assert "dead_letters=30" in lander.log_path.read_text()
+
+
+@pytest.mark.slow
+def test_lander_sigkilled_five_times_lands_exactly_n(kafka_bootstrap, topic, tmp_path, stream_factory):
+    n = 4000
+    lake_dir = tmp_path / "lake"
+    # widen the window between "durable" and "committed" so that kills land in it too
+    env = consumer_env(
+        kafka_bootstrap, topic, tmp_path, "lake-kill", INFERSTREAM_FAULT_PAUSE_BEFORE_COMMIT_S="0.1"
+    )
+    stream = stream_factory(topic, n, burst=50, pause_s=0.05)
+    lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
+    stream.start()
+    kills = 0
+    try:
+        while kills < 5:
+            deadline = time.monotonic() + 60
+            while not lake.has_files(lake_dir) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(random.uniform(0.5, 2.0))
+            lander.kill()
+            kills += 1
+            lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
+        assert stream.is_alive() or kills == 5
+        stream.join(timeout=120)
+        assert stream.error is None, stream.error
+        result = _wait_landed(lake_dir, stream.ids, [lander], timeout_s=120)
+        assert (result.rows, result.distinct, result.missing) == (n, n, 0)
+        assert _temp_files(lake_dir) == []
+    finally:
+        lander.terminate()
+    log = lander.log_path.read_text()
+    assert log.count("consumer started") == 6
+
+
+@pytest.mark.slow
+def test_two_landers_in_one_group_one_killed_loses_and_duplicates_nothing(
+    kafka_bootstrap, topic, tmp_path, stream_factory
+):
+    n = 3000
+    lake_dir = tmp_path / "lake"
+    env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-pair")
+    a = Child("lander-a", ["consume", "lake"], env, tmp_path / "a.log")
+    b = Child("lander-b", ["consume", "lake"], env, tmp_path / "b.log")
+    try:
+        # a group's members join together; produce only once both own partitions
+        wait_for_log(a, "assigned group=", timeout_s=90)
+        wait_for_log(b, "assigned group=", timeout_s=90)
+        stream = stream_factory(topic, n, burst=50, pause_s=0.05)
+        stream.start()
+        while landing(lake_dir, list(stream.ids)).distinct < n // 4:
+            assert stream.is_alive() or stream.error is None
+            time.sleep(0.2)
+        b.kill()
+        stream.join(timeout=120)
+        assert stream.error is None, stream.error
+        result = _wait_landed(lake_dir, stream.ids, [a], timeout_s=150)
+        assert (result.rows, result.distinct, result.missing) == (n, n, 0)
+        assert _temp_files(lake_dir) == []
+    finally:
+        a.terminate()
+        b.kill()
