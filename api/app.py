@@ -110,7 +110,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        model = _load_model(settings.models_dir, meta)
+        model = _load_model(settings.models_dir, meta, fast=settings.fast_inference)
         pub = publisher or _build_publisher(settings, metrics)
         metrics.watch(pub)
         await pub.start()
@@ -257,9 +257,9 @@ def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublish
     )
 
 
-def _load_model(models_dir: Path, meta: ModelMetadata) -> ServedModel:
+def _load_model(models_dir: Path, meta: ModelMetadata, *, fast: bool) -> ServedModel:
     loaded_meta, estimator = artifact.load(models_dir, meta.name, meta.version)
-    return ServedModel(loaded_meta, estimator)
+    return ServedModel(loaded_meta, estimator, fast=fast)
 
 
 def create_app_from_env() -> FastAPI:

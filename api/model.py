@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, create_model
 
+from api.fastpath import compile_linear
 from common.artifact import FeatureSpec, ModelMetadata
 
 _TYPES: dict[str, Any] = {
@@ -56,14 +57,21 @@ class Inference:
 class ServedModel:
     """A loaded artifact. ``predict`` takes features already validated by ``features_model``."""
 
-    def __init__(self, meta: ModelMetadata, estimator: Any) -> None:
+    def __init__(self, meta: ModelMetadata, estimator: Any, *, fast: bool = True) -> None:
+        """``fast``: use the numpy path of :mod:`api.fastpath` when the estimator has the
+        supported shape (``self.fast`` says whether it is in use)."""
         self.meta = meta
         self.estimator = estimator
+        self._fast = compile_linear(estimator) if fast else None
         self.columns = [f.name for f in meta.features]
         self.classes = [
             c.item() if isinstance(c, np.generic) else c for c in getattr(estimator, "classes_", [])
         ]
         self._class_keys = [str(c) for c in self.classes]
+
+    @property
+    def fast(self) -> bool:
+        return self._fast is not None
 
     @property
     def name(self) -> str:
@@ -75,6 +83,11 @@ class ServedModel:
 
     def predict(self, features: dict[str, Any]) -> Inference:
         start = time.perf_counter()
+        if self._fast is not None:
+            proba = self._fast(features)
+            best = int(proba.argmax())
+            scores = {k: float(p) for k, p in zip(self._class_keys, proba, strict=True)}
+            return Inference(self.classes[best], scores, (time.perf_counter() - start) * 1000.0)
         frame = pd.DataFrame([[features[c] for c in self.columns]], columns=self.columns)
         if self.classes:
             proba = self.estimator.predict_proba(frame)[0]

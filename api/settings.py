@@ -23,6 +23,9 @@ class ApiSettings(CommonSettings):
         default=False, description="true on real Kafka; Tansu has no idempotent producer"
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1)
+    fast_inference: bool = Field(
+        default=True, description="numpy path for the trained pipeline's shape; sklearn otherwise"
+    )
     # delivery and the disk spool
     spool_dir: Path | None = Field(default=None, description="default: <data_dir>/spool")
     spool_max_bytes: int = Field(default=1 << 30, ge=1, description="cap; beyond it events are dropped")
