@@ -1,0 +1,130 @@
+"""Rows for the BI tables, computed from one lake partition (one model, one hour).
+
+A partition holds every event of its hour (the lake partitions by event time), so its
+aggregates can be recomputed whole from its files and replace the previous ones: that
+is what makes a re-run load nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+import polars as pl
+
+from common.lake import HIVE_TYPES_SQL
+
+
+def read_partition_files(files: Sequence[Path]) -> pl.DataFrame:
+    """The events of these files, deduplicated by event id (a replay after a topic
+    re-creation can land an event twice under different file names)."""
+    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.sql(
+            f"SELECT * EXCLUDE (date, hour, model) FROM read_parquet([{listing}], hive_partitioning = true, "
+            f"hive_types = {HIVE_TYPES_SQL}, union_by_name = true) "
+            "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_offset) = 1"
+        ).pl()
+    finally:
+        con.close()
+
+
+def _json_col(df: pl.DataFrame, name: str) -> pl.Series:
+    if name not in df.columns:
+        return pl.Series(name, [None] * df.height, dtype=pl.String)
+    return pl.Series(name, [None if v is None else orjson.dumps(v).decode() for v in df[name].to_list()])
+
+
+def events_rows(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        pl.col("event_id").cast(pl.String),
+        pl.col("event_time"),
+        "model_name",
+        "model_version",
+        pl.col("prediction").cast(pl.String),
+        _json_col(df, "scores").alias("scores_json"),
+        pl.col("latency_ms").cast(pl.Float64),
+        "status",
+        pl.col("error").cast(pl.String),
+        pl.col("synthetic").cast(pl.Boolean),
+        _json_col(df, "features").alias("features_json"),
+        pl.col("kafka_partition").cast(pl.Int32),
+        pl.col("kafka_offset").cast(pl.Int64),
+    )
+
+
+def hourly_rows(df: pl.DataFrame, hour: datetime) -> pl.DataFrame:
+    """Per model version: counts, error rate, latency percentiles, prediction mix.
+    Synthetic traffic is counted apart and left out of the rest."""
+    out = []
+    for (version,), g in df.group_by(["model_version"], maintain_order=True):
+        real = g.filter(~pl.col("synthetic").fill_null(False))
+        lat = real["latency_ms"]
+        mix = real.filter(pl.col("status") == "ok")["prediction"].value_counts(sort=True)
+        errors = int((real["status"] == "error").sum())
+        out.append(
+            {
+                "model_name": str(g["model_name"][0]),
+                "model_version": str(version),
+                "hour": hour,
+                "events": real.height,
+                "synthetic_events": g.height - real.height,
+                "errors": errors,
+                "error_rate": errors / real.height if real.height else None,
+                "latency_p50_ms": lat.quantile(0.50, "linear") if real.height else None,
+                "latency_p95_ms": lat.quantile(0.95, "linear") if real.height else None,
+                "latency_p99_ms": lat.quantile(0.99, "linear") if real.height else None,
+                "prediction_mix_json": orjson.dumps(
+                    {str(k): int(c) for k, c in zip(mix["prediction"], mix["count"], strict=True)},
+                    option=orjson.OPT_SORT_KEYS,
+                ).decode(),
+            }
+        )
+    return pl.DataFrame(out, schema_overrides={"hour": pl.Datetime("us", "UTC")})
+
+
+def feature_rows(df: pl.DataFrame, hour: datetime) -> pl.DataFrame:
+    """Per model version and feature: rows, nulls, mean/std/min/max (numbers and
+    booleans), distinct values and the most frequent value."""
+    out = []
+    if "features" not in df.columns or df.is_empty():
+        return pl.DataFrame()
+    real = df.filter(~pl.col("synthetic").fill_null(False) & (pl.col("status") == "ok"))
+    for (version,), g in real.group_by(["model_version"], maintain_order=True):
+        feats = g["features"].struct.unnest()
+        for name in feats.columns:
+            s = feats[name]
+            numeric = s.dtype.is_numeric() or s.dtype == pl.Boolean
+            nums = s.cast(pl.Float64) if numeric else None
+            vc = s.drop_nulls().value_counts(sort=True)
+            out.append(
+                {
+                    "model_name": str(g["model_name"][0]),
+                    "model_version": str(version),
+                    "hour": hour,
+                    "feature": name,
+                    "rows": s.len(),
+                    "nulls": s.null_count(),
+                    "mean": nums.mean() if nums is not None else None,
+                    "std": nums.std() if nums is not None else None,
+                    "min": nums.min() if nums is not None else None,
+                    "max": nums.max() if nums is not None else None,
+                    "distinct_values": s.n_unique() - (1 if s.null_count() else 0),
+                    "top_value": str(vc[name][0]) if vc.height else None,
+                }
+            )
+    return pl.DataFrame(
+        out,
+        schema_overrides={
+            "hour": pl.Datetime("us", "UTC"),
+            "mean": pl.Float64,
+            "std": pl.Float64,
+            "min": pl.Float64,
+            "max": pl.Float64,
+        },
+    )

@@ -1,0 +1,355 @@
+"""Drift flow: one model's recent traffic against its reference, every hour.
+
+Parameters choose the model, the current window (``last_hour``/``last_day`` or an
+explicit ``start``/``end``), the reference (``artifact``: the training reference saved
+with the model; ``window``: a past window given by ``reference_start``/``_end``) and
+the columns. Synthetic traffic is left out unless ``include_synthetic``.
+
+Verdicts come from per-column tests on all rows (``flows.stats``, Evidently's default
+tests reproduced); Evidently draws the report's charts from a stratified sample of at
+most ``INFERSTREAM_DRIFT_SAMPLE_ROWS`` rows a side, and the report says so.
+
+Outcome: no drift → Completed. Drift → the run ends ``Failed`` with the state name
+"Drift detected" (plain in the Prefect UI), after the report is written and the
+optional webhook (INFERSTREAM_DRIFT_WEBHOOK_URL) has received a JSON alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+
+from common import artifact
+from common.errors import ConfigError
+from flows import drift_calc, index, report
+from flows.alert import post_alert
+from flows.lake_reader import read_window
+from flows.quality import classification_quality, join_labels, read_feedback
+from flows.reference import (
+    ColumnSpec,
+    artifact_reference_stats,
+    column_specs,
+    frame_stats,
+    normalise,
+    read_artifact_reference,
+    score_label,
+)
+from flows.settings import FlowSettings
+from flows.stats import ColumnData, ColumnDrift
+from flows.window import Window, resolve
+from warehouse import tables
+from warehouse.base import open_warehouse
+from warehouse.settings import WarehouseSettings
+
+DRIFT_STATE_NAME = "Drift detected"
+
+
+@dataclass
+class DriftOutcome:
+    drift: bool
+    reason: str
+    report_html: Path | None
+    report_json: Path | None
+    summary: dict[str, Any]
+
+
+@dataclass
+class Inputs:
+    meta: artifact.ModelMetadata
+    specs: list[ColumnSpec]
+    current: pl.DataFrame
+    reference: pl.DataFrame
+    reference_stats: dict[str, ColumnData]
+    reference_name: str
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def load_inputs(
+    settings: FlowSettings,
+    model_name: str,
+    model_version: str,
+    window: Window,
+    reference: str,
+    reference_window: Window | None,
+    columns: list[str] | None,
+    include_synthetic: bool,
+) -> Inputs:
+    art_dir = artifact.resolve_dir(settings.models_dir, model_name, model_version)
+    meta = artifact.read_metadata(art_dir)
+    specs = column_specs(meta, columns)
+    features = [s.name for s in specs if s.role == "feature"]
+    label = score_label(meta)
+
+    def lake_window(w: Window) -> pl.DataFrame:
+        df = read_window(
+            settings.lake_dir,
+            model_name,
+            w,
+            features,
+            version=meta.version,
+            score_label=label,
+            include_synthetic=include_synthetic,
+        )
+        return normalise(df, specs)
+
+    current = lake_window(window)
+    if reference == "artifact":
+        ref_df = read_artifact_reference(art_dir, specs)
+        ref_stats = artifact_reference_stats(art_dir, specs)  # cached across runs
+        ref_name = f"training reference of v{meta.version}"
+    elif reference == "window":
+        if reference_window is None:
+            raise ConfigError("reference='window' needs reference_start and reference_end")
+        ref_df = lake_window(reference_window)
+        ref_stats = frame_stats(ref_df, specs)
+        ref_name = f"window {reference_window.label()}"
+    else:
+        raise ConfigError(f"reference: expected 'artifact' or 'window', got {reference!r}")
+    return Inputs(meta, specs, current, ref_df, ref_stats, ref_name)
+
+
+@task(cache_policy=NO_CACHE)
+def compute(inputs: Inputs, drift_share: float) -> tuple[list[ColumnDrift], drift_calc.Verdict, list[Any]]:
+    cur_stats = frame_stats(inputs.current, inputs.specs, sort=False)
+    results = drift_calc.compare(inputs.reference_stats, cur_stats, inputs.specs)
+    verdict = drift_calc.verdict(results, inputs.specs, drift_share)
+    tl = drift_calc.timeline(inputs.reference_stats, inputs.current, inputs.specs, results)
+    return results, verdict, tl
+
+
+def _sample_note(cur_n: int, cur_s: int, ref_n: int, ref_s: int) -> str:
+    if cur_s == cur_n and ref_s == ref_n:
+        return f"all rows (current {cur_n}, reference {ref_n}): nothing was sampled"
+    return (
+        f"a stratified sample (by time slice and predicted class) of {cur_s} of {cur_n} current rows "
+        f"and a random sample of {ref_s} of {ref_n} reference rows"
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def write_report(
+    settings: FlowSettings,
+    inputs: Inputs,
+    window: Window,
+    results: list[ColumnDrift],
+    verdict: drift_calc.Verdict,
+    tl: list[Any],
+    run_time: datetime,
+    run_id: str,
+) -> tuple[Path, Path, dict[str, Any]]:
+    meta = inputs.meta
+    roles = {s.name: s.role for s in inputs.specs}
+    cur_s = drift_calc.stratified_sample(inputs.current, settings.drift_sample_rows)
+    ref_s = (
+        inputs.reference.sample(n=settings.drift_sample_rows, seed=0)
+        if inputs.reference.height > settings.drift_sample_rows
+        else inputs.reference
+    )
+    # quality: current predictions that got ground truth through feedback
+    labelled = join_labels(inputs.current, read_feedback(settings.lake_dir))
+    ref_labelled = _reference_with_target(settings, meta)
+    quality = classification_quality(labelled, ref_labelled, "label", score_label(meta))
+    drift_starts = {}
+    for name in verdict.drifted_features + [
+        r.column for r in results if r.drifted and roles[r.column] != "feature"
+    ]:
+        first = next((row.start for row in tl if row.drifted.get(name)), None)
+        if first is not None:
+            drift_starts[name] = first
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "run_time": run_time.isoformat(),
+        "model": meta.name,
+        "version": meta.version,
+        "window": {**window.to_json(), "label": window.label()},
+        "reference": {"name": inputs.reference_name, "rows": inputs.reference.height},
+        "current_rows": inputs.current.height,
+        "sample": {
+            "current_rows": cur_s.height,
+            "reference_rows": ref_s.height,
+            "note": _sample_note(inputs.current.height, cur_s.height, inputs.reference.height, ref_s.height),
+        },
+        "verdict": {**asdict(verdict), "reason": verdict.reason()},
+        "columns": [{**asdict(r), "role": roles[r.column]} for r in results],
+        "timeline": [
+            {"start": row.start.isoformat(), "rows": row.rows, "scores": row.scores, "drifted": row.drifted}
+            for row in tl
+        ],
+        "drift_starts": {k: v.isoformat() for k, v in drift_starts.items()},
+        "quality": quality.to_json(),
+    }
+    run_dir = settings.reports_root / meta.name / run_time.strftime("%Y%m%dT%H%M%S.%fZ")
+    if inputs.current.is_empty():
+        html, js = report.write_empty_run(run_dir, summary)
+    else:
+        methods = {r.column: r.method for r in results}
+        labels = None
+        if labelled.height and ref_labelled is not None and "label" in ref_labelled.columns:
+            labels = (
+                ref_labelled.select("label", "prediction").drop_nulls(),
+                drift_calc.stratified_sample(labelled, settings.drift_sample_rows).select(
+                    "label", "prediction"
+                ),
+            )
+        snap, quality_snap = report.evidently_snapshot(
+            ref_s,
+            cur_s,
+            [s for s in inputs.specs if s.name in methods],
+            methods,
+            labels=labels,
+            classes=[str(c) for c in meta.classes],
+        )
+        html, js = report.write_run(run_dir, summary, snap, quality_snap)
+    index.refresh(settings.reports_root)
+    return html, js, summary
+
+
+def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata) -> pl.DataFrame | None:
+    """The artifact reference's target and prediction as ``label``/``prediction`` text."""
+    path = artifact.resolve_dir(settings.models_dir, meta.name, meta.version) / "reference.parquet"
+    if not path.is_file():
+        return None
+    have = pl.read_parquet_schema(path)
+    if meta.target not in have or "prediction" not in have:
+        return None
+    ref = pl.read_parquet(path, columns=[meta.target, "prediction"])
+    return ref.select(
+        pl.col(meta.target).cast(pl.String).alias("label"), pl.col("prediction").cast(pl.String)
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window) -> int:
+    """Results (run, column, method, score, threshold, verdict) into the warehouse."""
+    if not summary["columns"]:
+        return 0
+    df = pl.DataFrame(
+        [
+            {
+                "run_id": summary["run_id"],
+                "run_time": datetime.fromisoformat(summary["run_time"]),
+                "model_name": summary["model"],
+                "model_version": summary["version"],
+                "window_start": window.start,
+                "window_end": window.end,
+                "column_name": c["column"],
+                "role": c["role"],
+                "method": c["method"],
+                "score": float(c["score"]),
+                "threshold": float(c["threshold"]),
+                "drifted": bool(c["drifted"]),
+                "run_verdict_drift": bool(summary["verdict"]["drift"]),
+            }
+            for c in summary["columns"]
+        ],
+        schema_overrides={
+            "run_time": pl.Datetime("us", "UTC"),
+            "window_start": pl.Datetime("us", "UTC"),
+            "window_end": pl.Datetime("us", "UTC"),
+        },
+    )
+    wh = open_warehouse(ws)
+    try:
+        return wh.upsert(tables.DRIFT_RESULTS.name, df)
+    finally:
+        wh.close()
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
+def send_alert(url: str, summary: dict[str, Any], html: Path) -> int:
+    payload = {
+        "alert": "drift_detected",
+        "model": summary["model"],
+        "version": summary["version"],
+        "run_id": summary["run_id"],
+        "run_time": summary["run_time"],
+        "window": summary["window"],
+        "reason": summary["verdict"]["reason"],
+        "drifted_features": summary["verdict"]["drifted_features"],
+        "prediction_drift": summary["verdict"]["prediction_drift"],
+        "columns": [
+            {k: c[k] for k in ("column", "method", "score", "threshold")}
+            for c in summary["columns"]
+            if c["drifted"]
+        ],
+        "report": str(html),
+    }
+    return post_alert(url, payload)
+
+
+@flow(name="drift")
+def drift_flow(
+    model_name: str = "car-loan",
+    model_version: str = "latest",
+    window: str = "last_hour",
+    start: str | None = None,
+    end: str | None = None,
+    reference: str = "artifact",
+    reference_start: str | None = None,
+    reference_end: str | None = None,
+    columns: list[str] | None = None,
+    include_synthetic: bool = False,
+    drift_share: float = 0.5,
+    data_dir: str | None = None,
+) -> State[Any]:
+    """Compare a window of traffic against the reference; see the module docstring."""
+    log = get_run_logger()
+    override = {"data_dir": Path(data_dir)} if data_dir else {}
+    settings = FlowSettings(**override)  # type: ignore[arg-type]
+    ws = WarehouseSettings(**override)  # type: ignore[arg-type]
+    win = resolve(window, start, end)
+    ref_win = resolve("last_hour", reference_start, reference_end) if reference == "window" else None
+    inputs = load_inputs(
+        settings, model_name, model_version, win, reference, ref_win, columns, include_synthetic
+    )
+    results, verdict, tl = compute(inputs, drift_share)
+    run_time = datetime.now(UTC)
+    run_id = str(flow_run.get_id() or f"local-{run_time:%Y%m%dT%H%M%S%f}")
+    html, js, summary = write_report(settings, inputs, win, results, verdict, tl, run_time, run_id)
+    record_results(ws, summary, win)
+    log.info("drift report: %s (%s)", html, summary["verdict"]["reason"])
+    if not verdict.drift:
+        msg = "no drift" if inputs.current.height else "no current rows in the window"
+        return Completed(message=f"{msg}; report {html}")
+    if settings.drift_webhook_url:
+        send_alert(settings.drift_webhook_url, summary, html)
+    return Failed(name=DRIFT_STATE_NAME, message=f"{verdict.reason()}; report {html}")
+
+
+def run_drift(
+    data_dir: Path,
+    model_name: str = "car-loan",
+    model_version: str = "latest",
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    window: str = "last_day",
+) -> DriftOutcome:
+    """Run the drift flow once and say where its report is (the demo calls this)."""
+    state = drift_flow(
+        model_name=model_name,
+        model_version=model_version,
+        window=window,
+        start=start.isoformat() if isinstance(start, datetime) else start,
+        end=end.isoformat() if isinstance(end, datetime) else end,
+        data_dir=str(data_dir),
+        return_state=True,
+    )
+    run_id = str(state.state_details.flow_run_id)
+    for run_dir, summary in index.runs(FlowSettings(data_dir=data_dir).reports_root):
+        if summary.get("run_id") == run_id:
+            return DriftOutcome(
+                bool(summary["verdict"]["drift"]),
+                summary["verdict"]["reason"],
+                run_dir / "report.html",
+                run_dir / "report.json",
+                summary,
+            )
+    raise RuntimeError(f"drift flow run {run_id} ended {state.type.value} without a report: {state.message}")

@@ -1,0 +1,137 @@
+"""A drift run's numbers: per-column results on all rows, the verdict, a timeline of
+the drifted columns over the window, and the stratified sample the charts are drawn from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from flows.reference import ColumnSpec, column_data
+from flows.stats import ColumnData, ColumnDrift, column_drift
+
+TIMELINE_SLICES = 12
+
+
+@dataclass
+class Verdict:
+    drift: bool
+    drifted_features: list[str]
+    feature_share: float
+    drift_share: float
+    prediction_drift: bool
+
+    def reason(self) -> str:
+        if not self.drift:
+            return "no drift"
+        parts = []
+        if self.drifted_features and self.feature_share >= self.drift_share:
+            parts.append(
+                f"{len(self.drifted_features)} drifted features ({self.feature_share:.0%} >= {self.drift_share:.0%}):"
+                f" {', '.join(self.drifted_features)}"
+            )
+        if self.prediction_drift:
+            parts.append("prediction drift")
+        return "; ".join(parts)
+
+
+@dataclass
+class TimelineRow:
+    start: datetime
+    rows: int
+    scores: dict[str, float | None] = field(default_factory=dict)
+    drifted: dict[str, bool] = field(default_factory=dict)
+
+
+def compare(
+    reference: Mapping[str, ColumnData],
+    current: Mapping[str, ColumnData],
+    specs: Sequence[ColumnSpec],
+    methods: Mapping[str, str] | None = None,
+) -> list[ColumnDrift]:
+    """One result per column present on both sides with data."""
+    out = []
+    for s in specs:
+        ref, cur = reference.get(s.name), current.get(s.name)
+        if ref is None or cur is None or ref.n == 0 or cur.n == 0:
+            continue
+        out.append(column_drift(s.name, ref, cur, (methods or {}).get(s.name)))  # type: ignore[arg-type]
+    return out
+
+
+def verdict(results: Sequence[ColumnDrift], specs: Sequence[ColumnSpec], drift_share: float) -> Verdict:
+    """Drift when at least ``drift_share`` of the features drift (Evidently's dataset-drift
+    rule), or when the model's output drifts."""
+    roles = {s.name: s.role for s in specs}
+    features = [r for r in results if roles.get(r.column) == "feature"]
+    drifted = [r.column for r in features if r.drifted]
+    share = len(drifted) / len(features) if features else 0.0
+    pred = any(r.drifted for r in results if roles.get(r.column) == "prediction")
+    return Verdict(bool(drifted) and share >= drift_share or pred, drifted, share, drift_share, pred)
+
+
+def timeline(
+    reference: Mapping[str, ColumnData],
+    current: pl.DataFrame,
+    specs: Sequence[ColumnSpec],
+    results: Sequence[ColumnDrift],
+    slices: int = TIMELINE_SLICES,
+) -> list[TimelineRow]:
+    """Each drifted column's score on equal time slices of the window (same test and
+    threshold as the whole window): shows from when a column drifts."""
+    drifted = {r.column: r for r in results if r.drifted}
+    if current.is_empty() or not drifted:
+        return []
+    kinds = {s.name: s.kind for s in specs}
+    t0, t1 = current["event_time"].min(), current["event_time"].max()
+    assert isinstance(t0, datetime) and isinstance(t1, datetime)
+    step = max((t1 - t0) / slices, (t1 - t0) / 10**6) if t1 > t0 else None
+    if step is None:
+        return []
+    idx = ((pl.col("event_time") - pl.lit(t0)) / pl.lit(step)).cast(pl.Int64).clip(0, slices - 1)
+    out = []
+    for (i,), part in (
+        current.with_columns(idx.alias("_slice")).sort("_slice").group_by(["_slice"], maintain_order=True)
+    ):
+        row = TimelineRow(t0 + step * int(i), part.height)  # type: ignore[arg-type]
+        for name, res in drifted.items():
+            cur = column_data(part[name], kinds[name], sort=False)
+            if cur.n == 0:
+                row.scores[name] = None
+                continue
+            r = column_drift(name, reference[name], cur, res.method, res.threshold)  # type: ignore[arg-type]
+            row.scores[name] = r.score
+            row.drifted[name] = r.drifted
+        out.append(row)
+    return out
+
+
+def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
+    """About ``n`` rows, the same fraction from every (time slice, predicted class)
+    stratum, so the charts keep the window's shape over time and its prediction mix."""
+    if df.height <= n:
+        return df
+    frac = n / df.height
+    keys: list[Any] = []
+    if "event_time" in df.columns:
+        t0 = df["event_time"].min()
+        t1 = df["event_time"].max()
+        span = (t1 - t0) / TIMELINE_SLICES if t1 > t0 else None  # type: ignore[operator]
+        if span:
+            keys.append(((pl.col("event_time") - pl.lit(t0)) / pl.lit(span)).cast(pl.Int64).alias("_s"))
+    if "prediction" in df.columns:
+        keys.append(pl.col("prediction").alias("_p"))
+    if not keys:
+        return df.sample(n=n, seed=seed)
+    strata = df.with_columns(keys)
+    names = [k.meta.output_name() for k in keys]
+    rank = pl.int_range(pl.len()).shuffle(seed=seed).over(names)
+    keep = rank < (pl.len().over(names) * frac).ceil()
+    return strata.filter(keep).drop(names)
+
+
+def results_json(results: Sequence[ColumnDrift]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]

@@ -1,0 +1,83 @@
+"""Read one model's inference events for a time window from the Parquet lake.
+
+Only the partitions that can hold the window are scanned: the hive keys (model, date,
+hour) are filtered with explicit types (``common.lake.duckdb_source``), so DuckDB
+prunes directories before opening files, and only the requested feature fields are
+read out of the ``features`` struct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from common import lake
+from flows.window import Window
+
+SCORE = "score"
+PREDICTION = "prediction"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def read_window(
+    lake_dir: Path,
+    model: str,
+    window: Window,
+    features: Sequence[str],
+    *,
+    version: str | None = None,
+    score_label: str | None = None,
+    include_synthetic: bool = False,
+) -> pl.DataFrame:
+    """Successful inferences in ``[window.start, window.end)``: event_id, event_time, one
+    column per feature, prediction (text) and, if ``score_label`` is given, ``score``
+    (that class's probability). Failed inferences carry no prediction and are left out."""
+    cols = ["event_id", "event_time"]
+    cols += [f"features.{_ident(f)} AS {_ident(f)}" for f in features]
+    cols.append(f"{PREDICTION}")
+    if score_label is not None:
+        cols.append(f"scores.{_ident(score_label)} AS {SCORE}")
+    empty = pl.DataFrame(schema={"event_id": pl.String, "event_time": pl.Datetime("us", "UTC")})
+    if not lake.has_files(lake_dir):
+        return empty
+    where = [
+        "model = $model",
+        "model_name = $model_name",
+        # hive pruning: whole days, then the first and last day's hours
+        "date BETWEEN CAST($d0 AS DATE) AND CAST($d1 AS DATE)",
+        "(date > CAST($d0 AS DATE) OR hour >= $h0)",
+        "(date < CAST($d1 AS DATE) OR hour <= $h1)",
+        "event_time >= $start AND event_time < $end",
+        "status = 'ok'",
+    ]
+    params: dict[str, object] = {
+        "model": lake.safe_segment(model),
+        "model_name": model,
+        "d0": window.start.date().isoformat(),
+        "d1": window.end.date().isoformat(),
+        "h0": window.start.hour,
+        "h1": window.end.hour,
+        "start": window.start,
+        "end": window.end,
+    }
+    if version is not None:
+        where.append("model_version = $version")
+        params["version"] = version
+    if not include_synthetic:
+        where.append("NOT coalesce(synthetic, false)")
+    sql = f"SELECT {', '.join(cols)} FROM {lake.duckdb_source(lake_dir)} WHERE {' AND '.join(where)}"
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        df = con.sql(sql, params=params).pl()
+    except duckdb.BinderException as exc:  # a requested feature was never written
+        raise ValueError(f"columns: the lake has no such feature for model {model!r}: {exc}") from exc
+    finally:
+        con.close()
+    return df

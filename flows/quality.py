@@ -1,0 +1,99 @@
+"""Model quality from ground truth that arrived later, joined by prediction id.
+
+Ground truth comes from feedback events (``/v1/feedback`` → ``inference-feedback``),
+landed in the lake as ``<lake>/inference_feedback/**/*.parquet`` with at least
+``event_id`` (the prediction id, i.e. the inference event's id) and ``label``. Until
+such files exist, every function here answers "no labels yet" rather than failing.
+When an id got feedback twice, the latest (by ``feedback_time`` if present) wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+FEEDBACK_TABLE = "inference_feedback"
+
+
+def read_feedback(lake_dir: Path) -> pl.DataFrame:
+    """``event_id``, ``label`` (text): one row per prediction id; empty if no feedback."""
+    root = lake_dir / FEEDBACK_TABLE
+    empty = pl.DataFrame(schema={"event_id": pl.String, "label": pl.String})
+    if not root.exists() or not any(root.rglob("*.parquet")):
+        return empty
+    glob = str(root / "**" / "*.parquet").replace("'", "''")
+    con = duckdb.connect()
+    try:
+        src = f"read_parquet('{glob}', union_by_name = true, hive_partitioning = false)"
+        names = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+        if not {"event_id", "label"} <= names:
+            raise ValueError(f"{root}: feedback files need columns event_id and label, found {sorted(names)}")
+        order = "feedback_time DESC" if "feedback_time" in names else "1"
+        df = con.sql(
+            f"SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(label AS VARCHAR) AS label FROM {src} "
+            f"QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY {order}) = 1"
+        ).pl()
+    finally:
+        con.close()
+    return df
+
+
+@dataclass
+class Quality:
+    labelled_rows: int
+    accuracy: float | None
+    reference_accuracy: float | None
+    roc_auc: float | None = None
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {
+            "labelled_rows": self.labelled_rows,
+            "accuracy": self.accuracy,
+            "reference_accuracy": self.reference_accuracy,
+            "roc_auc": self.roc_auc,
+        }
+
+
+def join_labels(current: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
+    """Current rows that have ground truth, with a ``label`` column."""
+    if feedback.is_empty() or current.is_empty():
+        return current.head(0).with_columns(pl.lit(None, dtype=pl.String).alias("label"))
+    return current.with_columns(pl.col("event_id").cast(pl.String)).join(feedback, on="event_id", how="inner")
+
+
+def _normalise_label(s: pl.Series) -> pl.Series:
+    # "1", "1.0" and 1 are the same class
+    as_num = s.cast(pl.Float64, strict=False)
+    return (
+        pl.Series(s.name, [str(x) for x in as_num])
+        if as_num.null_count() == s.null_count()
+        else s.cast(pl.String)
+    )
+
+
+def accuracy(labels: pl.Series, predictions: pl.Series) -> float | None:
+    if labels.len() == 0:
+        return None
+    return float((_normalise_label(labels) == _normalise_label(predictions)).mean())  # type: ignore[arg-type]
+
+
+def classification_quality(
+    labelled: pl.DataFrame, reference: pl.DataFrame | None, target: str, positive: str | None
+) -> Quality:
+    ref_acc = None
+    if reference is not None and target in reference.columns and "prediction" in reference.columns:
+        ref_acc = accuracy(reference[target].cast(pl.String), reference["prediction"].cast(pl.String))
+    if labelled.is_empty():
+        return Quality(0, None, ref_acc)
+    acc = accuracy(labelled["label"], labelled["prediction"])
+    auc = None
+    if positive is not None and "score" in labelled.columns:
+        y = (_normalise_label(labelled["label"]) == _normalise_label(pl.Series([positive]))[0]).to_numpy()
+        if 0 < y.sum() < y.size:
+            from sklearn.metrics import roc_auc_score
+
+            auc = float(roc_auc_score(y, labelled["score"].fill_null(0.0).to_numpy()))
+    return Quality(labelled.height, acc, ref_acc, auc)

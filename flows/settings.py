@@ -1,0 +1,33 @@
+"""Settings of the scheduled flows (drift, BI load, maintenance).
+
+Read once by each flow's entry point; the tasks below receive explicit values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from common.settings import CommonSettings
+
+
+class FlowSettings(CommonSettings):
+    reports_dir: Path | None = Field(
+        default=None, description="Root of drift reports; default <data_dir>/reports"
+    )
+    drift_webhook_url: str | None = Field(
+        default=None, description="If set, a JSON alert is POSTed here when a drift run finds drift"
+    )
+    drift_sample_rows: int = Field(
+        default=20_000,
+        ge=1_000,
+        description="Rows per side given to Evidently for the report's charts (statistics use all rows)",
+    )
+    lake_retention_days: int = Field(
+        default=30, ge=1, description="Lake partitions older than this are removed"
+    )
+
+    @property
+    def reports_root(self) -> Path:
+        return self.reports_dir or self.data_dir / "reports"

@@ -1,0 +1,120 @@
+"""Fixtures for the flow tests: one Prefect test harness for the session (it starts a
+temporary API server, slow), and lakes written by the real lake sink."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import joblib
+import numpy as np
+import polars as pl
+import pytest
+
+from common import artifact, events, lake
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    import os
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no network on test machines
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _write_lake(
+    lake_dir: Path,
+    model: str,
+    version: str,
+    frame: pl.DataFrame,
+    features: list[str],
+    *,
+    start: datetime = T0,
+    span: timedelta = timedelta(minutes=59),
+    synthetic: bool = False,
+    first_offset: int = 0,
+    partition: int = 0,
+) -> list[str]:
+    """Rows of ``frame`` (features + prediction + score) as inference events spread over
+    ``span`` from ``start``, written in the lake's layout and schema (``common.lake``,
+    as the lake sink writes them; the sink itself is tested in tests/consumers).
+    Returns the event ids."""
+    n = frame.height
+    step = span / max(n, 1)
+    ids = [str(events.uuid7()) for _ in range(n)]
+    df = pl.DataFrame(
+        {
+            "event_id": ids,
+            "schema_version": pl.Series([events.SCHEMA_VERSION] * n, dtype=pl.Int16),
+            "event_time": [start + step * i for i in range(n)],
+            "model_name": [model] * n,
+            "model_version": [version] * n,
+            "features": frame.select(features).to_struct("features"),
+            "prediction": frame["prediction"].cast(pl.String),
+            "scores": pl.DataFrame({"0": 1.0 - frame["score"], "1": frame["score"]}).to_struct("scores"),
+            "latency_ms": [1.0 + (i % 7) for i in range(n)],
+            "status": ["ok"] * n,
+            "error": pl.Series([None] * n, dtype=pl.String),
+            "synthetic": [synthetic] * n,
+            "kafka_partition": pl.Series([partition] * n, dtype=pl.Int32),
+            "kafka_offset": pl.Series(range(first_offset, first_offset + n), dtype=pl.Int64),
+        }
+    ).with_columns(
+        pl.col("event_time").dt.cast_time_unit("us").dt.convert_time_zone("UTC"),
+        pl.col("event_time").dt.cast_time_unit("ms").dt.convert_time_zone("UTC").alias("kafka_timestamp"),
+    )
+    name = lake.file_name("inference-events", "feedc0de", partition, first_offset)
+    for (hour,), group in df.group_by(pl.col("event_time").dt.truncate("1h"), maintain_order=True):
+        d = lake.partition_dir(lake_dir, model, hour)  # type: ignore[arg-type]
+        d.mkdir(parents=True, exist_ok=True)
+        group.write_parquet(d / name, compression="zstd")
+    return ids
+
+
+@pytest.fixture
+def write_lake():
+    """``write_lake(lake_dir, model, version, frame, features, start=, span=, ...)``."""
+    return _write_lake
+
+
+@dataclass
+class ModelLake:
+    data_dir: Path
+    name: str
+    version: str
+    features: list[str]
+    reference: pl.DataFrame
+    estimator: object
+
+    def predict(self, df: pl.DataFrame) -> pl.DataFrame:
+        proba = self.estimator.predict_proba(df.select(self.features).to_pandas())  # type: ignore[attr-defined]
+        classes = self.estimator.classes_  # type: ignore[attr-defined]
+        return df.select(self.features).with_columns(
+            pl.Series("prediction", classes[proba.argmax(axis=1)]), pl.Series("score", proba[:, -1])
+        )
+
+    def drifted(self, factor: float = 1.6) -> pl.DataFrame:
+        """The reference with every number feature scaled: drift everywhere."""
+        nums = [c for c in self.features if self.reference.schema[c] == pl.Float64]
+        return self.predict(self.reference.with_columns([pl.col(c) * factor for c in nums]))
+
+
+@pytest.fixture
+def model_lake(trained_model, tmp_path: Path) -> ModelLake:
+    """A fresh data dir with a copy of the session's trained model and an empty lake."""
+    src = trained_model.data_dir / "models" / trained_model.name
+    shutil.copytree(src, tmp_path / "models" / trained_model.name)
+    art = tmp_path / "models" / trained_model.name / trained_model.version
+    meta = artifact.read_metadata(art)
+    ref = pl.read_parquet(art / "reference.parquet")
+    est = joblib.load(art / "model.joblib")
+    np.random.default_rng(0)
+    return ModelLake(tmp_path, meta.name, meta.version, [f.name for f in meta.features], ref, est)
