@@ -1,0 +1,177 @@
+"""The walking skeleton end to end, with real processes and the real broker:
+HTTP predictions → API → Kafka → lake lander → Parquet → DuckDB counts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from common import events, lake
+from common.broker import free_port
+from inferstream.lakecheck import Landing, landing
+from inferstream.procs import Child, wait_ready
+
+
+def _lander_env(bootstrap: str, topic: str, data_dir: Path, group: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "INFERSTREAM_DATA_DIR": str(data_dir),
+        "INFERSTREAM_EVENTS_TOPIC": topic,
+        "INFERSTREAM_GROUP_ID": group,
+        "INFERSTREAM_MAX_BATCH_ROWS": "250",
+        "INFERSTREAM_MAX_BATCH_AGE_S": "0.3",
+    }
+
+
+def _wait_landed(lake_dir: Path, ids: list[str], lander: Child, timeout_s: float = 90.0) -> Landing:
+    deadline = time.monotonic() + timeout_s
+    result = landing(lake_dir, ids)
+    while result.missing and time.monotonic() < deadline:
+        assert lander.alive(), f"lander exited:\n{lander.tail()}"
+        time.sleep(0.5)
+        result = landing(lake_dir, ids)
+    return result
+
+
+def _no_temp_files(lake_dir: Path) -> bool:
+    return not list(lake_dir.rglob(f"*{lake.TMP_SUFFIX}"))
+
+
+@pytest.mark.slow
+def test_http_predictions_land_in_the_lake_exactly_once(trained_model, kafka_bootstrap, topic, tmp_path):
+    port = free_port()
+    api_env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "INFERSTREAM_DATA_DIR": str(trained_model.data_dir),
+        "INFERSTREAM_EVENTS_TOPIC": topic,
+        "INFERSTREAM_MODEL_NAME": trained_model.name,
+        "INFERSTREAM_MODEL_VERSION": trained_model.version,
+        "INFERSTREAM_PORT": str(port),
+        "INFERSTREAM_AUTH_ENABLED": "false",
+    }
+    api = Child("api", ["api"], api_env, tmp_path / "api.log")
+    lander = Child(
+        "lander",
+        ["consume", "lake"],
+        _lander_env(kafka_bootstrap, topic, tmp_path, "lake-e2e"),
+        tmp_path / "lander.log",
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", api)
+        n = 600
+        rows = [trained_model.rows[i % len(trained_model.rows)] for i in range(n)]
+
+        async def send_all() -> list[str]:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                sem = asyncio.Semaphore(16)
+
+                async def one(row: dict) -> str:
+                    async with sem:
+                        r = await client.post("/v1/predict", json={"features": row})
+                        assert r.status_code == 200, r.text
+                        return str(r.json()["prediction_id"])
+
+                return list(await asyncio.gather(*(one(r) for r in rows)))
+
+        ids = asyncio.run(send_all())
+        assert len(set(ids)) == n
+        result = _wait_landed(tmp_path / "lake", ids, lander)
+        assert (result.rows, result.distinct, result.missing, result.duplicates) == (n, n, 0, 0)
+        assert _no_temp_files(tmp_path / "lake")
+    finally:
+        api.terminate()
+        lander.terminate()
+
+
+class _Stream(threading.Thread):
+    """Produces ``n`` events to ``topic`` in small bursts, as a live stream."""
+
+    def __init__(self, bootstrap: str, topic: str, n: int, burst: int = 100, pause_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.n, self.burst, self.pause_s = bootstrap, topic, n, burst, pause_s
+        self.ids: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._produce())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    async def _produce(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            for start in range(0, self.n, self.burst):
+                futures = []
+                for _ in range(min(self.burst, self.n - start)):
+                    ev = events.build_event(
+                        event_id=events.uuid7(),
+                        event_time=events.utcnow(),
+                        model_name="m",
+                        model_version="1",
+                        features={"x": random.random()},
+                        prediction=1,
+                        scores={"0": 0.3, "1": 0.7},
+                        latency_ms=0.2,
+                    )
+                    futures.append(
+                        await producer.send(
+                            self.topic, events.encode(ev), key=events.event_key(ev["event_id"])
+                        )
+                    )
+                    self.ids.append(ev["event_id"])
+                await asyncio.gather(*futures)
+                await asyncio.sleep(self.pause_s)
+        finally:
+            await producer.stop()
+
+
+def _wait_assigned(child: Child, timeout_s: float = 90.0) -> None:
+    """Tansu rebalances slowly (a killed member's session must expire first)."""
+    deadline = time.monotonic() + timeout_s
+    while "assigned [(" not in child.tail(200):
+        assert child.alive(), f"lander exited:\n{child.tail()}"
+        assert time.monotonic() < deadline, f"lander never got partitions:\n{child.tail()}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_bootstrap, topic, tmp_path):
+    n = 5000
+    lake_dir = tmp_path / "lake"
+    env = _lander_env(kafka_bootstrap, topic, tmp_path, "lake-sigkill")
+    # widen the window between a durable file and its commit, so that kills can land
+    # there (files written, offsets not committed) and the replay path is exercised
+    env["INFERSTREAM_FAULT_PAUSE_BEFORE_COMMIT_S"] = "0.3"
+    lander = Child("lander-0", ["consume", "lake"], env, tmp_path / "lander-0.log")
+    _wait_assigned(lander)
+    stream = _Stream(kafka_bootstrap, topic, n, burst=25, pause_s=0.1)  # ~25 s of stream
+    stream.start()
+    try:
+        landed = 0
+        for kill in range(1, 3):
+            deadline = time.monotonic() + 60
+            while landing(lake_dir, list(stream.ids)).distinct <= landed and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(random.uniform(0.1, 0.7))
+            landed = landing(lake_dir, list(stream.ids)).distinct
+            lander.kill()
+            assert 0 < landed < n, f"kill {kill} was not mid-stream: {landed} of {n} landed"
+            lander = Child(f"lander-{kill}", ["consume", "lake"], env, tmp_path / f"lander-{kill}.log")
+            _wait_assigned(lander)
+        stream.join(timeout=120)
+        assert stream.error is None, stream.error
+        assert len(stream.ids) == n
+        result = _wait_landed(lake_dir, stream.ids, lander, timeout_s=120)
+        assert (result.distinct, result.missing, result.duplicates) == (n, 0, 0)
+        assert _no_temp_files(lake_dir)
+    finally:
+        lander.terminate()
