@@ -1,6 +1,6 @@
 """The inference API: ``create_app(settings)`` builds it; the lifespan owns the model,
 the publisher and the metrics. The request path validates, predicts, encodes the event
-and offers it to the publisher's queue; it never awaits Kafka."""
+and offers it to the publisher's queue; it never awaits Kafka, the disk or a database."""
 
 import asyncio
 import logging
@@ -9,50 +9,50 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ConfigDict, Field, create_model
 
+from api.auth import AuthError, KeyStore, Principal
 from api.deps import MetricsDep, ModelDep, PublisherDep
+from api.emit import Emitter
+from api.limits import BodyLimit
 from api.metrics import ApiMetrics
 from api.model import ServedModel, features_model
 from api.publisher import EventPublisher
+from api.schemas import (
+    BatchItem,
+    BatchResponse,
+    ErrorBody,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelInfo,
+    PredictResponse,
+    Readiness,
+    ValidationErrorBody,
+)
 from api.settings import ApiSettings
+from api.shaping import PiiMasker
 from api.spool import Spool
 from common import artifact, events
 from common.artifact import ModelMetadata
+from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-
-class PredictResponse(BaseModel):
-    prediction_id: uuid.UUID = Field(description="Also the event id in inference-events")
-    model_name: str
-    model_version: str
-    prediction: float | int | str | None
-    scores: dict[str, float] | None = None
-
-
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-    task: str
-    target: str
-    classes: list[Any]
-    features: list[dict[str, Any]]
-
-
-class ErrorItem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class ValidationErrorBody(BaseModel):
-    detail: list[ErrorItem]
+ROUTES = {
+    "/v1/predict",
+    "/v1/predict/batch",
+    "/v1/feedback",
+    "/v1/models",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+}
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -95,18 +95,83 @@ class _RequestMetrics:
             self.metrics.latency.labels(route, str(status)).observe(time.perf_counter() - start)
 
 
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or an unknown one"},
+    403: {"model": ErrorBody, "description": "The key lacks the route's role"},
+    413: {"model": ErrorBody, "description": "Body over the size limit"},
+    422: {"model": ValidationErrorBody, "description": "Invalid input; loc names the field"},
+    429: {"model": ErrorBody, "description": "The key is over its rate limit"},
+}
+
+
+def _auth_dependency(keys: KeyStore | None, role: str) -> Any:
+    header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    bearer = HTTPBearer(auto_error=False)
+
+    async def authenticate(
+        key: Annotated[str | None, Security(header)],
+        cred: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Principal | None:
+        if keys is None:
+            return None
+        try:
+            return keys.authenticate(key or (cred.credentials if cred else None), role)
+        except AuthError as exc:
+            extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            raise HTTPException(exc.status, exc.detail, headers=extra) from None
+
+    return Depends(authenticate)
+
+
+def _key_store(settings: ApiSettings) -> KeyStore | None:
+    if not settings.auth_enabled:
+        return None
+    if not settings.api_keys:
+        raise ConfigError(
+            "authentication is on but INFERSTREAM_API_KEYS is empty: add a key (make one with "
+            "`inferstream api-key`), or set INFERSTREAM_AUTH_ENABLED=false for a local demo"
+        )
+    return KeyStore(settings.api_keys, settings.rate_limit_per_key)
+
+
+def _masker(settings: ApiSettings) -> PiiMasker:
+    if settings.pii_fields and settings.pii_hmac_key is None:
+        raise ConfigError("INFERSTREAM_PII_FIELDS is set but INFERSTREAM_PII_HMAC_KEY is not: set the key")
+    key = settings.pii_hmac_key.get_secret_value().encode() if settings.pii_hmac_key else b""
+    return PiiMasker(settings.pii_fields, key)
+
+
 def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None) -> FastAPI:
     """Build the app for the configured model. Reads the artifact's metadata (to type the
     request schema); the lifespan loads the estimator and starts the publisher."""
     model_dir = artifact.resolve_dir(settings.models_dir, settings.model_name, settings.model_version)
     meta = artifact.read_metadata(model_dir)
-    Features = features_model(meta)
+    unknown_pii = set(settings.pii_fields) - {f.name for f in meta.features}
+    if unknown_pii:
+        raise ConfigError(f"INFERSTREAM_PII_FIELDS names no feature of the model: {sorted(unknown_pii)}")
+    Features = features_model(meta)  # noqa: N806
     PredictRequest = create_model(  # noqa: N806
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
         features=(Features, Field(description=f"Inputs of model {meta.name} v{meta.version}")),
     )
+    PredictBatchRequest = create_model(  # noqa: N806
+        "PredictBatchRequest",
+        __config__=ConfigDict(extra="forbid"),
+        items=(
+            list[PredictRequest],  # type: ignore[valid-type]
+            Field(min_length=1, max_length=settings.batch_max_items, description="At most batch_max_items"),
+        ),
+    )
     metrics = ApiMetrics(settings.prometheus_multiproc_dir)
+    keys = _key_store(settings)
+    emitter = Emitter(
+        metrics,
+        sample_rates=settings.sample_rates,
+        max_event_bytes=settings.max_event_bytes,
+        masker=_masker(settings),
+    )
+    synthetic_header = settings.synthetic_header.lower()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -134,19 +199,36 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     app = FastAPI(
         title="inferstream",
         version="0.1.0",
+        description=(
+            "Predictions whose every inference becomes a Kafka event. Send an API key as "
+            f"'Authorization: Bearer <key>' or 'X-API-Key'. Header '{settings.synthetic_header}: true' "
+            "flags synthetic traffic."
+        ),
         lifespan=lifespan,
         exception_handlers={RequestValidationError: _validation_error},
-        responses={422: {"model": ValidationErrorBody, "description": "Invalid input"}},
     )
+    predict_role = _auth_dependency(keys, "predict")
+    feedback_role = _auth_dependency(keys, "feedback")
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses={500: {"description": "Model error"}})
-    async def predict(body: PredictRequest, model: ModelDep, publisher: PublisherDep, m: MetricsDep) -> Any:  # type: ignore[valid-type]
+    def is_synthetic(request: Request, principal: Principal | None) -> bool:
+        flag = request.headers.get(synthetic_header, "").lower() in ("1", "true", "yes")
+        return flag or (principal is not None and principal.synthetic)
+
+    def infer(
+        model: ServedModel,
+        features: dict[str, Any],
+        publisher: EventPublisher,
+        m: ApiMetrics,
+        synthetic: bool,
+    ) -> tuple[uuid.UUID, Any, str | None]:
+        """Predict and emit the event; returns (event id, inference or None, error)."""
         received = events.utcnow()
         event_id = events.uuid7()
-        features = body.features.model_dump()  # type: ignore[attr-defined]
         try:
             result = model.predict(features)
         except Exception as exc:  # noqa: BLE001 - any model failure becomes an error event
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+            log.warning("model error on %s: %s", event_id, error)
             event = events.build_event(
                 event_id=event_id,
                 event_time=received,
@@ -157,13 +239,11 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
                 scores=None,
                 latency_ms=0.0,
                 status="error",
-                error=f"{type(exc).__name__}: {exc}"[:1000],
+                error=error,
+                synthetic=synthetic,
             )
-            publisher.offer(event_id.bytes, events.encode(event))
-            return JSONResponse(
-                status_code=500,
-                content={"detail": "model error", "prediction_id": str(event_id)},
-            )
+            emitter.emit(publisher, event_id, event)
+            return event_id, None, error
         m.model_latency.observe(result.latency_ms / 1000.0)
         event = events.build_event(
             event_id=event_id,
@@ -174,8 +254,33 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             prediction=result.prediction,
             scores=result.scores,
             latency_ms=result.latency_ms,
+            synthetic=synthetic,
         )
-        publisher.offer(event_id.bytes, events.encode(event))
+        emitter.emit(publisher, event_id, event)
+        return event_id, result, None
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses={
+            **_ERRORS,
+            500: {"model": ErrorBody, "description": "Model error (an error event is published)"},
+        },
+    )
+    async def predict(
+        body: PredictRequest,  # type: ignore[valid-type]
+        request: Request,
+        model: ModelDep,
+        publisher: PublisherDep,
+        m: MetricsDep,
+        principal: Annotated[Principal | None, predict_role],
+    ) -> Any:
+        features = body.features.model_dump()  # type: ignore[attr-defined]
+        event_id, result, error = infer(model, features, publisher, m, is_synthetic(request, principal))
+        if result is None:
+            return JSONResponse(
+                status_code=500, content={"detail": f"model error: {error}", "prediction_id": str(event_id)}
+            )
         return {
             "prediction_id": event_id,
             "model_name": model.name,
@@ -184,8 +289,53 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             "scores": result.scores,
         }
 
-    @app.get("/v1/models", response_model=list[ModelInfo])
-    async def models(model: ModelDep) -> Any:
+    @app.post("/v1/predict/batch", response_model=BatchResponse, responses=_ERRORS)
+    async def predict_batch(
+        body: PredictBatchRequest,  # type: ignore[valid-type]
+        request: Request,
+        model: ModelDep,
+        publisher: PublisherDep,
+        m: MetricsDep,
+        principal: Annotated[Principal | None, predict_role],
+    ) -> Any:
+        synthetic = is_synthetic(request, principal)
+        out: list[BatchItem] = []
+        for item in body.items:  # type: ignore[attr-defined]
+            event_id, result, error = infer(model, item.features.model_dump(), publisher, m, synthetic)
+            if result is None:
+                out.append(BatchItem(prediction_id=event_id, status="error", error=error))
+            else:
+                out.append(
+                    BatchItem(
+                        prediction_id=event_id,
+                        status="ok",
+                        prediction=result.prediction,
+                        scores=result.scores,
+                    )
+                )
+        return BatchResponse(model_name=model.name, model_version=model.version, predictions=out)
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, status_code=202, responses=_ERRORS)
+    async def feedback(
+        body: FeedbackRequest,
+        model: ModelDep,
+        publisher: PublisherDep,
+        principal: Annotated[Principal | None, feedback_role],
+    ) -> Any:
+        feedback_id = events.uuid7()
+        event = {
+            "schema_version": events.SCHEMA_VERSION,
+            "feedback_id": str(feedback_id),
+            "prediction_id": str(body.prediction_id),
+            "event_time": events.utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "label": body.label,
+            "model_name": model.name,
+        }
+        publisher.offer(body.prediction_id.bytes, events.encode(event), topic=settings.feedback_topic)
+        return {"feedback_id": feedback_id, "prediction_id": body.prediction_id}
+
+    @app.get("/v1/models", response_model=list[ModelInfo], responses=_ERRORS)
+    async def models(model: ModelDep, principal: Annotated[Principal | None, predict_role]) -> Any:
         md = model.meta
         return [
             {
@@ -195,6 +345,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
                 "target": md.target,
                 "classes": md.classes,
                 "features": [f.to_json() for f in md.features],
+                "fast_path": model.fast,
             }
         ]
 
@@ -202,22 +353,23 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    async def readyz(model: ModelDep, publisher: PublisherDep) -> dict[str, Any]:
+    @app.get("/readyz", response_model=Readiness)
+    async def readyz(model: ModelDep, publisher: PublisherDep) -> Any:
         # ready once the model is loaded; the broker state is reported, not required
         return {
             "status": "ready",
             "model": f"{model.name}:{model.version}",
             "broker_connected": publisher.broker_connected,
             "queue_depth": publisher.queue_depth,
+            "spool_bytes": publisher.spool_bytes,
         }
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(m: MetricsDep) -> Response:
         return Response(m.render(), media_type=m.content_type)
 
-    routes = {"/v1/predict", "/v1/models", "/healthz", "/readyz", "/metrics"}
-    app.add_middleware(_RequestMetrics, metrics=metrics, routes=routes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(_RequestMetrics, metrics=metrics, routes=ROUTES)  # type: ignore[arg-type]
     return app
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 
+from api.auth import ApiKeySpec
 from common.settings import CommonSettings
 
 
@@ -39,6 +40,24 @@ class ApiSettings(CommonSettings):
     probe_interval_s: float = Field(default=1.0, gt=0, description="how often a down broker is retried")
     drain_timeout_s: float = Field(default=10.0, ge=0, description="at shutdown; the rest is spooled")
 
+    # request surface
+    auth_enabled: bool = Field(
+        default=True, description="API keys required; INFERSTREAM_AUTH_ENABLED=false for local demos only"
+    )
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list,
+        description='JSON: [{"name": "...", "sha256": "<hex>", "roles": ["predict", "feedback"]}]',
+    )
+    rate_limit_per_key: float = Field(default=0.0, ge=0, description="requests/s per API key; 0 = off")
+    batch_max_items: int = Field(default=100, ge=1, le=10_000)
+    synthetic_header: str = Field(default="X-Inferstream-Synthetic", description="'true' flags synthetic")
+    # what is published
+    sample_rates: dict[str, float] = Field(
+        default_factory=dict, description='JSON {"<model name>": 0.1}; models not listed keep everything'
+    )
+    max_event_bytes: int = Field(default=900_000, ge=1024, description="over it, features become a digest")
+    pii_fields: list[str] = Field(default_factory=list, description="features published as keyed HMACs")
+    pii_hmac_key: SecretStr | None = Field(default=None, description="HMAC key for pii_fields")
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),

@@ -124,3 +124,27 @@ def json_schema_text() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# -- feedback: the ground truth for a prediction, published to inference-feedback ------
+FEEDBACK_SCHEMA_PATH = Path(__file__).parent / "schemas" / f"feedback_event.v{SCHEMA_VERSION}.json"
+
+
+class FeedbackEvent(BaseModel):
+    """The observed label of one prediction, keyed (like the inference) by its id's
+    16 bytes, so both land on the same partition number."""
+
+    model_config = ConfigDict(extra="forbid", title="FeedbackEvent")
+
+    schema_version: Literal[1] = Field(description="Version of this contract")
+    feedback_id: uuid.UUID = Field(description="UUIDv7 of this feedback")
+    prediction_id: uuid.UUID = Field(description="event_id of the inference it labels")
+    event_time: datetime = Field(description="When the API received the feedback (UTC)")
+    label: bool | int | float | str = Field(description="The ground truth")
+    model_name: str | None = Field(default=None, description="Model that made the prediction, if known")
+
+
+def feedback_json_schema_text() -> str:
+    schema = FeedbackEvent.model_json_schema()
+    schema["$id"] = f"https://inferstream.dev/schemas/feedback_event.v{SCHEMA_VERSION}.json"
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"

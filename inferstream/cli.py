@@ -79,10 +79,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.app import create_app
     from api.settings import ApiSettings
 
     s = ApiSettings()
     s.require_bootstrap()
+    create_app(s)  # a wrong setting fails here, with its name, not in every worker
+    if args.workers > 1 and s.prometheus_multiproc_dir is None:
+        # several processes: prometheus_client must write values to files that /metrics sums
+        import os
+        import shutil
+
+        mp = (s.data_dir / "prometheus" / str(s.port)).resolve()
+        shutil.rmtree(mp, ignore_errors=True)
+        mp.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp)
     uvicorn.run(
         "api.app:create_app_from_env",
         factory=True,
@@ -96,6 +107,23 @@ def _cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_api_key(args: argparse.Namespace) -> int:
+    import json
+
+    from api.auth import ROLES, hash_key, new_key
+
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        print(f"unknown roles {sorted(unknown)}; choose from {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    key = new_key()
+    print(f"key (give it to the client; it is not stored): {key}")
+    print("INFERSTREAM_API_KEYS entry:")
+    print(json.dumps({"name": args.name, "sha256": hash_key(key), "roles": roles}))
+    return 0
+
+
 def _cmd_consume(args: argparse.Namespace) -> int:
     from consumers.service import serve
     from consumers.settings import ConsumerSettings
@@ -105,11 +133,12 @@ def _cmd_consume(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from common.events import SCHEMA_PATH, json_schema_text
+    from common.events import FEEDBACK_SCHEMA_PATH, SCHEMA_PATH, feedback_json_schema_text, json_schema_text
 
     if args.write:
         SCHEMA_PATH.write_text(json_schema_text())
-        print(f"wrote {SCHEMA_PATH}")
+        FEEDBACK_SCHEMA_PATH.write_text(feedback_json_schema_text())
+        print(f"wrote {SCHEMA_PATH} and {FEEDBACK_SCHEMA_PATH}")
     else:
         print(json_schema_text(), end="")
     return 0
@@ -138,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("api", help="serve predictions (uvicorn)")
     a.add_argument("--workers", type=int, default=1)
     a.set_defaults(func=_cmd_api)
+
+    ak = sub.add_parser("api-key", help="make an API key; prints the key and its INFERSTREAM_API_KEYS entry")
+    ak.add_argument("--name", required=True)
+    ak.add_argument(
+        "--roles", default="predict,feedback", help="comma-separated: predict, feedback, synthetic"
+    )
+    ak.set_defaults(func=_cmd_api_key)
 
     c = sub.add_parser("consume", help="run a consumer group")
     c.add_argument("sink", choices=["lake", "audit", "fraud"])

@@ -23,6 +23,7 @@ def settings(trained_model, kafka_bootstrap, topic) -> ApiSettings:
         model_version=trained_model.version,
         events_topic=topic,
         linger_ms=5,
+        auth_enabled=False,
     )
 
 
