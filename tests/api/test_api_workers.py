@@ -1,0 +1,68 @@
+"""Several uvicorn workers: one spool slot each, and /metrics sums the whole service."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from common.broker import EmbeddedBroker, free_port
+from common.topics import ensure_topics
+from inferstream.procs import Child, wait_ready
+
+pytestmark = pytest.mark.slow
+
+
+def _value(text: str, pattern: str) -> float:
+    m = re.search(pattern, text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_two_workers_report_the_whole_service_and_own_their_spools(tmp_path, trained_model):
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
+    topic = "inference-events"
+    asyncio.run(ensure_topics(broker.bootstrap_servers, {topic: 4}))
+    port = free_port()
+    env = {
+        "INFERSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "INFERSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "INFERSTREAM_PORT": str(port),
+        "INFERSTREAM_MODEL_NAME": trained_model.name,
+        "INFERSTREAM_MODEL_VERSION": trained_model.version,
+        "INFERSTREAM_AUTH_ENABLED": "false",
+    }
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "models").symlink_to(trained_model.data_dir / "models")
+    api = Child("api", ["api", "--workers", "2"], env, tmp_path / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    n = 200
+    try:
+        wait_ready(f"{base}/readyz", api, timeout_s=90)
+        # no keep-alive: every request is a new connection, so both workers get some
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=base, limits=limits, timeout=10) as c, ThreadPoolExecutor(4) as pool:
+            codes = list(
+                pool.map(
+                    lambda r: c.post("/v1/predict", json={"features": r}).status_code, trained_model.rows[:n]
+                )
+            )
+        assert codes == [200] * n
+        time.sleep(1.5)  # each worker copies its publisher counters into the shared files every second
+        scrapes = [httpx.get(f"{base}/metrics", timeout=5).text for _ in range(6)]
+    finally:
+        api.terminate()
+        broker.stop()
+    pid_files = {
+        p.name.split("_")[-1] for p in (tmp_path / "data" / "prometheus" / str(port)).glob("counter_*.db")
+    }
+    assert len(pid_files) >= 2, pid_files  # two processes wrote metrics
+    for text in scrapes:  # whichever worker answered, it reports the sum
+        assert _value(text, r'^inferstream_requests_total\{route="/v1/predict",status="200"\} (\S+)$') == n
+        assert _value(text, r"^inferstream_events_enqueued_total (\S+)$") == n
+    slots = sorted(p.name for p in (tmp_path / "spool").glob("slot-*"))
+    assert slots == ["slot-0", "slot-1"]
