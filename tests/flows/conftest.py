@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import joblib
-import numpy as np
 import polars as pl
 import pytest
 
@@ -79,7 +78,13 @@ def _write_lake(
     return ids
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def model_lake_factory():
+    """``model_lake_factory(trained_model, dir)`` for fixtures wider than one test."""
+    return make_model_lake
+
+
+@pytest.fixture(scope="session")
 def write_lake():
     """``write_lake(lake_dir, model, version, frame, features, start=, span=, ...)``."""
     return _write_lake
@@ -110,11 +115,14 @@ class ModelLake:
 @pytest.fixture
 def model_lake(trained_model, tmp_path: Path) -> ModelLake:
     """A fresh data dir with a copy of the session's trained model and an empty lake."""
+    return make_model_lake(trained_model, tmp_path)
+
+
+def make_model_lake(trained_model, tmp_path: Path) -> ModelLake:
     src = trained_model.data_dir / "models" / trained_model.name
     shutil.copytree(src, tmp_path / "models" / trained_model.name)
     art = tmp_path / "models" / trained_model.name / trained_model.version
     meta = artifact.read_metadata(art)
     ref = pl.read_parquet(art / "reference.parquet")
     est = joblib.load(art / "model.joblib")
-    np.random.default_rng(0)
     return ModelLake(tmp_path, meta.name, meta.version, [f.name for f in meta.features], ref, est)
