@@ -9,6 +9,7 @@ Everything it starts it stops, also on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,12 @@ async def _replay(
     return ids, latencies, failures
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does
+
+
 def run_demo(opts: DemoOptions) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = CommonSettings(**({"data_dir": opts.data_dir} if opts.data_dir else {}))
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     data_dir, lake_dir = settings.data_dir, settings.lake_dir
