@@ -3,7 +3,10 @@ temporary API server, slow), and lakes written by the real lake sink."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,17 +14,17 @@ from pathlib import Path
 
 import joblib
 import polars as pl
+import psycopg
 import pytest
 
 from common import artifact, events, lake
+from warehouse.settings import WarehouseSettings
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    import os
-
     from prefect.testing.utilities import prefect_test_harness
 
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no network on test machines
@@ -126,3 +129,19 @@ def make_model_lake(trained_model, tmp_path: Path) -> ModelLake:
     ref = pl.read_parquet(art / "reference.parquet")
     est = joblib.load(art / "model.joblib")
     return ModelLake(tmp_path, meta.name, meta.version, [f.name for f in meta.features], ref, est)
+
+
+PG_DSN = os.environ.get("INFERSTREAM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSettings]:
+    """Both backends; PostgreSQL is the real server, one schema per test (dropped after)."""
+    schema = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    ws = WarehouseSettings(
+        data_dir=tmp_path, warehouse_backend=request.param, warehouse_schema=schema, postgres_dsn=PG_DSN
+    )
+    yield ws
+    if request.param == "postgres":
+        with psycopg.connect(PG_DSN, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
