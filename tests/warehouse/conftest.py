@@ -1,0 +1,32 @@
+"""Both warehouse backends: a DuckDB file per test, and the real PostgreSQL server with
+one schema per test (dropped after)."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from warehouse.base import Warehouse, open_warehouse
+from warehouse.settings import WarehouseSettings
+
+PG_DSN = os.environ.get("INFERSTREAM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    schema = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    ws = WarehouseSettings(
+        data_dir=tmp_path, warehouse_backend=request.param, warehouse_schema=schema, postgres_dsn=PG_DSN
+    )
+    w = open_warehouse(ws)
+    yield w
+    w.close()
+    if request.param == "postgres":
+        with psycopg.connect(PG_DSN, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
