@@ -22,7 +22,7 @@ from api.deps import MetricsDep, ModelDep, PublisherDep
 from api.emit import Emitter
 from api.limits import BodyLimit
 from api.metrics import ApiMetrics
-from api.model import ServedModel, features_model
+from api.model import NonFiniteOutput, ServedModel, features_model
 from api.publisher import EventPublisher
 from api.schemas import (
     BatchItem,
@@ -96,6 +96,7 @@ class _RequestMetrics:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not parseable (not UTF-8 JSON)"},
     401: {"model": ErrorBody, "description": "No API key, or an unknown one"},
     403: {"model": ErrorBody, "description": "The key lacks the route's role"},
     413: {"model": ErrorBody, "description": "Body over the size limit"},
@@ -149,7 +150,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     unknown_pii = set(settings.pii_fields) - {f.name for f in meta.features}
     if unknown_pii:
         raise ConfigError(f"INFERSTREAM_PII_FIELDS names no feature of the model: {sorted(unknown_pii)}")
-    Features = features_model(meta)  # noqa: N806
+    Features = features_model(meta, settings.max_abs_feature_value)  # noqa: N806
     PredictRequest = create_model(  # noqa: N806
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
@@ -228,7 +229,8 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             result = model.predict(features)
         except Exception as exc:  # noqa: BLE001 - any model failure becomes an error event
             error = f"{type(exc).__name__}: {exc}"[:1000]
-            log.warning("model error on %s: %s", event_id, error)
+            if not isinstance(exc, NonFiniteOutput):
+                log.warning("model error on %s: %s", event_id, error)
             event = events.build_event(
                 event_id=event_id,
                 event_time=received,
@@ -277,6 +279,14 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     ) -> Any:
         features = body.features.model_dump()  # type: ignore[attr-defined]
         event_id, result, error = infer(model, features, publisher, m, is_synthetic(request, principal))
+        if result is None and error and error.startswith(NonFiniteOutput.__name__):
+            # valid numbers the model cannot compute with: the client's to fix, and an error event
+            return JSONResponse(
+                status_code=422,
+                content={
+                    "detail": [{"loc": ["body", "features"], "msg": error, "type": "value_out_of_range"}]
+                },
+            )
         if result is None:
             return JSONResponse(
                 status_code=500, content={"detail": f"model error: {error}", "prediction_id": str(event_id)}

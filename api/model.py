@@ -21,11 +21,12 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def features_model(meta: ModelMetadata) -> type[BaseModel]:
+def features_model(meta: ModelMetadata, max_abs: float = 1e12) -> type[BaseModel]:
     """A strict pydantic model of exactly the model's features: missing, extra or
     mistyped → 422. Strict mode: "1.5" is not a number and true is not a number; NaN,
-    Infinity (and 1e999, which parses to inf) are refused."""
-    fields: dict[str, Any] = {f.name: (_TYPES[f.type], _field_for(f)) for f in meta.features}
+    Infinity (and 1e999, which parses to inf) are refused, and so are numbers beyond
+    ``max_abs``: finite but huge inputs overflow the model's arithmetic to NaN."""
+    fields: dict[str, Any] = {f.name: (_TYPES[f.type], _field_for(f, max_abs)) for f in meta.features}
     return create_model(  # type: ignore[call-overload,no-any-return]
         f"Features_{meta.name.replace('-', '_')}_v{meta.version}",
         __config__=ConfigDict(extra="forbid", strict=True),
@@ -39,12 +40,19 @@ def _describe(f: FeatureSpec) -> str:
     return f.type
 
 
-def _field_for(f: FeatureSpec) -> Any:
+def _field_for(f: FeatureSpec, max_abs: float) -> Any:
     if f.type == "number":
-        return Field(allow_inf_nan=False, description=_describe(f))
+        return Field(allow_inf_nan=False, ge=-max_abs, le=max_abs, description=_describe(f))
+    if f.type == "integer":
+        return Field(ge=-int(max_abs), le=int(max_abs), description=_describe(f))
     if f.type == "category":
         return Field(min_length=1, max_length=256, description=_describe(f))
     return Field(description=_describe(f))
+
+
+class NonFiniteOutput(ValueError):
+    """The model's output is NaN or infinite: the inputs are valid numbers but outside
+    the range the model can compute with (a client error, not a server fault)."""
 
 
 @dataclass
@@ -85,16 +93,24 @@ class ServedModel:
         start = time.perf_counter()
         if self._fast is not None:
             proba = self._fast(features)
+            _check_finite(proba)
             best = int(proba.argmax())
             scores = {k: float(p) for k, p in zip(self._class_keys, proba, strict=True)}
             return Inference(self.classes[best], scores, (time.perf_counter() - start) * 1000.0)
         frame = pd.DataFrame([[features[c] for c in self.columns]], columns=self.columns)
         if self.classes:
             proba = self.estimator.predict_proba(frame)[0]
+            _check_finite(proba)
             best = int(proba.argmax())
             prediction = self.classes[best]
             scores = {k: float(p) for k, p in zip(self._class_keys, proba, strict=True)}
         else:
             value = self.estimator.predict(frame)[0]
+            _check_finite(np.asarray([value], dtype=np.float64))
             prediction, scores = float(value), None
         return Inference(prediction, scores, (time.perf_counter() - start) * 1000.0)
+
+
+def _check_finite(values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise NonFiniteOutput("the model's output is not finite: some feature values are out of its range")

@@ -24,6 +24,9 @@ class ApiSettings(CommonSettings):
         default=False, description="true on real Kafka; Tansu has no idempotent producer"
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1)
+    max_abs_feature_value: float = Field(
+        default=1e12, gt=0, description="numbers beyond ±this get a 422 (they overflow the model)"
+    )
     fast_inference: bool = Field(
         default=True, description="numpy path for the trained pipeline's shape; sklearn otherwise"
     )
