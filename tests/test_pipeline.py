@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ class _Stream(threading.Thread):
 def _wait_assigned(child: Child, timeout_s: float = 90.0) -> None:
     """Tansu rebalances slowly (a killed member's session must expire first)."""
     deadline = time.monotonic() + timeout_s
-    while "assigned [(" not in child.tail(200):
+    while not re.search(r"consumers\.runner: assigned\b", child.tail(200)):
         assert child.alive(), f"lander exited:\n{child.tail()}"
         assert time.monotonic() < deadline, f"lander never got partitions:\n{child.tail()}"
         time.sleep(0.2)
@@ -175,3 +176,40 @@ def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_boots
         assert _no_temp_files(lake_dir)
     finally:
         lander.terminate()
+
+
+@pytest.mark.slow
+def test_sigterm_makes_the_lander_flush_and_commit(kafka_bootstrap, topic, tmp_path):
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    n = 500
+    env = _lander_env(kafka_bootstrap, topic, tmp_path, "lake-sigterm")
+    env["INFERSTREAM_MAX_BATCH_AGE_S"] = "600"  # no flush by age: only SIGTERM will flush
+    env["INFERSTREAM_MAX_BATCH_ROWS"] = "1000000"
+    lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
+    try:
+        _wait_assigned(lander)
+        stream = _Stream(kafka_bootstrap, topic, n, burst=250, pause_s=0.0)
+        stream.run()
+        assert stream.error is None and len(stream.ids) == n
+        time.sleep(3.0)  # consumed by now, but held in the batch
+        assert not lake.has_files(tmp_path / "lake"), "flushed before SIGTERM: the test proves nothing"
+        assert lander.terminate(timeout_s=30) == 0
+    finally:
+        lander.kill()
+    result = landing(tmp_path / "lake", stream.ids)
+    assert (result.distinct, result.duplicates) == (n, 0)
+
+    async def committed_total() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(
+                "lake-sigterm", partitions=[TopicPartition(topic, p) for p in range(4)]
+            )
+        finally:
+            await admin.close()
+        return sum(max(o.offset, 0) for o in offsets.values())
+
+    assert asyncio.run(committed_total()) == n
