@@ -71,7 +71,7 @@ class Inputs:
     reference_name: str
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(cache_policy=NO_CACHE)  # local files: an error here is not transient, no retries
 def load_inputs(
     settings: FlowSettings,
     model_name: str,

@@ -150,6 +150,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(DemoOptions(rows=args.rows, concurrency=args.concurrency, data_dir=args.data_dir))
 
 
+def _cmd_flows(args: argparse.Namespace) -> int:
+    if args.flows_command == "serve":
+        from flows.serve import serve
+
+        serve()
+        return 0
+    data_dir = str(args.data_dir) if args.data_dir else None
+    if args.flow == "drift":
+        from flows.drift import drift_flow
+
+        state = drift_flow(
+            model_name=args.model,
+            model_version=args.version,
+            window=args.window,
+            start=args.start,
+            end=args.end,
+            data_dir=data_dir,
+            return_state=True,
+        )
+        print(f"drift: {state.name}: {state.message}")
+        if state.is_completed():
+            return 0
+        return 1 if state.name == "Drift detected" else 2
+    if args.flow == "bi":
+        from flows.bi_load import bi_load_flow
+
+        print(f"bi: {bi_load_flow(data_dir=data_dir)}")
+        return 0
+    from flows.maintenance import maintenance_flow
+
+    print(f"maintenance: {maintenance_flow(data_dir=data_dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inferstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -192,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print (or --write) the event contract's JSON Schema")
     sc.add_argument("--write", action="store_true")
     sc.set_defaults(func=_cmd_schema)
+
+    fl = sub.add_parser("flows", help="scheduled Prefect flows: drift, BI load, maintenance")
+    flsub = fl.add_subparsers(dest="flows_command", required=True)
+    fls = flsub.add_parser("serve", help="serve the deployments of prefect.yaml on their schedules")
+    fls.set_defaults(func=_cmd_flows)
+    flr = flsub.add_parser("run", help="run one flow once, now (exit 1 when drift is found)")
+    flr.add_argument("flow", choices=["drift", "bi", "maintenance"])
+    flr.add_argument("--model", default="car-loan")
+    flr.add_argument("--version", default="latest")
+    flr.add_argument("--window", default="last_hour", choices=["last_hour", "last_day"])
+    flr.add_argument("--start", default=None, help="ISO-8601 start of an explicit window (with --end)")
+    flr.add_argument("--end", default=None)
+    flr.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
+    flr.set_defaults(func=_cmd_flows)
     return p
 
 

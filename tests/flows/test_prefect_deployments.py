@@ -1,0 +1,60 @@
+"""prefect.yaml: every entrypoint imports and is a flow; schedules and pool are what the
+docs promise; the maintenance flow's retention removes only expired partitions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect import Flow
+from prefect.flows import load_flow_from_entrypoint
+
+from flows.maintenance import maintenance_flow
+from flows.serve import PREFECT_YAML, deployment_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_prefect_yaml_is_the_project_file_and_uses_anchors():
+    assert PREFECT_YAML == ROOT / "prefect.yaml"
+    text = PREFECT_YAML.read_text()
+    assert "&process" in text and "*process" in text  # one pool definition, shared
+
+
+@pytest.mark.parametrize("spec", deployment_specs(), ids=lambda s: s["name"])
+def test_every_entrypoint_imports_as_a_flow(spec):
+    file, func = spec["entrypoint"].split(":")
+    assert (ROOT / file).is_file()
+    flow = load_flow_from_entrypoint(f"{ROOT / file}:{func}")
+    assert isinstance(flow, Flow)
+    assert spec["work_pool"]["name"] == "inferstream"
+    # the parameters the YAML passes are parameters the flow accepts
+    assert set(spec.get("parameters") or {}) <= set(flow.parameters.properties)
+
+
+def test_schedules():
+    crons = {s["entrypoint"].split(":")[1]: [x["cron"] for x in s["schedules"]] for s in deployment_specs()}
+    assert crons == {
+        "drift_flow": ["5 * * * *"],
+        "bi_load_flow": ["*/15 * * * *"],
+        "maintenance_flow": ["30 3 * * *"],
+    }
+    doc = yaml.safe_load(PREFECT_YAML.read_text())
+    assert {s["work_pool"]["name"] for s in doc["deployments"]} == {"inferstream"}
+
+
+def test_retention_removes_only_expired_partitions(prefect_harness, tmp_path):
+    today = datetime.now(UTC).date()
+    root = tmp_path / "lake" / "inference_events"
+    keep, drop = [], []
+    for model in ("m", "n"):
+        for age in (0, 6, 7, 8, 30):
+            d = root / f"model={model}" / f"date={today - timedelta(days=age)}" / "hour=03"
+            d.mkdir(parents=True)
+            (d / "x.parquet").write_bytes(b"")
+            (drop if age > 7 else keep).append(d.parent)
+    res = maintenance_flow(retention_days=7, data_dir=str(tmp_path))
+    assert sorted(res.removed) == sorted(str(d) for d in drop)
+    assert all(d.exists() for d in keep) and not any(d.exists() for d in drop)
