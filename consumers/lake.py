@@ -354,6 +354,7 @@ class LakeSink:
                 fh.flush()
                 os.fsync(fh.fileno())
             out.append((tmp, final))
+            log.debug("writing %s rows=%d", final.relative_to(self.root), group.height)
         return out
 
 

@@ -60,6 +60,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         committed = await self.runner.committed(assigned)
         async with self.runner.lock:
             self.runner.sink.assigned(committed)
+            self.runner.ready.update(assigned)
         log.info(
             "assigned group=%s partitions=%s", self.runner.group_id, sorted(tp.partition for tp in assigned)
         )
@@ -92,6 +93,7 @@ class ConsumerRunner:
         max_batch_bytes: int = 64 * 1024 * 1024,
         dlq: DeadLetterProducer | None = None,
         metrics: ConsumerMetrics | None = None,
+        max_poll_records: int = 10_000,
     ) -> None:
         self.sink = sink
         # fault injection only: widens the window between "durable" and "committed"
@@ -104,6 +106,7 @@ class ConsumerRunner:
         self.poll_timeout_ms = poll_timeout_ms
         self.running = True
         self.max_batch_bytes = max_batch_bytes
+        self.max_poll_records = min(max_poll_records, max_batch_rows)
         self.dlq = dlq
         self.metrics = metrics or ConsumerMetrics(group_id)
         self.records = 0
@@ -116,6 +119,7 @@ class ConsumerRunner:
         self._to_commit: dict[TopicPartition, tuple[int, str]] = {}
         self._dead: list[DeadLetter] = []
         self._position: dict[TopicPartition, int] = {}
+        self.ready: set[TopicPartition] = set()  # assigned and known to the sink
         self._lag_at = 0.0
         self._consumer_kwargs: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
@@ -161,6 +165,19 @@ class ConsumerRunner:
             earliest = await self._earliest_incarnations(unknown)
             for tp in unknown:
                 out[tp] = (out[tp][0], earliest.get(tp, ""))
+        # A partition with a commit has records: its incarnation must come from its
+        # earliest one (guessing from the first record consumed would name files anew
+        # and leave the previous owner's uncommitted files in place: duplicates).
+        missing = [tp for tp, (off, inc) in out.items() if off is not None and not inc]
+        deadline = time.monotonic() + 60
+        while missing:
+            if time.monotonic() > deadline:
+                raise DependencyUnavailable(f"could not read the earliest record of {missing}")
+            log.warning("earliest record of %s not fetched yet; retrying", missing)
+            earliest = await self._earliest_incarnations(missing)
+            for tp in missing:
+                out[tp] = (out[tp][0], earliest.get(tp, ""))
+            missing = [tp for tp in missing if not out[tp][1]]
         return out
 
     async def _earliest_incarnations(self, partitions: list[TopicPartition]) -> dict[TopicPartition, str]:
@@ -231,6 +248,7 @@ class ConsumerRunner:
             log.error("flush on revoke failed group=%s error=%r: the next owner replays", self.group_id, exc)
         async with self.lock:
             gone = set(revoked)
+            self.ready -= gone
             self.sink.revoked(revoked)
             self._to_commit = {tp: v for tp, v in self._to_commit.items() if tp not in gone}
             self._dead = [d for d in self._dead if TopicPartition(d.topic, d.partition) not in gone]
@@ -252,8 +270,15 @@ class ConsumerRunner:
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         try:
             while self.running:
-                batch = await self.consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=10_000)
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.poll_timeout_ms, max_records=self.max_poll_records
+                )
                 for tp, msgs in batch.items():
+                    if msgs and tp not in self.ready:
+                        # fetched while the listener still reads the committed offset and
+                        # incarnation: the sink cannot name files yet. Fetch them again.
+                        self.consumer.seek(tp, msgs[0].offset)
+                        continue
                     if msgs:
                         self.sink.add(tp, msgs)
                         n = len(msgs)
@@ -274,6 +299,7 @@ class ConsumerRunner:
                 ):
                     await self._flush_with_backoff()
             await self._flush_with_backoff()
+            self._update_lag(force=True)
         finally:
             try:
                 await self.consumer.stop()
@@ -282,9 +308,9 @@ class ConsumerRunner:
             if self.dlq is not None:
                 await self.dlq.stop()
 
-    def _update_lag(self) -> None:
+    def _update_lag(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._lag_at < 1.0:
+        if now - self._lag_at < 1.0 and not force:
             return
         self._lag_at = now
         # the fetch high watermark: right on Kafka and on Tansu (whose ListOffsets is not)
