@@ -1,0 +1,421 @@
+"""What logging every prediction costs the API, measured with wrk.
+
+    .venv/bin/python bench/api_overhead.py [--rounds 3] [--duration 10]
+
+Starts the same app (uvicorn, one worker, a 32-feature logistic regression on
+scikit-learn's breast-cancer data) five times, each on its own port, differing only in
+what the request path does with the event:
+
+    none         nothing (the baseline)
+    inferstream  inferstream's publisher: queue hand-off, background batches, spool
+    pg_sync      a synchronous PostgreSQL insert per request (the old prototype)
+    aiokafka     ``await producer.send_and_wait()`` before the response
+    ceiling      a POST that only validates the same body (no model, no event)
+
+and drives each with wrk (Debian's package; installed here with apt-get if missing):
+at saturation (32 connections) and at about half the no-logging throughput (a wrk
+Lua ``delay`` per connection), interleaved, for several rounds. Prints a table of
+rps, p50 and p99 (medians over rounds) with ratios and p99 deltas against ``none``
+measured in the same round, then one last line for inferstream's publisher.
+
+Needs PostgreSQL at 127.0.0.1:5432 (user postgres, database test; override with
+INFERSTREAM_BENCH_PG_DSN) and runs its own Tansu broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = ["none", "inferstream", "pg_sync", "aiokafka"]
+TOPIC = "inference-events"
+PG_SCHEMA = "bench_api_overhead"
+
+
+# -- the servers ----------------------------------------------------------------------
+def _train(data_dir: Path) -> tuple[str, dict[str, Any]]:
+    import re as _re
+
+    import polars as pl
+    from sklearn.datasets import load_breast_cancer
+
+    from common.artifact import FeatureSpec
+    from inferstream.train import train_classifier
+
+    raw = load_breast_cancer(as_frame=True).frame
+    raw.columns = [_re.sub(r"\W+", "_", c.strip()) for c in raw.columns]
+    df = pl.from_pandas(raw).with_columns(
+        pl.when(pl.col("mean_radius") < 14)
+        .then(pl.lit("small"))
+        .otherwise(pl.lit("large"))
+        .alias("size_band"),
+        (pl.col("mean_texture") > 19).alias("high_texture"),
+    )
+    features = [FeatureSpec(c, "number") for c in raw.columns if c != "target"]
+    features += [FeatureSpec("size_band", "category"), FeatureSpec("high_texture", "boolean")]
+    path = train_classifier(
+        df, features=features, target="target", name="bench", models_dir=data_dir / "models"
+    )
+    row = df.select([f.name for f in features]).row(0, named=True)
+    return path.name, row
+
+
+_PENDING: contextvars.ContextVar[list[asyncio.Future[Any]]] = contextvars.ContextVar("pending")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    """One variant's server (run as a child process of the benchmark)."""
+    import uvicorn
+    from aiokafka import AIOKafkaProducer
+    from pydantic import ConfigDict, Field, create_model
+
+    from api.app import create_app
+    from api.model import features_model
+    from api.publisher import EventPublisher
+    from api.settings import ApiSettings
+    from common import artifact
+
+    settings = ApiSettings(
+        data_dir=args.data_dir,
+        spool_dir=args.data_dir / f"spool-{args.variant}",
+        kafka_bootstrap_servers=args.bootstrap,
+        model_name="bench",
+        model_version=args.version,
+        auth_enabled=False,
+        events_topic=TOPIC,
+    )
+    common_kw: dict[str, Any] = dict(bootstrap_servers=args.bootstrap, topic=TOPIC)
+
+    class NullPublisher(EventPublisher):
+        async def start(self) -> None:
+            self.broker_connected = True
+
+        async def stop(self, drain_timeout_s: float = 0) -> None:
+            return None
+
+        def offer(self, key: bytes, value: bytes, topic: str | None = None) -> bool:
+            self.stats.enqueued += 1
+            return True
+
+    class PgSyncPublisher(NullPublisher):
+        """The prototype the product replaces: a blocking insert inside the request."""
+
+        async def start(self) -> None:
+            import psycopg
+
+            self.conn = psycopg.connect(args.pg_dsn, autocommit=True)
+            self.broker_connected = True
+
+        def offer(self, key: bytes, value: bytes, topic: str | None = None) -> bool:
+            self.conn.execute(
+                f"INSERT INTO {PG_SCHEMA}.events (event_id, body) VALUES (%s, %s)",  # noqa: S608 - constant
+                (key, value.decode()),
+            )
+            self.stats.enqueued += 1
+            return True
+
+    class AwaitingPublisher(NullPublisher):
+        """``await send_and_wait`` in the request: the response waits for Kafka's ack
+        (the middleware below awaits what ``offer`` started before the response goes out)."""
+
+        async def start(self) -> None:
+            self.producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", linger_ms=0)
+            await self.producer.start()
+            self.broker_connected = True
+
+        async def stop(self, drain_timeout_s: float = 0) -> None:
+            await self.producer.stop()
+
+        def offer(self, key: bytes, value: bytes, topic: str | None = None) -> bool:
+            _PENDING.get().append(asyncio.ensure_future(self.producer.send_and_wait(TOPIC, value, key=key)))
+            self.stats.enqueued += 1
+            return True
+
+    publisher: EventPublisher | None
+    if args.variant == "inferstream":
+        publisher = None  # the app builds its own, exactly as in production
+    elif args.variant == "pg_sync":
+        publisher = PgSyncPublisher(**common_kw)
+    elif args.variant == "aiokafka":
+        publisher = AwaitingPublisher(**common_kw)
+    else:
+        publisher = NullPublisher(**common_kw)
+    app = create_app(settings, publisher=publisher)
+
+    meta = artifact.read_metadata(artifact.resolve_dir(settings.models_dir, "bench", args.version))
+    features_cls = features_model(meta)
+
+    validate_only_model = create_model(
+        "ValidateOnly", __config__=ConfigDict(extra="forbid"), features=(features_cls, Field())
+    )
+
+    async def validate_only(body: Any) -> dict[str, bool]:
+        return {"ok": True}
+
+    # the annotation must be the class itself (this module has postponed annotations)
+    validate_only.__annotations__["body"] = validate_only_model
+    app.post("/bench/validate")(validate_only)
+
+    asgi: Any = app
+    if args.variant == "aiokafka":
+        inner = app
+
+        async def awaiting(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await inner(scope, receive, send)
+                return
+            pending: list[asyncio.Future[Any]] = []
+            _PENDING.set(pending)
+
+            async def _send(message: Any) -> None:
+                if message["type"] == "http.response.start" and pending:
+                    await asyncio.gather(*pending)
+                await send(message)
+
+            await inner(scope, receive, _send)
+
+        asgi = awaiting
+    uvicorn.run(asgi, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+# -- driving them ----------------------------------------------------------------------
+def _ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk not found: installing Debian's package (apt-get install -y wrk)", flush=True)
+    cmd = ["apt-get", "install", "-y", "wrk"]
+    if os.geteuid() != 0:
+        cmd = ["sudo", *cmd]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        subprocess.run(
+            [cmd[0], "update"] if cmd[0] == "apt-get" else ["sudo", "apt-get", "update"], check=True
+        )
+        subprocess.run(cmd, check=True)
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is still missing after apt-get install")
+    return found
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _parse_wrk(out: str) -> dict[str, float]:
+    res: dict[str, float] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        res[key] = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["errors"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Socket errors:.*", out)
+    res["socket_errors"] = 1.0 if m else 0.0
+    return res
+
+
+def _lua(path: Path, body: bytes, delay_ms: float | None) -> Path:
+    lines = [
+        'wrk.method = "POST"',
+        'wrk.headers["Content-Type"] = "application/json"',
+        f"wrk.body = {orjson.dumps(body.decode()).decode()}",
+    ]
+    if delay_ms is not None:
+        lines.append(f"function delay() return {delay_ms:.3f} end")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _wrk(wrk: str, url: str, script: Path, connections: int, duration: float) -> dict[str, float]:
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return _parse_wrk(out)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"server not ready at {url}:\n{log.read_text()[-3000:]}")
+
+
+def _prepare_pg(dsn: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+        conn.execute(f"CREATE SCHEMA {PG_SCHEMA}")
+        conn.execute(f"CREATE TABLE {PG_SCHEMA}.events (event_id bytea PRIMARY KEY, body jsonb NOT NULL)")
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("INFERSTREAM_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="none", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
+    p.add_argument("--version", default="1", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        _serve(args)
+        return 0
+
+    from common.broker import EmbeddedBroker, free_port
+    from common.topics import ensure_topics
+
+    wrk = _ensure_wrk()
+    _prepare_pg(args.pg_dsn)
+    work = Path(tempfile.mkdtemp(prefix="inferstream-bench-"))
+    version, row = _train(work)
+    body = orjson.dumps({"features": row})
+    broker = EmbeddedBroker(log_path=work / "tansu.log").start()
+    asyncio.run(ensure_topics(broker.bootstrap_servers, {TOPIC: 4}))
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    try:
+        for v in VARIANTS:
+            port = free_port()
+            log = work / f"{v}.log"
+            with open(log, "wb") as fh:
+                proc = subprocess.Popen(
+                    [sys.executable, __file__, "--serve", "--variant", v, "--port", str(port),
+                     "--data-dir", str(work), "--bootstrap", broker.bootstrap_servers,
+                     "--version", version, "--pg-dsn", args.pg_dsn],
+                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            servers[v] = (proc, port)
+            _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, log)
+        url = {v: f"http://127.0.0.1:{port}/v1/predict" for v, (_, port) in servers.items()}
+        url["ceiling"] = f"http://127.0.0.1:{servers['none'][1]}/bench/validate"
+        sat_script = _lua(work / "sat.lua", body, None)
+        for v in [*VARIANTS, "ceiling"]:  # warm-up: JIT-free Python still has caches and pools
+            _wrk(wrk, url[v], sat_script, args.connections, 2)
+        base = _wrk(wrk, url["none"], sat_script, args.connections, args.duration)["rps"]
+        half_rate = base / 2
+        # each connection waits `delay` between requests: connections * 1000 / delay ≈ rate
+        half_conns = 16
+        half_script = _lua(work / "half.lua", body, half_conns * 1000.0 / half_rate)
+        print(f"no-logging saturation {base:.0f} rps → half load target {half_rate:.0f} rps", flush=True)
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for r in range(args.rounds):
+            for v in [*VARIANTS, "ceiling"]:
+                res = _wrk(wrk, url[v], sat_script, args.connections, args.duration)
+                results.setdefault((v, "saturation"), []).append(res)
+                print(
+                    f"round {r + 1} {v:<12} saturation {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
+                    flush=True,
+                )
+                if v == "ceiling":
+                    continue
+                res = _wrk(wrk, url[v], half_script, half_conns, args.duration)
+                results.setdefault((v, "half"), []).append(res)
+                print(
+                    f"round {r + 1} {v:<12} half       {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
+                    flush=True,
+                )
+    finally:
+        for proc, _ in servers.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in servers.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        broker.stop()
+
+    def per_round(v: str, load: str, key: str) -> list[float]:
+        return [x[key] for x in results[(v, load)]]
+
+    def ratio(v: str, load: str) -> float:
+        return _median(
+            [a / b for a, b in zip(per_round(v, load, "rps"), per_round("none", load, "rps"), strict=True)]
+        )
+
+    def delta(v: str, load: str) -> float:
+        return _median(
+            [a - b for a, b in zip(per_round(v, load, "p99"), per_round("none", load, "p99"), strict=True)]
+        )
+
+    print()
+    print(
+        f"{args.rounds} rounds x {args.duration:g} s, medians; ratios and deltas are per round against 'none'"
+    )
+    print(
+        f"{'variant':<12} {'load':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'rps/none':>9} {'p99 Δ ms':>9} {'errors':>7}"
+    )
+    for v in [*VARIANTS, "ceiling"]:
+        for load in ("saturation", "half"):
+            if (v, load) not in results:
+                continue
+            rows = results[(v, load)]
+            print(
+                f"{v:<12} {load:<10} {_median([x['rps'] for x in rows]):8.0f} "
+                f"{_median([x['p50'] for x in rows]):8.2f} {_median([x['p99'] for x in rows]):8.2f} "
+                f"{ratio(v, load) if v != 'ceiling' else float('nan'):9.3f} "
+                f"{delta(v, load) if v != 'ceiling' else float('nan'):9.2f} "
+                f"{sum(x['errors'] for x in rows):7.0f}"
+            )
+    vs_ceiling = _median(
+        [
+            a / b
+            for a, b in zip(
+                per_round("inferstream", "saturation", "rps"),
+                per_round("ceiling", "saturation", "rps"),
+                strict=True,
+            )
+        ]
+    )
+    print(
+        f"rps_ratio={ratio('inferstream', 'saturation'):.3f} "
+        f"p99_delta_ms_half_load={delta('inferstream', 'half'):.2f} "
+        f"p99_delta_ms_saturation={delta('inferstream', 'saturation'):.2f} "
+        f"predict_vs_ceiling={vs_ceiling:.3f}"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
