@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -102,3 +103,20 @@ class DeadLetterProducer:
             log.warning(
                 "dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
             )
+
+    async def publish_outputs(self, outputs: list[Any]) -> None:
+        """A sink's own output records (``topic``, ``key``, ``value``, ``headers``),
+        acknowledged, or SinkUnavailable (then publish all again)."""
+        if not outputs:
+            return
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
+        try:
+            futures = [
+                await self._producer.send(o.topic, o.value, key=o.key, headers=list(o.headers))
+                for o in outputs
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise SinkUnavailable(f"output topic unreachable: {exc!r}") from exc

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -104,6 +105,8 @@ class LakeSink:
         self._parts: dict[TopicPartition, _PartitionState] = {}
         self._schemas: dict[_ShapeKey, pl.Schema] = {}
         self._dead: list[DeadLetter] = []
+        self._lock = threading.Lock()  # add() on the loop, flush() in a worker thread
+        self.pipelined = True  # the runner may keep consuming while flush() runs
         self.poison = 0
         self.files_written = 0
         self._remove_temp_files()
@@ -126,6 +129,10 @@ class LakeSink:
         return sum(len(s.records) for s in self._parts.values())
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        with self._lock:
+            self._add(tp, records)
+
+    def _add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         state = self._parts.get(tp)
         if state is None:  # consumed before the listener ran (manual assignment)
             state = self._parts[tp] = _PartitionState(None, "")
@@ -142,20 +149,27 @@ class LakeSink:
         return out
 
     def flush(self) -> dict[TopicPartition, tuple[int, str]]:
+        """Safe to run in a worker thread while the loop keeps calling ``add``: it
+        takes what was added so far; what arrives meanwhile waits for the next flush."""
+        with self._lock:
+            taken = []
+            for tp, state in self._parts.items():
+                if state.next_offset is None or state.first_offset is None:
+                    continue
+                taken.append((tp, state, state.records, state.first_offset, state.next_offset))
+                state.records, state.first_offset, state.next_offset = [], None, None
         written: list[tuple[Path, Path]] = []
         commits: dict[TopicPartition, tuple[int, str]] = {}
         dead: list[DeadLetter] = []
         try:
-            for tp, state in self._parts.items():
-                if state.next_offset is None or state.first_offset is None:
-                    continue
+            for tp, state, records, first, next_offset in taken:
                 if not state.cleaned:
-                    self._remove_uncommitted(tp, state)
+                    self._remove_uncommitted(tp, state.incarnation, first)
                     state.cleaned = True
-                df = self._frame(tp, state.records, dead)
+                df = self._frame(tp, records, dead)
                 if df is not None and df.height:
-                    written.extend(self._write_partition(tp, state, df))
-                commits[tp] = (state.next_offset, state.incarnation)
+                    written.extend(self._write_partition(tp, state.incarnation, first, df))
+                commits[tp] = (next_offset, state.incarnation)
             dirs = set()
             for tmp, final in written:
                 os.replace(tmp, final)
@@ -165,14 +179,15 @@ class LakeSink:
         except BaseException:
             for tmp, _ in written:
                 tmp.unlink(missing_ok=True)
+            with self._lock:  # put the batch back in front of what arrived meanwhile
+                for _tp, state, records, first, next_offset in taken:
+                    state.records = records + state.records
+                    state.first_offset = first
+                    state.next_offset = state.next_offset or next_offset
             raise
         self.files_written += len(written)
         self.poison += len(dead)
         self._dead.extend(dead)
-        for state in self._parts.values():
-            state.records = []
-            state.first_offset = None
-            state.next_offset = None
         return commits
 
     # -- parsing ------------------------------------------------------------------------
@@ -328,20 +343,18 @@ class LakeSink:
         ).drop("_t", "_bad", "kafka_timestamp_ms")
 
     # -- internals ----------------------------------------------------------------------
-    def _remove_uncommitted(self, tp: TopicPartition, state: _PartitionState) -> None:
-        assert state.first_offset is not None
-        pattern = f"{lake.safe_segment(tp.topic)}+{state.incarnation}+{tp.partition}+*.parquet"
+    def _remove_uncommitted(self, tp: TopicPartition, incarnation: str, first_offset: int) -> None:
+        pattern = f"{lake.safe_segment(tp.topic)}+{incarnation}+{tp.partition}+*.parquet"
         for path in self.root.rglob(pattern):
             coords = lake.parse_file_name(path.name)
-            if coords is not None and coords.first_offset >= state.first_offset:
+            if coords is not None and coords.first_offset >= first_offset:
                 log.warning("removing uncommitted file %s (it is being rewritten)", path)
                 path.unlink(missing_ok=True)
 
     def _write_partition(
-        self, tp: TopicPartition, state: _PartitionState, df: pl.DataFrame
+        self, tp: TopicPartition, incarnation: str, first_offset: int, df: pl.DataFrame
     ) -> list[tuple[Path, Path]]:
-        assert state.first_offset is not None
-        name = lake.file_name(tp.topic, state.incarnation, tp.partition, state.first_offset)
+        name = lake.file_name(tp.topic, incarnation, tp.partition, first_offset)
         out = []
         keyed = df.with_columns(pl.col("event_time").dt.truncate("1h").alias("_hour"))
         for (model, hour), group in keyed.group_by(["model_name", "_hour"], maintain_order=True):

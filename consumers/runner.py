@@ -118,8 +118,13 @@ class ConsumerRunner:
         self._pending_bytes = 0
         self._to_commit: dict[TopicPartition, tuple[int, str]] = {}
         self._dead: list[DeadLetter] = []
+        self._outputs: list[Any] = []
         self._position: dict[TopicPartition, int] = {}
         self.ready: set[TopicPartition] = set()  # assigned and known to the sink
+        # a sink whose flush() may run while add() is called keeps the loop fetching
+        self.pipelined = bool(getattr(sink, "pipelined", False))
+        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_requested = False
         self._lag_at = 0.0
         self._consumer_kwargs: dict[str, Any] = dict(
             bootstrap_servers=bootstrap_servers,
@@ -208,13 +213,17 @@ class ConsumerRunner:
         DependencyUnavailable when a step failed; what is not committed is kept."""
         async with self.lock:
             start = time.perf_counter()
-            if self._pending_records:
+            if self._pending_records or self._flush_requested or self.sink.pending_rows:
+                self._flush_requested = False
                 offsets = await asyncio.to_thread(self.sink.flush)
                 self._to_commit.update(offsets)
                 self._dead.extend(self.sink.take_dead_letters())
-                self._pending_records = self._pending_bytes = 0
-                self._oldest = None
-                self.metrics.pending.set(0)
+                take_outputs = getattr(self.sink, "take_outputs", None)
+                if take_outputs is not None:  # e.g. the fraud scorer's alerts
+                    self._outputs.extend(take_outputs())
+                if not self.pipelined:
+                    self._pending_records = self._pending_bytes = 0
+                    self._oldest = None
             if self._dead:
                 if self.dlq is None:
                     raise RuntimeError("poison records but no dead-letter producer")
@@ -222,6 +231,11 @@ class ConsumerRunner:
                 self.dead_letters += len(self._dead)
                 self.metrics.dead_letters.inc(len(self._dead))
                 self._dead = []
+            if self._outputs:
+                if self.dlq is None:
+                    raise RuntimeError("a sink produced records but there is no producer")
+                await self.dlq.publish_outputs(self._outputs)
+                self._outputs = []
             if not self._to_commit:
                 return
             offsets = self._to_commit
@@ -297,16 +311,40 @@ class ConsumerRunner:
                     or self._pending_records >= self.max_batch_rows
                     or self._pending_bytes >= self.max_batch_bytes
                 ):
-                    await self._flush_with_backoff()
+                    if self.pipelined:
+                        await self._start_flush()
+                    else:
+                        await self._flush_with_backoff()
+                elif self._flush_task is not None and self._flush_task.done():
+                    await self._wait_flush()  # surfaces its error, if any
+            await self._wait_flush()
             await self._flush_with_backoff()
             self._update_lag(force=True)
         finally:
+            if self._flush_task is not None:  # the loop failed: nothing more gets committed
+                self._flush_task.cancel()
+                self._flush_task = None
             try:
                 await self.consumer.stop()
             except KafkaError as exc:
                 log.warning("consumer stop: %r", exc)
             if self.dlq is not None:
                 await self.dlq.stop()
+
+    async def _start_flush(self) -> None:
+        """Flush in the background while the loop keeps fetching (the sink's Parquet
+        work runs in a thread without the GIL). One flush at a time: commits stay in
+        order, and a slow sink slows the fetching down (bounded memory)."""
+        await self._wait_flush()
+        self._pending_records = self._pending_bytes = 0
+        self._oldest = None
+        self._flush_requested = True
+        self._flush_task = asyncio.create_task(self._flush_with_backoff())
+
+    async def _wait_flush(self) -> None:
+        task, self._flush_task = self._flush_task, None
+        if task is not None:
+            await task
 
     def _update_lag(self, force: bool = False) -> None:
         now = time.monotonic()

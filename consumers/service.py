@@ -35,6 +35,7 @@ def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
         from consumers.fraud import FraudSink
 
         sink = FraudSink(
+            alerts_topic=settings.alerts_topic,
             window_s=settings.fraud_window_s,
             rate_threshold=settings.fraud_rate_threshold,
             zscore_threshold=settings.fraud_zscore_threshold,
@@ -78,8 +79,6 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         ),
         metrics=metrics,
     )
-    if hasattr(sink, "attach"):
-        sink.attach(bootstrap_servers=bootstrap, topic=settings.alerts_topic, client_id=client_id)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stop)

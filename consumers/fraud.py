@@ -1,0 +1,226 @@
+"""Fraud scorer: a real-time consumer that reads the same stream as the lake, in its
+own consumer group, and publishes alerts to ``inference-alerts``. It exists to prove
+that a new reader costs the API nothing: the API does not know it runs.
+
+Two scores, both O(1) an event:
+
+- ``request_rate``: events of one client within a sliding window of ``window_s``
+  seconds (by event time) above ``rate_threshold``; one alert per client and window.
+  The client is the record's ``client`` header, or the event's ``client_id`` field;
+  events carrying neither count as the client ``"anonymous"`` (the event contract
+  has no client field yet).
+- ``feature_outlier``: the largest |z| of a numeric feature against that model's and
+  feature's running mean and variance (Welford), once ``min_samples`` were seen;
+  above ``zscore_threshold`` alerts. Outliers are not folded into the statistics.
+
+Alerts are published (acks=all) before the offsets are committed: at least once; the
+alert id is derived from its cause, so a replayed alert carries the same id.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord, TopicPartition
+
+from consumers.deadletters import DeadLetter
+from consumers.validate import PoisonError, decode_event, parse_time
+
+_ALERT_NS = uuid.UUID("6b0c3f1e-4d0a-4b7e-9a51-2f1c7e0d9a10")
+
+
+@dataclass
+class _Welford:
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        d = x - self.mean
+        self.mean += d / self.n
+        self.m2 += d * (x - self.mean)
+
+    def z(self, x: float) -> float:
+        if self.n < 2:
+            return 0.0
+        std = math.sqrt(self.m2 / (self.n - 1))
+        return abs(x - self.mean) / std if std > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Output:
+    """A record the runner publishes (acknowledged) before committing."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class FraudSink:
+    def __init__(
+        self,
+        *,
+        alerts_topic: str = "inference-alerts",
+        window_s: float = 60.0,
+        rate_threshold: float = 50.0,
+        zscore_threshold: float = 6.0,
+        min_samples: int = 200,
+    ) -> None:
+        self.alerts_topic = alerts_topic
+        self.window_s = window_s
+        self.rate_threshold = rate_threshold
+        self.zscore_threshold = zscore_threshold
+        self.min_samples = min_samples
+        self._times: dict[str, deque[float]] = {}
+        self._alerted_until: dict[str, float] = {}
+        self._stats: dict[tuple[str, str], _Welford] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._alerts: list[Output] = []
+        self._pending_alerts: list[Output] = []
+        self._pending_dead: list[DeadLetter] = []
+        self._dead: list[DeadLetter] = []
+        self._pending = 0
+        self.scored = 0
+        self.alerts = 0
+
+    # -- Sink protocol ----------------------------------------------------------------
+    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
+        """Scores are per process; a rebalance starts the moved partitions' history anew."""
+
+    def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._next.pop(tp, None)
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending
+
+    def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for rec in records:
+            try:
+                ev = decode_event(rec.value)
+                when = parse_time(ev["event_time"]).timestamp()
+            except PoisonError as exc:
+                self._pending_dead.append(
+                    DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, str(exc))
+                )
+                continue
+            client = _client(rec, ev)
+            self._score_rate(client, when, ev)
+            self._score_features(client, ev)
+            self.scored += 1
+        self._pending += len(records)
+        self._next[tp] = records[-1].offset + 1
+
+    def flush(self) -> dict[TopicPartition, tuple[int, str]]:
+        """Nothing to make durable here: the alerts are published by the runner."""
+        commits = {tp: (off, "") for tp, off in self._next.items()}
+        self._next = {}
+        self._pending = 0
+        self._alerts.extend(self._pending_alerts)
+        self._pending_alerts = []
+        self._dead.extend(self._pending_dead)
+        self._pending_dead = []
+        return commits
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        out, self._dead = self._dead, []
+        return out
+
+    def take_outputs(self) -> list[Output]:
+        out, self._alerts = self._alerts, []
+        return out
+
+    # -- scores -------------------------------------------------------------------------
+    def _score_rate(self, client: str, when: float, ev: dict[str, Any]) -> None:
+        times = self._times.setdefault(client, deque())
+        times.append(when)
+        while times and times[0] <= when - self.window_s:
+            times.popleft()
+        if len(times) > self.rate_threshold and when >= self._alerted_until.get(client, -math.inf):
+            self._alerted_until[client] = when + self.window_s
+            window_start = int(times[0] // self.window_s)
+            self._alert(
+                "request_rate",
+                client,
+                ev,
+                score=len(times),
+                threshold=self.rate_threshold,
+                cause=f"{client}:{window_start}",
+                detail={"window_s": self.window_s},
+            )
+
+    def _score_features(self, client: str, ev: dict[str, Any]) -> None:
+        model = ev["model_name"]
+        worst, worst_feature = 0.0, None
+        numeric = []
+        for name, value in ev["features"].items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            stats = self._stats.get((model, name))
+            if stats is None:
+                stats = self._stats[(model, name)] = _Welford()
+            numeric.append((stats, float(value)))
+            if stats.n >= self.min_samples:
+                z = stats.z(float(value))
+                if z > worst:
+                    worst, worst_feature = z, name
+        if worst > self.zscore_threshold:
+            self._alert(
+                "feature_outlier",
+                client,
+                ev,
+                score=round(worst, 3),
+                threshold=self.zscore_threshold,
+                cause=ev["event_id"],
+                detail={"feature": worst_feature, "value": ev["features"][worst_feature]},
+            )
+            return  # an outlier does not move the baseline
+        for stats, x in numeric:
+            stats.add(x)
+
+    def _alert(
+        self,
+        kind: str,
+        client: str,
+        ev: dict[str, Any],
+        *,
+        score: float,
+        threshold: float,
+        cause: str,
+        detail: dict[str, Any],
+    ) -> None:
+        alert_id = uuid.uuid5(_ALERT_NS, f"{kind}:{cause}")
+        value = orjson.dumps(
+            {
+                "alert_id": str(alert_id),
+                "kind": kind,
+                "client": client,
+                "model_name": ev["model_name"],
+                "event_id": ev["event_id"],
+                "event_time": ev["event_time"],
+                "score": score,
+                "threshold": threshold,
+                "detail": detail,
+                "alerted_at": datetime.now().astimezone().isoformat(),
+            }
+        )
+        self._pending_alerts.append(Output(self.alerts_topic, alert_id.bytes, value))
+        self.alerts += 1
+
+
+def _client(rec: ConsumerRecord[bytes, bytes], ev: dict[str, Any]) -> str:
+    for key, value in rec.headers or ():
+        if key == "client" and value:
+            return value.decode(errors="replace")
+    client = ev.get("client_id")
+    return str(client) if client else "anonymous"
