@@ -132,6 +132,25 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kafka_status(args: argparse.Namespace) -> int:
+    import json
+
+    from prometheus_client import generate_latest
+
+    from consumers.settings import ConsumerSettings
+    from consumers.status import collect, registry, render
+
+    s = ConsumerSettings()
+    status = asyncio.run(collect(s.require_bootstrap(), s.lake_dir))
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+    elif args.prometheus:
+        print(generate_latest(registry(status)).decode(), end="")
+    else:
+        print(render(status))
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from common.events import FEEDBACK_SCHEMA_PATH, SCHEMA_PATH, feedback_json_schema_text, json_schema_text
 
@@ -222,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="kafka_command", required=True)
     kc = ksub.add_parser("create-topics", help="create the topics with their partition counts")
     kc.set_defaults(func=_cmd_create_topics)
+    ks = ksub.add_parser("status", help="topics, leaders, ISR, end offsets, group lag, lake size")
+    ks_fmt = ks.add_mutually_exclusive_group()
+    ks_fmt.add_argument("--json", action="store_true")
+    ks_fmt.add_argument("--prometheus", action="store_true", help="Prometheus text format (gauges)")
+    ks.set_defaults(func=_cmd_kafka_status)
 
     sc = sub.add_parser("schema", help="print (or --write) the event contract's JSON Schema")
     sc.add_argument("--write", action="store_true")
