@@ -423,6 +423,7 @@ def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublish
         probe_interval_s=settings.probe_interval_s,
         spool_sync_interval_s=settings.spool_fsync_interval_ms / 1000.0,
         on_delivered=metrics.delivery_latency.observe,
+        partitioning=settings.partitioning,
     )
 
 

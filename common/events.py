@@ -131,8 +131,7 @@ FEEDBACK_SCHEMA_PATH = Path(__file__).parent / "schemas" / f"feedback_event.v{SC
 
 
 class FeedbackEvent(BaseModel):
-    """The observed label of one prediction, keyed (like the inference) by its id's
-    16 bytes, so both land on the same partition number."""
+    """The observed label of one prediction, keyed by the prediction's id (16 bytes)."""
 
     model_config = ConfigDict(extra="forbid", title="FeedbackEvent")
 
