@@ -29,6 +29,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from common import lake
 from common.events import SCHEMA_VERSION
 from consumers.deadletters import DeadLetter
+from consumers.lakelock import hour_lock
 from consumers.runner import incarnation_of
 from consumers.validate import PoisonError, decode_event
 
@@ -170,12 +171,14 @@ class LakeSink:
                 if df is not None and df.height:
                     written.extend(self._write_partition(tp, state.incarnation, first, df))
                 commits[tp] = (next_offset, state.incarnation)
-            dirs = set()
+            by_dir: dict[Path, list[tuple[Path, Path]]] = {}
             for tmp, final in written:
-                os.replace(tmp, final)
-                dirs.add(final.parent)
-            for d in dirs:
-                _fsync_dir(d)
+                by_dir.setdefault(final.parent, []).append((tmp, final))
+            for d, pairs in by_dir.items():
+                with hour_lock(d):  # compaction swaps hour directories under this lock
+                    for tmp, final in pairs:
+                        os.replace(tmp, final)  # FileNotFoundError if swapped meanwhile: retried
+                    _fsync_dir(d)
         except BaseException:
             for tmp, _ in written:
                 tmp.unlink(missing_ok=True)
@@ -349,7 +352,8 @@ class LakeSink:
             coords = lake.parse_file_name(path.name)
             if coords is not None and coords.first_offset >= first_offset:
                 log.warning("removing uncommitted file %s (it is being rewritten)", path)
-                path.unlink(missing_ok=True)
+                with hour_lock(path.parent):
+                    path.unlink(missing_ok=True)
 
     def _write_partition(
         self, tp: TopicPartition, incarnation: str, first_offset: int, df: pl.DataFrame

@@ -151,6 +151,29 @@ def _cmd_kafka_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from consumers.compaction import committed_offsets, compact_hour, hour_dirs, hour_end
+    from consumers.settings import ConsumerSettings
+
+    s = ConsumerSettings()
+    committed = asyncio.run(committed_offsets(s.require_bootstrap(), s.group_id or "lake"))
+    cutoff = datetime.now(UTC) - timedelta(hours=args.older_than_hours)
+    changed = 0
+    for hour_dir in hour_dirs(s.lake_dir):
+        if hour_end(hour_dir) <= cutoff:
+            result = compact_hour(s.lake_dir, hour_dir, committed)
+            changed += result.changed
+            if result.changed:
+                print(
+                    f"{hour_dir}: {result.merged_files} files -> 1 ({result.rows} rows), "
+                    f"kept {result.kept_files}"
+                )
+    print(f"compacted {changed} hour(s)")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from common.events import FEEDBACK_SCHEMA_PATH, SCHEMA_PATH, feedback_json_schema_text, json_schema_text
 
@@ -231,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("consume", help="run a consumer group")
     c.add_argument("sink", choices=["lake", "audit", "fraud"])
     c.set_defaults(func=_cmd_consume)
+
+    cp = sub.add_parser("compact", help="merge each lake hour's small files into one (idempotent)")
+    cp.add_argument("--older-than-hours", type=float, default=1.0, help="only hours that ended this long ago")
+    cp.set_defaults(func=_cmd_compact)
 
     b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu, in memory)")
     b.add_argument("--port", type=int, default=None)
