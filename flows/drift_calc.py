@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from flows.reference import ColumnSpec, column_data
@@ -48,15 +49,19 @@ class TimelineRow:
 
 def compare(
     reference: Mapping[str, ColumnData],
-    current: Mapping[str, ColumnData],
+    current: pl.DataFrame,
     specs: Sequence[ColumnSpec],
     methods: Mapping[str, str] | None = None,
 ) -> list[ColumnDrift]:
-    """One result per column present on both sides with data."""
+    """One result per column present on both sides with data. The current window's
+    columns are taken one at a time (a 1M-row window is not copied whole)."""
     out = []
     for s in specs:
-        ref, cur = reference.get(s.name), current.get(s.name)
-        if ref is None or cur is None or ref.n == 0 or cur.n == 0:
+        ref = reference.get(s.name)
+        if ref is None or ref.n == 0 or s.name not in current.columns:
+            continue
+        cur = column_data(current[s.name], s.kind, sort=False)
+        if cur.n == 0:
             continue
         out.append(column_drift(s.name, ref, cur, (methods or {}).get(s.name)))  # type: ignore[arg-type]
     return out
@@ -91,22 +96,38 @@ def timeline(
     step = max((t1 - t0) / slices, (t1 - t0) / 10**6) if t1 > t0 else None
     if step is None:
         return []
-    idx = ((pl.col("event_time") - pl.lit(t0)) / pl.lit(step)).cast(pl.Int64).clip(0, slices - 1)
-    out = []
-    for (i,), part in (
-        current.with_columns(idx.alias("_slice")).sort("_slice").group_by(["_slice"], maintain_order=True)
-    ):
-        row = TimelineRow(t0 + step * int(i), part.height)  # type: ignore[arg-type]
-        for name, res in drifted.items():
-            cur = column_data(part[name], kinds[name], sort=False)
+    idx = (
+        current.select(
+            ((pl.col("event_time") - pl.lit(t0)) / pl.lit(step)).cast(pl.Int32).clip(0, slices - 1)
+        )
+        .to_series()
+        .to_numpy()
+    )
+    # one stable sort of the slice ids; each drifted column is then gathered in slice order
+    # once (a single column at a time: a 1M-row window is never copied whole)
+    order = np.argsort(idx, kind="stable")
+    bounds = np.searchsorted(idx[order], np.arange(slices + 1))
+    rows_per_slice = np.diff(bounds)
+    out = [TimelineRow(t0 + step * i, int(rows_per_slice[i])) for i in range(slices)]
+    for name, res in drifted.items():
+        col = current[name]
+        if kinds[name] == "num":
+            values = col.cast(pl.Float64).to_numpy()[order]
+            parts = [pl.Series(name, values[bounds[i] : bounds[i + 1]]) for i in range(slices)]
+        else:
+            ordered = col.gather(pl.Series(order))
+            parts = [ordered.slice(int(bounds[i]), int(rows_per_slice[i])) for i in range(slices)]
+        for row, part in zip(out, parts, strict=True):
+            if row.rows == 0:
+                continue
+            cur = column_data(part, kinds[name], sort=False)
             if cur.n == 0:
                 row.scores[name] = None
                 continue
             r = column_drift(name, reference[name], cur, res.method, res.threshold)  # type: ignore[arg-type]
             row.scores[name] = r.score
             row.drifted[name] = r.drifted
-        out.append(row)
-    return out
+    return [row for row in out if row.rows]
 
 
 def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
@@ -126,11 +147,12 @@ def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
         keys.append(pl.col("prediction").alias("_p"))
     if not keys:
         return df.sample(n=n, seed=seed)
-    strata = df.with_columns(keys)
+    # the strata keys and the chosen row numbers are small; only chosen rows are copied
+    strata = df.select(keys).with_row_index("_i")
     names = [k.meta.output_name() for k in keys]
     rank = pl.int_range(pl.len()).shuffle(seed=seed).over(names)
-    keep = rank < (pl.len().over(names) * frac).ceil()
-    return strata.filter(keep).drop(names)
+    keep = strata.filter(rank < (pl.len().over(names) * frac).ceil())["_i"].sort()
+    return df[keep]
 
 
 def results_json(results: Sequence[ColumnDrift]) -> list[dict[str, Any]]:

@@ -68,7 +68,9 @@ def normalise(df: pl.DataFrame, specs: Sequence[ColumnSpec]) -> pl.DataFrame:
 def column_data(series: pl.Series, kind: str, *, sort: bool = True) -> ColumnData:
     """``sort=False`` for the (possibly huge) current window: no test needs it sorted."""
     if kind == "num":
-        values = series.drop_nulls().to_numpy()
+        values = (
+            series.drop_nulls() if series.null_count() else series
+        ).to_numpy()  # zero-copy when no nulls
         return numeric_column(values) if sort else numeric_unsorted(values)
     vc = series.drop_nulls().value_counts()
     return categorical_column(dict(zip(vc[series.name].to_list(), vc["count"].to_list(), strict=True)))

@@ -43,7 +43,8 @@ def evidently_snapshot(
     cat = [s.name for s in specs if s.kind == "cat"]
     cols = [s.name for s in specs]
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
-    items: list[Any] = [DataDriftPreset(columns=cols, per_column_method=methods)]
+    # no Evidently tests: the verdict is the run's own (all rows); Evidently draws the charts
+    items: list[Any] = [DataDriftPreset(columns=cols, per_column_method=methods, include_tests=False)]
     report = Report(items)
     snap = report.run(
         Dataset.from_pandas(_pandas(current, cols), data_definition=definition),

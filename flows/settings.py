@@ -20,7 +20,7 @@ class FlowSettings(CommonSettings):
         default=None, description="If set, a JSON alert is POSTed here when a drift run finds drift"
     )
     drift_sample_rows: int = Field(
-        default=20_000,
+        default=2_000,  # Evidently's cost is mostly per column (plotly); 2k rows draw the same shapes
         ge=1_000,
         description="Rows per side given to Evidently for the report's charts (statistics use all rows)",
     )

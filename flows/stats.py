@@ -72,9 +72,12 @@ def numeric_column(values: np.ndarray, *, presorted: bool = False) -> ColumnData
 
 
 def numeric_unsorted(values: np.ndarray) -> ColumnData:
-    """Like :func:`numeric_column` but leaves the (large, current) array unsorted."""
+    """Like :func:`numeric_column` but leaves the (large, current) array unsorted, and
+    does not copy it when every value is finite."""
     v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
+    finite = np.isfinite(v)
+    if not finite.all():
+        v = v[finite]
     return ColumnData("num", int(v.size), v)
 
 
