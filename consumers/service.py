@@ -24,9 +24,15 @@ SINKS = ("lake", "audit", "fraud")
 def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
     """The sink and the topics it reads."""
     if name == "lake":
+        from consumers.feedback import FeedbackLakeSink, RoutingSink
         from consumers.lake import LakeSink
 
-        return LakeSink(settings.lake_dir), [settings.events_topic]
+        topics = [settings.events_topic, settings.feedback_topic]
+        sinks = {
+            settings.events_topic: LakeSink(settings.lake_dir),
+            settings.feedback_topic: FeedbackLakeSink(settings.lake_dir),
+        }
+        return RoutingSink(sinks), topics
     if name == "audit":
         from consumers.audit import AuditSink
 
@@ -53,6 +59,7 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         bootstrap,
         {
             settings.events_topic: settings.events_partitions,
+            settings.feedback_topic: settings.events_partitions,
             settings.dlq_topic: settings.events_partitions,
             settings.alerts_topic: settings.events_partitions,
         },

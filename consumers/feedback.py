@@ -1,0 +1,124 @@
+"""Feedback (ground truth from ``inference-feedback``) in its own lake table,
+``inference_feedback``, with the lake sink's file discipline (coordinate names, temp
+file, fsync, rename, orphan cleanup): it subclasses the lake sink and replaces only
+how a batch becomes a frame.
+
+Columns, as ``flows.quality`` reads them: ``event_id`` (the prediction id the label
+belongs to), ``label`` (text: labels may be booleans, numbers or strings),
+``feedback_id``, ``feedback_time``, ``model_name`` (``"unknown"`` when the sender did
+not say), and the Kafka coordinates. Partitioned by model and feedback hour. Feedback
+is low-volume, so records are decoded one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import polars as pl
+from aiokafka import ConsumerRecord, TopicPartition
+
+from common.events import SCHEMA_VERSION
+from consumers.deadletters import DeadLetter
+from consumers.lake import LakeSink
+from consumers.validate import _UUID_RE, PoisonError, parse_time
+
+FEEDBACK_TABLE = "inference_feedback"
+
+_SCHEMA = {
+    "event_id": pl.String,
+    "label": pl.String,
+    "feedback_id": pl.String,
+    "feedback_time": pl.Datetime("us", "UTC"),
+    "model_name": pl.String,
+    "kafka_partition": pl.Int32,
+    "kafka_offset": pl.Int64,
+}
+
+
+def decode_feedback(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise PoisonError("empty value (tombstone)")
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonError(f"not JSON: {exc}") from None
+    if not isinstance(row, dict):
+        raise PoisonError(f"not a JSON object but {type(row).__name__}")
+    if row.get("schema_version") != SCHEMA_VERSION:
+        raise PoisonError(f"unknown schema_version {row.get('schema_version')!r}")
+    for key in ("feedback_id", "prediction_id"):
+        if not isinstance(row.get(key), str) or not _UUID_RE.match(row[key]):
+            raise PoisonError(f"missing field {key} (a UUID)")
+    if not isinstance(row.get("event_time"), str):
+        raise PoisonError("missing field event_time")
+    label = row.get("label")
+    if label is None or isinstance(label, dict | list):
+        raise PoisonError("missing field label (a boolean, number or string)")
+    model = row.get("model_name")
+    return {
+        "event_id": row["prediction_id"],
+        "label": orjson.dumps(label).decode() if not isinstance(label, str) else label,
+        "feedback_id": row["feedback_id"],
+        "feedback_time": parse_time(row["event_time"]),
+        "model_name": model if isinstance(model, str) and model else "unknown",
+    }
+
+
+class FeedbackLakeSink(LakeSink):
+    time_column = "feedback_time"
+
+    def __init__(self, lake_dir: Any, table: str = FEEDBACK_TABLE) -> None:
+        super().__init__(lake_dir, table)
+
+    def _frame(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], dead: list[DeadLetter]
+    ) -> pl.DataFrame | None:
+        rows = []
+        for rec in records:
+            try:
+                row = decode_feedback(rec.value)
+            except PoisonError as exc:
+                dead.append(DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, str(exc)))
+                continue
+            row["kafka_partition"] = rec.partition
+            row["kafka_offset"] = rec.offset
+            rows.append(row)
+        return pl.DataFrame(rows, schema=_SCHEMA) if rows else None
+
+
+class RoutingSink:
+    """One consumer group over several topics, each with its own sink (the lake group
+    lands events and feedback). Every call goes to the sink of the record's topic."""
+
+    def __init__(self, sinks: dict[str, Any]) -> None:
+        self.sinks = sinks
+        self.pipelined = all(getattr(s, "pipelined", False) for s in sinks.values())
+
+    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
+        for topic, sink in self.sinks.items():
+            mine = {tp: v for tp, v in partitions.items() if tp.topic == topic}
+            if mine:
+                sink.assigned(mine)
+
+    def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        parts = list(partitions)
+        for topic, sink in self.sinks.items():
+            sink.revoked([tp for tp in parts if tp.topic == topic])
+
+    @property
+    def pending_rows(self) -> int:
+        return sum(s.pending_rows for s in self.sinks.values())
+
+    def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        self.sinks[tp.topic].add(tp, records)
+
+    def flush(self) -> dict[TopicPartition, tuple[int, str]]:
+        out: dict[TopicPartition, tuple[int, str]] = {}
+        for sink in self.sinks.values():
+            out.update(sink.flush())
+        return out
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        return [d for s in self.sinks.values() for d in s.take_dead_letters()]
