@@ -16,8 +16,9 @@ Delivery (an event is in Kafka, in the spool, or counted as dropped with a reaso
 - Broker back: the spool is replayed oldest first; each acknowledged chunk advances
   the spool's cursor, then the spool is empty and the queue goes straight to Kafka.
 - Queue full (the sender cannot keep up): the event goes to the spool from ``offer``
-  itself (a memory append; the background task writes it out). Spool full: dropped,
-  counted as ``dropped{reason="spool_full"}``.
+  itself (a memory append; the background task writes the buffer out every
+  ``spool_sync_interval_s``). Spool full: dropped, counted as
+  ``dropped{reason="spool_full"}``.
 - ``stop()`` (SIGTERM): drain the queue to Kafka for up to ``drain_timeout_s``, spool
   what is left, fsync, release the spool.
 

@@ -39,6 +39,7 @@ _HEADER = struct.Struct("<II")  # payload length, crc32
 _U16 = struct.Struct("<H")
 HEADER_SIZE = len(MAGIC) + _HEADER.size
 MAX_RECORD = 16 * 1024 * 1024
+_MAX_BUFFER = 64 * 1024 * 1024
 
 SpoolRecord = tuple[str, bytes, bytes]  # (topic, key, value)
 
@@ -197,8 +198,8 @@ class Spool:
             return False
         self._buffer += rec
         self.stats.appended += 1
-        if len(self._buffer) >= 1024 * 1024:
-            self.flush()
+        if len(self._buffer) >= _MAX_BUFFER:
+            self.flush()  # only under a flood: bounds memory between the publisher's flushes
         return True
 
     def flush(self) -> None:
