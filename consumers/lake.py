@@ -278,9 +278,14 @@ class LakeSink:
                 if len(self._schemas) >= _MAX_SCHEMAS:
                     self._schemas.clear()
                 self._schemas[key] = df.schema
+        recs = group.records
+        first, n = recs[0].offset, len(recs)
+        contiguous = recs[-1].offset - first + 1 == n  # the usual case: no Python list needed
         df = df.with_columns(
-            pl.Series("kafka_partition", [r.partition for r in group.records], pl.Int32),
-            pl.Series("kafka_offset", [r.offset for r in group.records], pl.Int64),
+            pl.lit(recs[0].partition, pl.Int32).alias("kafka_partition"),
+            pl.int_range(first, first + n, dtype=pl.Int64).alias("kafka_offset")
+            if contiguous
+            else pl.Series("kafka_offset", [r.offset for r in recs], pl.Int64),
             pl.Series("kafka_timestamp_ms", [r.timestamp for r in group.records], pl.Int64),
         )
         return self._validated(df, group, dead)
@@ -316,15 +321,18 @@ class LakeSink:
             for rec in group.records:
                 dead.append(_dead(rec, f"missing field {missing[0]}"))
             return df.clear()
+        # the wire format first (fast); any other ISO 8601 spelling only if some rows need it
         df = df.with_columns(
-            # the wire format first (fast); any other ISO 8601 spelling second
-            pl.coalesce(
-                pl.col("event_time").str.to_datetime(
-                    _WIRE_TIME, time_unit="us", time_zone="UTC", strict=False
-                ),
-                pl.col("event_time").str.to_datetime(time_unit="us", time_zone="UTC", strict=False),
-            ).alias("_t"),
+            pl.col("event_time")
+            .str.to_datetime(_WIRE_TIME, time_unit="us", time_zone="UTC", strict=False)
+            .alias("_t")
         )
+        if df["_t"].null_count() > df["event_time"].null_count():
+            df = df.with_columns(
+                pl.coalesce(
+                    "_t", pl.col("event_time").str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+                ).alias("_t")
+            )
         bad = pl.col("schema_version").is_null() | (pl.col("schema_version") != SCHEMA_VERSION)
         for c in _REQUIRED:
             bad = bad | pl.col(c).is_null()
