@@ -424,6 +424,7 @@ def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublish
         spool_sync_interval_s=settings.spool_fsync_interval_ms / 1000.0,
         on_delivered=metrics.delivery_latency.observe,
         partitioning=settings.partitioning,
+        client=settings.kafka_client,
     )
 
 

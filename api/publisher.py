@@ -40,10 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
-
+from api.senders import Record, Sender, SenderUnavailable, make_sender
 from api.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -65,9 +62,6 @@ class PublisherStats:
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-Record = tuple[str, bytes, bytes, float]  # (topic, key, value, monotonic time offered)
-
-
 class EventPublisher:
     def __init__(
         self,
@@ -86,18 +80,16 @@ class EventPublisher:
         send_timeout_s: float = 10.0,
         probe_interval_s: float = 1.0,
         spool_sync_interval_s: float = 0.2,
-        producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
         on_delivered: Callable[[float], None] | None = None,
         partitioning: str = "sticky",
+        client: str = "aiokafka",
     ) -> None:
         """``spool``: this process's own (open) spool; without one, events that cannot
         be delivered are counted as dropped (``no_spool``). ``adopted``: spools of dead
         processes to replay first. ``on_delivered(seconds)``: called once per acknowledged
         batch with the age of its oldest event (the delivery-latency histogram).
-        ``partitioning``: "key" hashes each event's key (murmur2, as Kafka clients do);
-        "sticky" sends each batch whole to one partition, rotating between batches: the
-        events' keys are random ids that promise no co-location, and one big batch costs
-        Kafka clients a fraction of the CPU of one small batch per partition."""
+        ``partitioning`` and ``client`` ("aiokafka" or "confluent"): see
+        :mod:`api.senders`."""
         self.topic = topic
         self.stats = PublisherStats()
         self.broker_connected = False
@@ -109,9 +101,12 @@ class EventPublisher:
         self._send_timeout_s = send_timeout_s
         self._probe_interval_s = probe_interval_s
         self._sync_interval_s = spool_sync_interval_s
-        self._producer_factory = producer_factory
         self._on_delivered = on_delivered
-        self._producer_kwargs: dict[str, Any] = dict(
+        self._client = client
+        self._sender_kwargs: dict[str, Any] = dict(
+            topic=topic,
+            partitioning=partitioning,
+            timeout_s=send_timeout_s,
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             acks=acks,
@@ -121,12 +116,7 @@ class EventPublisher:
             request_timeout_ms=int(send_timeout_s * 1000),
             max_batch_size=1_048_576,
         )
-        self._producer: AIOKafkaProducer | None = None
-        self._partitioner = DefaultPartitioner()
-        if partitioning not in ("key", "sticky"):
-            raise ValueError(f"partitioning must be 'key' or 'sticky', not {partitioning!r}")
-        self._sticky = partitioning == "sticky"
-        self._rotation = 0
+        self._sender: Sender | None = None
         self._task: asyncio.Task[None] | None = None
         self._syncer: asyncio.Task[None] | None = None
         self._state = State.UNOPENED
@@ -171,9 +161,8 @@ class EventPublisher:
         means spooling, not a failed start."""
         if self._state is not State.UNOPENED:
             return
-        # construct one producer now: a bad setting (say, a compression codec whose
-        # library is missing) fails the API's start-up instead of the background task
-        self._producer = self._producer_factory(**self._producer_kwargs)
+        # construct the client now: a bad setting fails start-up, not the background task
+        self._sender = make_sender(self._client, **self._sender_kwargs)
         self._state = State.OPEN
         self._task = asyncio.create_task(self._run(), name="event-publisher")
         self._task.add_done_callback(self._on_task_done)
@@ -213,10 +202,7 @@ class EventPublisher:
         for s in (self.spool, *self._adopted):
             if s is not None:
                 s.close()
-        if self._producer is not None:
-            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._producer.stop(), 5)
-            self._producer = None
+        await self._drop_sender()
 
     # -- background -------------------------------------------------------------------
     def _drain_queue(self) -> list[Record]:
@@ -312,77 +298,38 @@ class EventPublisher:
             self._adopted.remove(source)
 
     async def _probe(self) -> None:
-        """Open a producer and fetch metadata; on failure, try again after an interval."""
+        """Open a client and fetch metadata; on failure, try again after an interval."""
         self._next_probe = time.monotonic() + self._probe_interval_s
-        producer = self._producer or self._producer_factory(**self._producer_kwargs)
-        self._producer = producer
+        sender = self._sender or make_sender(self._client, **self._sender_kwargs)
+        self._sender = sender
         try:
-            await asyncio.wait_for(producer.start(), self._send_timeout_s)
-            await asyncio.wait_for(producer.partitions_for(self.topic), self._send_timeout_s)
-        except (KafkaError, TimeoutError, OSError) as exc:
-            log.warning("Kafka unreachable (%r); spooling, next try in %.1fs", exc, self._probe_interval_s)
-            await self._drop_producer()
+            await sender.open()
+        except SenderUnavailable as exc:
+            log.warning("Kafka unreachable (%s); spooling, next try in %.1fs", exc, self._probe_interval_s)
+            await self._drop_sender()
             return
         self.broker_connected = True
         log.info("Kafka reachable")
 
-    async def _drop_producer(self) -> None:
-        producer, self._producer = self._producer, None
+    async def _drop_sender(self) -> None:
+        sender, self._sender = self._sender, None
         self.broker_connected = False
-        if producer is not None:
-            with contextlib.suppress(KafkaError, TimeoutError, OSError):
-                await asyncio.wait_for(producer.stop(), 5)
+        if sender is not None:
+            await sender.close()
 
     async def _deliver(self, records: list[Record]) -> list[Record]:
         """Send; returns the records whose batches were not acknowledged. Any failure
-        marks the broker down (a new producer is opened by the next probe)."""
-        assert self._producer is not None
+        marks the broker down (a new client is opened by the next probe)."""
+        assert self._sender is not None
         try:
-            failed, error = await asyncio.wait_for(
-                self._send(self._producer, records), self._send_timeout_s + 1
-            )
-        except (KafkaError, TimeoutError, OSError) as exc:  # metadata unavailable, or no answer
+            failed, error = await asyncio.wait_for(self._sender.send(records), self._send_timeout_s + 2)
+        except Exception as exc:  # noqa: BLE001 - whatever the client raised, the batch goes to the spool
             failed, error = records, exc
         if failed:
             self.stats.failed_sends += 1
             log.warning("%d events not acknowledged (%r); spooling", len(failed), error)
-            await self._drop_producer()
+            await self._drop_sender()
         return failed
-
-    async def _send(
-        self, producer: AIOKafkaProducer, records: list[Record]
-    ) -> tuple[list[Record], BaseException | None]:
-        """Send per-partition batches; returns the records of batches that failed."""
-        by_tp: dict[tuple[str, int], list[Record]] = defaultdict(list)
-        parts: dict[str, list[int]] = {}
-        for rec in records:
-            topic = rec[0]
-            if topic not in parts:
-                parts[topic] = sorted(await producer.partitions_for(topic))
-            if self._sticky:
-                p = parts[topic][self._rotation % len(parts[topic])]
-            else:
-                p = self._partitioner(rec[1], parts[topic], parts[topic])
-            by_tp[(topic, p)].append(rec)
-        sent: list[tuple[asyncio.Future[object], list[Record]]] = []
-        for (topic, p), recs in by_tp.items():
-            batch, members = producer.create_batch(), []
-            for rec in recs:
-                if batch.append(key=rec[1], value=rec[2], timestamp=None) is None:
-                    sent.append((await producer.send_batch(batch, topic, partition=p), members))
-                    batch, members = producer.create_batch(), []
-                    batch.append(key=rec[1], value=rec[2], timestamp=None)
-                members.append(rec)
-            sent.append((await producer.send_batch(batch, topic, partition=p), members))
-        self._rotation += 1
-        results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
-        failed: list[Record] = []
-        error: BaseException | None = None
-        for result, (_, members) in zip(results, sent, strict=True):
-            if isinstance(result, BaseException):
-                failed.extend(members)
-                error = result
-        return failed, error
 
     async def _sync_loop(self) -> None:
         """Write the spool buffer and fsync it every interval: this bounds what a crash

@@ -20,6 +20,9 @@ class ApiSettings(CommonSettings):
     linger_ms: int = Field(default=20, ge=0)
     compression: str | None = Field(default="zstd", description="zstd, lz4, gzip or none")
     kafka_acks: str = "all"
+    kafka_client: str = Field(
+        default="aiokafka", pattern="^(aiokafka|confluent)$", description="confluent: librdkafka (C)"
+    )
     partitioning: str = Field(
         default="sticky", pattern="^(key|sticky)$", description="sticky: each batch to one partition"
     )

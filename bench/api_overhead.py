@@ -8,6 +8,7 @@ what the request path does with the event:
 
     none         nothing (the baseline)
     inferstream  inferstream's publisher: queue hand-off, background batches, spool
+    inferstream_confluent  the same publisher with its confluent-kafka (librdkafka) client
     pg_sync      a synchronous PostgreSQL insert per request (the old prototype)
     aiokafka     ``await producer.send_and_wait()`` before the response
     ceiling      a POST that only validates the same body (no model, no event)
@@ -46,7 +47,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ["none", "inferstream", "pg_sync", "aiokafka"]
+VARIANTS = ["none", "inferstream", "inferstream_confluent", "pg_sync", "aiokafka"]
 TOPIC = "inference-events"
 PG_SCHEMA = "bench_api_overhead"
 
@@ -102,6 +103,7 @@ def _serve(args: argparse.Namespace) -> None:
         model_version=args.version,
         auth_enabled=False,
         events_topic=TOPIC,
+        kafka_client="confluent" if args.variant == "inferstream_confluent" else "aiokafka",
     )
     common_kw: dict[str, Any] = dict(bootstrap_servers=args.bootstrap, topic=TOPIC)
 
@@ -151,7 +153,7 @@ def _serve(args: argparse.Namespace) -> None:
             return True
 
     publisher: EventPublisher | None
-    if args.variant == "inferstream":
+    if args.variant in ("inferstream", "inferstream_confluent"):
         publisher = None  # the app builds its own, exactly as in production
     elif args.variant == "pg_sync":
         publisher = PgSyncPublisher(**common_kw)
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds x {args.duration:g} s, medians; ratios and deltas are per round against 'none'"
     )
     print(
-        f"{'variant':<12} {'load':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'variant':<22} {'load':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'rps/none':>9} {'p99 Δ ms':>9} {'errors':>7}"
     )
     for v in [*variants, "ceiling"]:
@@ -395,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows = results[(v, load)]
             print(
-                f"{v:<12} {load:<10} {_median([x['rps'] for x in rows]):8.0f} "
+                f"{v:<22} {load:<10} {_median([x['rps'] for x in rows]):8.0f} "
                 f"{_median([x['p50'] for x in rows]):8.2f} {_median([x['p99'] for x in rows]):8.2f} "
                 f"{ratio(v, load) if v != 'ceiling' else float('nan'):9.3f} "
                 f"{delta(v, load) if v != 'ceiling' else float('nan'):9.2f} "

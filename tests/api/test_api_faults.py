@@ -31,8 +31,11 @@ TOPIC = "inference-events"
 pytestmark = pytest.mark.slow
 
 
-def _start_api(tmp: Path, trained_model, bootstrap: str, port: int, name: str) -> Child:
+def _start_api(
+    tmp: Path, trained_model, bootstrap: str, port: int, name: str, client: str = "aiokafka"
+) -> Child:
     env = {
+        "INFERSTREAM_KAFKA_CLIENT": client,
         "INFERSTREAM_DATA_DIR": str(trained_model.data_dir),
         "INFERSTREAM_SPOOL_DIR": str(tmp / "spool"),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -113,13 +116,14 @@ def _p99(xs: list[float]) -> float:
     return sorted(xs)[int(0.99 * (len(xs) - 1))]
 
 
-def test_broker_outage_loses_nothing_and_slows_nothing(tmp_path, trained_model):
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+def test_broker_outage_loses_nothing_and_slows_nothing(tmp_path, trained_model, client):
     port = free_port()
     broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log").start()
     bootstrap = broker.bootstrap_servers
     asyncio.run(ensure_topics(bootstrap, {TOPIC: 4}))
     api_port = free_port()
-    api = _start_api(tmp_path, trained_model, bootstrap, api_port, "api")
+    api = _start_api(tmp_path, trained_model, bootstrap, api_port, "api", client)
     base = f"http://127.0.0.1:{api_port}"
     rows = trained_model.rows
     try:
@@ -152,7 +156,7 @@ def test_broker_outage_loses_nothing_and_slows_nothing(tmp_path, trained_model):
     missing = set(sent) - counts.keys()
     duplicated = {k: n for k, n in counts.items() if n > 1}
     print(
-        f"outage: sent={len(sent)} during_outage={len(during)} missing={len(missing)} "
+        f"outage ({client}): sent={len(sent)} during_outage={len(during)} missing={len(missing)} "
         f"duplicated={len(duplicated)} p99_before={_p99(lat_before) * 1000:.1f}ms "
         f"p99_during={_p99(lat_during) * 1000:.1f}ms max_during={max(lat_during) * 1000:.1f}ms"
     )
