@@ -132,6 +132,8 @@ def run_demo(opts: DemoOptions) -> int:
             "INFERSTREAM_PORT": str(port),
             "INFERSTREAM_MODEL_NAME": MODEL_NAME,
             "INFERSTREAM_MODEL_VERSION": version,
+            # a local demo on loopback: API keys (on by default) would only get in the way
+            "INFERSTREAM_AUTH_ENABLED": "false",
         }
         print("[3/6] starting the API and the lake lander")
         api = Child("api", ["api"], env, logs / "api.log")
