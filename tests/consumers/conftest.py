@@ -150,6 +150,7 @@ def consumer_env(bootstrap: str, topic: str, data_dir: Path, group: str, **extra
         "INFERSTREAM_DATA_DIR": str(data_dir),
         "INFERSTREAM_EVENTS_TOPIC": topic,
         "INFERSTREAM_DLQ_TOPIC": f"{topic}.dlq",
+        "INFERSTREAM_FEEDBACK_TOPIC": f"{topic}.feedback",
         "INFERSTREAM_ALERTS_TOPIC": f"{topic}.alerts",
         "INFERSTREAM_GROUP_ID": group,
         "INFERSTREAM_MAX_BATCH_ROWS": "500",

@@ -8,9 +8,11 @@ import random
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from common import lake
+from common.broker import free_port
 from inferstream.lakecheck import Landing, landing
 from inferstream.procs import Child
 
@@ -35,7 +37,8 @@ def _temp_files(lake_dir: Path) -> list[Path]:
 def test_poison_goes_to_the_dlq_with_coordinates_and_every_valid_event_lands(
     kafka_bootstrap, topic, tmp_path, stream_factory
 ):
-    env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-poison")
+    port = free_port()
+    env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-poison", INFERSTREAM_METRICS_PORT=str(port))
     lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
     try:
         stream = stream_factory(topic, 3000, poison_every=100)  # 1 % poison
@@ -53,6 +56,10 @@ def test_poison_goes_to_the_dlq_with_coordinates_and_every_valid_event_lands(
             assert reason
         reasons = " | ".join(r for r, _ in found.values())
         assert "not JSON" in reasons and "schema_version 99" in reasons and "model_name" in reasons
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'inferstream_consumer_dead_letters_total{group="lake-poison"} 30.0' in metrics
+        assert 'inferstream_consumer_records_total{group="lake-poison"} 3030.0' in metrics
+        assert "inferstream_consumer_lag{" in metrics
     finally:
         lander.terminate()
     assert "dead_letters=30" in lander.log_path.read_text()
