@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	./.ci/ensure-postgres
 	./.ci/ensure-chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
