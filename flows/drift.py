@@ -17,7 +17,7 @@ optional webhook (INFERSTREAM_DRIFT_WEBHOOK_URL) has received a JSON alert.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +331,13 @@ def run_drift(
     end: datetime | str | None = None,
     window: str = "last_day",
 ) -> DriftOutcome:
-    """Run the drift flow once and say where its report is (the demo calls this)."""
+    """Run the drift flow once and say where its report is (the demo calls this).
+
+    With neither ``start`` nor ``end``, the window is the 24 hours up to now (not to the
+    top of the hour, as the scheduled ``last_day`` is: a demo's traffic is minutes old)."""
+    if start is None and end is None:
+        end = datetime.now(UTC) + timedelta(seconds=1)
+        start = end - timedelta(days=1)
     state = drift_flow(
         model_name=model_name,
         model_version=model_version,

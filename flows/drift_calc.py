@@ -26,16 +26,17 @@ class Verdict:
     prediction_drift: bool
 
     def reason(self) -> str:
-        if not self.drift:
-            return "no drift"
         parts = []
-        if self.drifted_features and self.feature_share >= self.drift_share:
-            parts.append(
-                f"{len(self.drifted_features)} drifted features ({self.feature_share:.0%} >= {self.drift_share:.0%}):"
-                f" {', '.join(self.drifted_features)}"
-            )
         if self.prediction_drift:
             parts.append("prediction drift")
+        if self.drifted_features:
+            cmp = ">=" if self.feature_share >= self.drift_share else "<"
+            parts.append(
+                f"{len(self.drifted_features)} drifted features "
+                f"({self.feature_share:.0%} {cmp} {self.drift_share:.0%}): {', '.join(self.drifted_features)}"
+            )
+        if not self.drift:
+            return "no drift" + (f" (below the dataset-drift share; {parts[-1]})" if parts else "")
         return "; ".join(parts)
 
 

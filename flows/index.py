@@ -36,7 +36,8 @@ def refresh(reports_root: Path) -> Path:
             f"<tr><td>{e(str(s['run_time']))}</td><td>{e(s['model'])} v{e(str(s['version']))}</td>"
             f"<td style='color:{colour}'><b>{'DRIFT' if v['drift'] else 'no drift'}</b> {e(v['reason'])}</td>"
             f"<td>{e(s['window']['label'])}</td><td>{s['current_rows']}</td><td>{s['reference']['rows']}</td>"
-            f"<td><a href='{e(rel)}/report.html'>report</a> · <a href='{e(rel)}/report.json'>json</a></td></tr>"
+            f"<td><a href='{e(rel)}/report.html'>report</a> · "
+            f"<a href='{e(rel)}/report.json'>json</a></td></tr>"
         )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>inferstream drift reports</title></head>"

@@ -47,14 +47,36 @@ class Quality:
     accuracy: float | None
     reference_accuracy: float | None
     roc_auc: float | None = None
+    by_slice: list[dict[str, object]] | None = None  # accuracy over time: where drift hurts
 
-    def to_json(self) -> dict[str, float | int | None]:
+    def to_json(self) -> dict[str, object]:
         return {
             "labelled_rows": self.labelled_rows,
             "accuracy": self.accuracy,
             "reference_accuracy": self.reference_accuracy,
             "roc_auc": self.roc_auc,
+            "by_slice": self.by_slice or [],
         }
+
+
+def accuracy_by_slice(labelled: pl.DataFrame, slices: int = 12) -> list[dict[str, object]]:
+    """Accuracy of the labelled predictions on equal time slices of their span."""
+    if labelled.is_empty() or "event_time" not in labelled.columns:
+        return []
+    t0, t1 = labelled["event_time"].min(), labelled["event_time"].max()
+    if t0 is None or t1 is None or t1 <= t0:  # type: ignore[operator]
+        return []
+    step = (t1 - t0) / slices  # type: ignore[operator]
+    idx = ((pl.col("event_time") - pl.lit(t0)) / pl.lit(step)).cast(pl.Int32).clip(0, slices - 1)
+    df = labelled.with_columns(
+        idx.alias("_s"),
+        (_normalise_label(labelled["label"]) == _normalise_label(labelled["prediction"])).alias("_ok"),
+    )
+    agg = df.group_by("_s").agg(pl.len().alias("n"), pl.col("_ok").mean().alias("acc")).sort("_s")
+    return [
+        {"start": (t0 + step * int(s)).isoformat(), "labelled": int(n), "accuracy": float(a)}  # type: ignore[operator]
+        for s, n, a in agg.iter_rows()
+    ]
 
 
 def join_labels(current: pl.DataFrame, feedback: pl.DataFrame) -> pl.DataFrame:
@@ -96,4 +118,4 @@ def classification_quality(
             from sklearn.metrics import roc_auc_score
 
             auc = float(roc_auc_score(y, labelled["score"].fill_null(0.0).to_numpy()))
-    return Quality(labelled.height, acc, ref_acc, auc)
+    return Quality(labelled.height, acc, ref_acc, auc, accuracy_by_slice(labelled))

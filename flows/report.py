@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pandas as pd
 import polars as pl
 from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
 from evidently.presets import ClassificationPreset, DataDriftPreset
+from sklearn.exceptions import UndefinedMetricWarning
 
 from flows.reference import ColumnSpec
 from flows.stats import P_VALUE_METHODS
@@ -59,10 +61,13 @@ def evidently_snapshot(
     else:
         task = MulticlassClassification(target="label", prediction_labels="prediction")
     qdef = DataDefinition(categorical_columns=["label", "prediction"], classification=[task])
-    quality = Report([ClassificationPreset()]).run(
-        Dataset.from_pandas(_pandas(cur_l, ["label", "prediction"]), data_definition=qdef),
-        Dataset.from_pandas(_pandas(ref_l, ["label", "prediction"]), data_definition=qdef),
-    )
+    with warnings.catch_warnings():
+        # few labels so far: a class may have no predictions yet, precision is then 0 by definition
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        quality = Report([ClassificationPreset()]).run(
+            Dataset.from_pandas(_pandas(cur_l, ["label", "prediction"]), data_definition=qdef),
+            Dataset.from_pandas(_pandas(ref_l, ["label", "prediction"]), data_definition=qdef),
+        )
     return snap, quality
 
 
@@ -100,7 +105,8 @@ def summary_html(summary: dict[str, Any]) -> str:
         body = []
         for row in tl:
             cells = "".join(
-                f"<td style='color:{'#b00020' if row['drifted'].get(n) else '#1b5e20'}'>{_fmt(row['scores'][n])}</td>"
+                f"<td style='color:{'#b00020' if row['drifted'].get(n) else '#1b5e20'}'>"
+                f"{_fmt(row['scores'][n])}</td>"
                 for n in names
             )
             body.append(f"<tr><td>{_fmt(row['start'])}</td><td>{row['rows']}</td>{cells}</tr>")
@@ -121,6 +127,17 @@ def summary_html(summary: dict[str, Any]) -> str:
             f"accuracy {_fmt(q['accuracy'])} (reference {_fmt(q['reference_accuracy'])})"
             + (f", ROC AUC {_fmt(q['roc_auc'])}" if q.get("roc_auc") is not None else "")
             + "</p>"
+            + (
+                "<table id='inferstream-quality' border=1 cellpadding=3>"
+                "<tr><th>slice start (UTC)</th><th>labelled</th><th>accuracy</th></tr>"
+                + "".join(
+                    f"<tr><td>{_fmt(r['start'])}</td><td>{r['labelled']}</td><td>{_fmt(r['accuracy'])}</td></tr>"
+                    for r in q.get("by_slice") or []
+                )
+                + "</table>"
+                if q.get("by_slice")
+                else ""
+            )
         )
     else:
         q_html = "<h3>Quality</h3><p>No ground truth has arrived for this window yet.</p>"
@@ -128,7 +145,8 @@ def summary_html(summary: dict[str, Any]) -> str:
     return (
         f"<section id='{SUMMARY_ID}' style='font-family:sans-serif;margin:16px'>"
         f"<h1>Drift report: {_fmt(summary['model'])} v{_fmt(summary['version'])}</h1>"
-        f"<h2 style='color:{colour}'>Verdict: {'DRIFT' if v['drift'] else 'NO DRIFT'} – {_fmt(v['reason'])}</h2>"
+        f"<h2 style='color:{colour}'>Verdict: {'DRIFT' if v['drift'] else 'NO DRIFT'} – "
+        f"{_fmt(v['reason'])}</h2>"
         f"<p>Window {_fmt(summary['window']['label'])}; current rows {summary['current_rows']}; "
         f"reference {_fmt(summary['reference']['name'])} ({summary['reference']['rows']} rows); "
         f"run {_fmt(summary['run_time'])}.</p>"

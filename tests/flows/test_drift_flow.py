@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import polars as pl
 import pytest
 
 from flows.drift import DRIFT_STATE_NAME, drift_flow, run_drift
@@ -166,7 +167,20 @@ def test_report_opens_in_headless_chromium_and_shows_drift_tables(drifted_run, t
 
 def test_identical_window_completes_without_alert(prefect_harness, model_lake, write_lake, monkeypatch):
     m = model_lake
-    write_lake(m.data_dir / "lake", m.name, m.version, m.predict(m.reference), m.features)
+    rows = m.predict(m.reference)
+    ids = write_lake(m.data_dir / "lake", m.name, m.version, rows, m.features)
+    # ground truth for 200 predictions, 20 of them contradicting the model (class flipped)
+    truth = rows.head(200).select(pl.col("prediction").cast(pl.Int64).alias("label"))
+    truth = truth.with_columns(pl.Series("event_id", ids[:200]))
+    truth = truth.with_columns(
+        pl.when(pl.int_range(pl.len()) < 20)
+        .then(1 - pl.col("label"))
+        .otherwise(pl.col("label"))
+        .cast(pl.String)
+        .alias("label")
+    )
+    (m.data_dir / "lake" / "inference_feedback").mkdir(parents=True)
+    truth.write_parquet(m.data_dir / "lake" / "inference_feedback" / "part-0.parquet")
     with Webhook() as hook:
         monkeypatch.setenv("INFERSTREAM_DRIFT_WEBHOOK_URL", hook.url)
         state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
@@ -177,6 +191,10 @@ def test_identical_window_completes_without_alert(prefect_harness, model_lake, w
     assert not any(c["drifted"] for c in out.summary["columns"])
     assert out.summary["current_rows"] == m.reference.height
     assert out.summary["sample"]["note"].startswith("all rows")
+    q = out.summary["quality"]
+    assert (q["labelled_rows"], q["accuracy"]) == (200, pytest.approx(0.9))
+    assert sum(s["labelled"] for s in q["by_slice"]) == 200
+    assert "200 labelled predictions: accuracy 0.9" in out.report_html.read_text()
 
 
 def test_empty_window_completes_and_is_listed(prefect_harness, model_lake):
