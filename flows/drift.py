@@ -225,7 +225,8 @@ def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata)
     )
 
 
-@task(cache_policy=NO_CACHE)
+# DuckDB allows one writing process: the BI load may hold the file for a moment
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10)
 def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window) -> int:
     """Results (run, column, method, score, threshold, verdict) into the warehouse."""
     if not summary["columns"]:

@@ -17,9 +17,8 @@ def deployment_specs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
     return list(doc.get("deployments") or [])
 
 
-def serve(path: Path = PREFECT_YAML) -> None:
-    """Block serving every deployment in ``path`` on their cron schedules."""
-    from prefect import serve as prefect_serve
+def runner_deployments(path: Path = PREFECT_YAML) -> list[Any]:
+    """One runner deployment per entry of ``path``: same names, parameters, schedules."""
     from prefect.flows import load_flow_from_entrypoint
 
     root = path.parent
@@ -37,4 +36,11 @@ def serve(path: Path = PREFECT_YAML) -> None:
                 description=spec.get("description"),
             )
         )
-    prefect_serve(*runners)
+    return runners
+
+
+def serve(path: Path = PREFECT_YAML) -> None:
+    """Block serving every deployment in ``path`` on their cron schedules."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*runner_deployments(path))

@@ -12,7 +12,7 @@ from prefect import Flow
 from prefect.flows import load_flow_from_entrypoint
 
 from flows.maintenance import maintenance_flow
-from flows.serve import PREFECT_YAML, deployment_specs
+from flows.serve import PREFECT_YAML, deployment_specs, runner_deployments
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,14 @@ def test_schedules():
     }
     doc = yaml.safe_load(PREFECT_YAML.read_text())
     assert {s["work_pool"]["name"] for s in doc["deployments"]} == {"inferstream"}
+
+
+def test_flows_serve_builds_the_yaml_deployments():
+    deps = runner_deployments()
+    assert sorted(d.name for d in deps) == sorted(s["name"] for s in deployment_specs())
+    by_name = {d.name: d for d in deps}
+    assert by_name["drift-hourly"].parameters == {"model_name": "car-loan", "window": "last_hour"}
+    assert by_name["bi-every-15-min"].schedules[0].schedule.cron == "*/15 * * * *"
 
 
 def test_retention_removes_only_expired_partitions(prefect_harness, tmp_path):
