@@ -22,7 +22,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from common.events import SCHEMA_VERSION
 from consumers.deadletters import DeadLetter
 from consumers.lake import LakeSink
-from consumers.validate import _UUID_RE, PoisonError, parse_time
+from consumers.validate import UUID_RE, PoisonError, parse_time
 
 FEEDBACK_TABLE = "inference_feedback"
 
@@ -49,7 +49,7 @@ def decode_feedback(raw: bytes | None) -> dict[str, Any]:
     if row.get("schema_version") != SCHEMA_VERSION:
         raise PoisonError(f"unknown schema_version {row.get('schema_version')!r}")
     for key in ("feedback_id", "prediction_id"):
-        if not isinstance(row.get(key), str) or not _UUID_RE.match(row[key]):
+        if not isinstance(row.get(key), str) or not UUID_RE.match(row[key]):
             raise PoisonError(f"missing field {key} (a UUID)")
     if not isinstance(row.get("event_time"), str):
         raise PoisonError("missing field event_time")

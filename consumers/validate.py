@@ -26,7 +26,7 @@ REQUIRED: dict[str, tuple[type, ...]] = {
     "latency_ms": (int, float),
     "status": (str,),
 }
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class PoisonError(ValueError):
@@ -46,7 +46,7 @@ def check_event(row: Any) -> dict[str, Any]:
             raise PoisonError(f"missing field {key}")
         if not isinstance(value, types) or isinstance(value, bool):
             raise PoisonError(f"field {key} has JSON type {type(value).__name__}")
-    if not _UUID_RE.match(row["event_id"]):
+    if not UUID_RE.match(row["event_id"]):
         raise PoisonError(f"event_id {row['event_id'][:40]!r} is not a UUID")
     return row
 
