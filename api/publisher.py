@@ -333,13 +333,12 @@ class EventPublisher:
 
     async def _sync_loop(self) -> None:
         """Write the spool buffer and fsync it every interval: this bounds what a crash
-        of the process (or the machine) can lose."""
+        of the process (or the machine) can lose. fsync runs in a worker thread."""
         assert self.spool is not None
         while True:
             await asyncio.sleep(self._sync_interval_s)
             self.spool.flush()
-            fd = self.spool.sync_fd()
-            if fd is not None:
+            for fd in self.spool.take_unsynced():
                 try:
                     await asyncio.to_thread(os.fsync, fd)
                 finally:

@@ -112,7 +112,8 @@ class Spool:
         self._cursor: tuple[int, int] = (0, 0)  # (seq, offset) of the next unread record
         self._read_cache: tuple[int, bytes] | None = None
         self._max_seq = 0
-        self._dirty = False  # written since the last sync_fd
+        self._dirty = False  # written since the last take_unsynced
+        self._unsynced: list[int] = []  # retired segment descriptors awaiting fsync + close
 
     # -- ownership ---------------------------------------------------------------
     def open(self) -> Spool:
@@ -167,10 +168,12 @@ class Spool:
             return
         try:
             self.flush()
-            if self._active_fd is not None:
-                os.fsync(self._active_fd)
-                os.close(self._active_fd)
-                self._active_fd = None
+            self._retire_active()
+            for fd in self.take_unsynced():
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         finally:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -217,18 +220,26 @@ class Spool:
         self._buffer.clear()
         self._dirty = True
 
-    def sync_fd(self) -> int | None:
-        """A duplicate of the active segment's descriptor for ``os.fsync`` off the loop
-        (the caller closes it); a roll cannot invalidate it mid-fsync."""
-        if self._active_fd is None or not self._dirty:
-            return None
+    def take_unsynced(self) -> list[int]:
+        """Descriptors to ``os.fsync`` and then close, off the event loop: segments closed
+        since the last call, and a duplicate of the active one if it was written to (a
+        roll cannot invalidate a duplicate mid-fsync). The caller owns them."""
+        fds, self._unsynced = self._unsynced, []
+        if self._active_fd is not None and self._dirty:
+            fds.append(os.dup(self._active_fd))
         self._dirty = False
-        return os.dup(self._active_fd)
+        return fds
+
+    def _retire_active(self) -> None:
+        # no fsync here (this runs on the event loop): the next take_unsynced() hands the
+        # descriptor to the publisher's sync task, close() syncs it at shutdown
+        if self._active_fd is not None:
+            self._unsynced.append(self._active_fd)
+        self._active_fd = None
+        self._active_seq = None
 
     def _roll(self) -> None:
-        if self._active_fd is not None:
-            os.fsync(self._active_fd)
-            os.close(self._active_fd)
+        self._retire_active()
         seq = self._max_seq = self._max_seq + 1
         self._active_fd = os.open(
             self.path / f"{seq:012d}.seg", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
@@ -250,7 +261,7 @@ class Spool:
             if seq == self._active_seq:
                 if offset >= self._segments[seq]:
                     return [], (seq, offset)
-                self._close_active()  # replay only closed segments; appends start a new one
+                self._retire_active()  # replay only closed segments; appends start a new one
             data = self._segment_bytes(seq)
             records: list[SpoolRecord] = []
             end = offset
@@ -282,13 +293,6 @@ class Spool:
         else:
             self._cursor = (seq, offset)
         self._write_cursor()
-
-    def _close_active(self) -> None:
-        if self._active_fd is not None:
-            os.fsync(self._active_fd)
-            os.close(self._active_fd)
-        self._active_fd = None
-        self._active_seq = None
 
     def _segment_bytes(self, seq: int) -> bytes:
         if self._read_cache is None or self._read_cache[0] != seq:

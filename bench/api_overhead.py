@@ -17,7 +17,9 @@ and drives each with wrk (Debian's package; installed here with apt-get if missi
 at saturation (32 connections) and at about half the no-logging throughput (a wrk
 Lua ``delay`` per connection), interleaved, for several rounds. Prints a table of
 rps, p50 and p99 (medians over rounds) with ratios and p99 deltas against ``none``
-measured in the same round, then one last line for inferstream's publisher.
+measured in the same round, and the server's CPU time per request (from /proc, all
+threads: less sensitive than throughput to other load on a shared machine), then one
+last line for inferstream's publisher.
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, database test; override with
 INFERSTREAM_BENCH_PG_DSN) and runs its own Tansu broker.
@@ -229,6 +231,8 @@ def _parse_wrk(out: str) -> dict[str, float]:
     for pct, key in (("50", "p50"), ("99", "p99")):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         res[key] = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = float(m.group(1)) if m else 0.0
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     res["errors"] = float(m.group(1)) if m else 0.0
     m = re.search(r"Socket errors:.*", out)
@@ -248,14 +252,28 @@ def _lua(path: Path, body: bytes, delay_ms: float | None) -> Path:
     return path
 
 
-def _wrk(wrk: str, url: str, script: Path, connections: int, duration: float) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its threads (librdkafka's included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    wrk: str, url: str, script: Path, connections: int, duration: float, pid: int | None = None
+) -> dict[str, float]:
+    cpu0 = _cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return _parse_wrk(out)
+    res = _parse_wrk(out)
+    if pid and res["requests"]:
+        # CPU the server spent per request: far less sensitive to other load on a shared
+        # machine than throughput is
+        res["cpu_us"] = (_cpu_seconds(pid) - cpu0) / res["requests"] * 1e6
+    return res
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
@@ -345,18 +363,19 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for r in range(args.rounds):
             for v in [*variants, "ceiling"]:
-                res = _wrk(wrk, url[v], sat_script, args.connections, args.duration)
+                pid = servers["none" if v == "ceiling" else v][0].pid
+                res = _wrk(wrk, url[v], sat_script, args.connections, args.duration, pid)
                 results.setdefault((v, "saturation"), []).append(res)
                 print(
-                    f"round {r + 1} {v:<12} saturation {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
+                    f"round {r + 1} {v:<22} saturation {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
                     flush=True,
                 )
                 if v == "ceiling":
                     continue
-                res = _wrk(wrk, url[v], half_script, half_conns, args.duration)
+                res = _wrk(wrk, url[v], half_script, half_conns, args.duration, pid)
                 results.setdefault((v, "half"), []).append(res)
                 print(
-                    f"round {r + 1} {v:<12} half       {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
+                    f"round {r + 1} {v:<22} half       {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
                     flush=True,
                 )
     finally:
@@ -383,13 +402,21 @@ def main(argv: list[str] | None = None) -> int:
             [a - b for a, b in zip(per_round(v, load, "p99"), per_round("none", load, "p99"), strict=True)]
         )
 
+    def cpu_delta(v: str, load: str) -> float:
+        return _median(
+            [
+                a - b
+                for a, b in zip(per_round(v, load, "cpu_us"), per_round("none", load, "cpu_us"), strict=True)
+            ]
+        )
+
     print()
     print(
         f"{args.rounds} rounds x {args.duration:g} s, medians; ratios and deltas are per round against 'none'"
     )
     print(
         f"{'variant':<22} {'load':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'rps/none':>9} {'p99 Δ ms':>9} {'errors':>7}"
+        f"{'rps/none':>9} {'p99 Δ ms':>9} {'cpu us/req':>10} {'cpu Δ us':>9} {'errors':>7}"
     )
     for v in [*variants, "ceiling"]:
         for load in ("saturation", "half"):
@@ -401,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{_median([x['p50'] for x in rows]):8.2f} {_median([x['p99'] for x in rows]):8.2f} "
                 f"{ratio(v, load) if v != 'ceiling' else float('nan'):9.3f} "
                 f"{delta(v, load) if v != 'ceiling' else float('nan'):9.2f} "
+                f"{_median([x['cpu_us'] for x in rows]):10.0f} "
+                f"{cpu_delta(v, load) if v != 'ceiling' else float('nan'):9.0f} "
                 f"{sum(x['errors'] for x in rows):7.0f}"
             )
     if "inferstream" not in variants:
@@ -419,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         f"rps_ratio={ratio('inferstream', 'saturation'):.3f} "
         f"p99_delta_ms_half_load={delta('inferstream', 'half'):.2f} "
         f"p99_delta_ms_saturation={delta('inferstream', 'saturation'):.2f} "
-        f"predict_vs_ceiling={vs_ceiling:.3f}"
+        f"predict_vs_ceiling={vs_ceiling:.3f} "
+        f"cpu_us_per_event_saturation={cpu_delta('inferstream', 'saturation'):.0f}"
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0
