@@ -49,8 +49,11 @@ _FIXED_SCHEMA: dict[str, Any] = {
 }
 _REQUIRED = ("event_id", "event_time", "model_name", "model_version", "features", "latency_ms", "status")
 # Records of one model version share one shape (the API validates features against
-# the model's spec). The shape key is the model, its version and the number of keys:
-# records with another shape get their own schema, inferred once and then reused.
+# the model's spec). The shape key is the model, its version and the number of quote
+# characters (keys and string values; a single-byte count is the cheapest scan): records
+# with another shape get their own schema, inferred once and then reused. Limit: a
+# record of a known model version with other keys but the same quote count would be
+# read with the cached schema, its unknown keys dropped.
 _MODEL_RE = re.compile(rb'"model_name":"((?:[^"\\]|\\.)*)","model_version":"((?:[^"\\]|\\.)*)"')
 _MAX_SCHEMAS = 256
 _ShapeKey = tuple[bytes, bytes, int]
@@ -223,8 +226,8 @@ class LakeSink:
         group.values = [r.value for r in records]  # type: ignore[misc]
         group.records = records
         joined = b"\n".join(group.values)
-        n, keys = len(records), first.count(b'":')  # type: ignore[union-attr]
-        if joined.count(m.group(0)) != n or joined.count(b'":') != n * keys:
+        n, keys = len(records), first.count(b'"')  # type: ignore[union-attr]
+        if joined.count(m.group(0)) != n or joined.count(b'"') != n * keys:
             return None
         group.joined = joined
         return {(m.group(1), m.group(2), keys): group}
@@ -239,7 +242,7 @@ class LakeSink:
                 dead.append(_dead(rec, "empty value (tombstone)"))
                 continue
             m = _MODEL_RE.search(value)
-            key = (m.group(1), m.group(2), value.count(b'":')) if m else None
+            key = (m.group(1), m.group(2), value.count(b'"')) if m else None
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group()
