@@ -186,10 +186,12 @@ def main() -> int:
             )
             results[(kind, rows)] = json.loads(out.stdout.strip().splitlines()[-1])
     print(
-        f"reference {N_REF} rows x {N_FEATURES} features; Evidently sample for the flow's charts: {args.sample}"
+        f"reference {N_REF} rows x {N_FEATURES} features; "
+        f"Evidently sample for the flow's charts: {args.sample}"
     )
     print(
-        f"{'rows':>9} {'path':>9} {'seconds':>8} {'peak_rss_mb':>11} {'data_mb':>8} {'html_mb':>8} {'drifted':>8} {'agree':>6}"
+        f"{'rows':>9} {'path':>9} {'seconds':>8} {'peak_rss_mb':>11} {'data_mb':>8} "
+        f"{'html_mb':>8} {'drifted':>8} {'agree':>6}"
     )
     agree_all = True
     for rows in sorted({r for _, r in results}):
@@ -205,7 +207,8 @@ def main() -> int:
         fl = results[("flow", rows)]
         print(
             f"{'':>9} flow detail: per-column stats {fl['stats_seconds']:.2f} s, reference stats "
-            f"{fl['ref_stats_seconds']:.2f} s (cached between runs), exact recomputations {fl['exact_fallbacks']}/30; "
+            f"{fl['ref_stats_seconds']:.2f} s (cached between runs), "
+            f"exact recomputations {fl['exact_fallbacks']}/30; "
             f"Evidently tests used: {', '.join(ev['methods'])}"
         )
     big = max(r for _, r in results)
@@ -213,7 +216,8 @@ def main() -> int:
     tag = "1m" if big == 1_000_000 else str(big)
     print(
         f"speedup_{tag}={ev['seconds'] / fl['seconds']:.1f} verdicts_agree={agree_all} "
-        f"peak_rss_mb={fl['peak_rss_mb']:.0f} html_mb={max(results[('flow', r)]['html_mb'] for _, r in results):.2f}"
+        f"peak_rss_mb={fl['peak_rss_mb']:.0f} "
+        f"html_mb={max(results[('flow', r)]['html_mb'] for _, r in results):.2f}"
     )
     return 0
 
