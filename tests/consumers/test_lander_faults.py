@@ -67,13 +67,13 @@ def test_poison_goes_to_the_dlq_with_coordinates_and_every_valid_event_lands(
 
 @pytest.mark.slow
 def test_lander_sigkilled_five_times_lands_exactly_n(kafka_bootstrap, topic, tmp_path, stream_factory):
-    n = 2500
+    n = 2400
     lake_dir = tmp_path / "lake"
     # widen the window between "durable" and "committed" so that kills land in it too
     env = consumer_env(
         kafka_bootstrap, topic, tmp_path, "lake-kill", INFERSTREAM_FAULT_PAUSE_BEFORE_COMMIT_S="0.1"
     )
-    stream = stream_factory(topic, n, burst=20, pause_s=0.5)  # ~40 events/s: spans the kills
+    stream = stream_factory(topic, n, burst=15, pause_s=0.5)  # ~30 events/s for ~80 s: spans the kills
     stream.start()
     kills = 0
     landed_at_kill = []
