@@ -189,7 +189,11 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from inferstream.demo import DemoOptions, run_demo
 
-    return run_demo(DemoOptions(rows=args.rows, concurrency=args.concurrency, data_dir=args.data_dir))
+    return run_demo(
+        DemoOptions(
+            rows=args.rows, concurrency=args.concurrency, data_dir=args.data_dir, drift=not args.skip_flows
+        )
+    )
 
 
 def _cmd_flows(args: argparse.Namespace) -> int:
@@ -234,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=10_000, help="prediction calls to replay (max 50000)")
     d.add_argument("--concurrency", type=int, default=32)
     d.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
+    d.add_argument("--skip-flows", action="store_true", help="skip the drift report and BI load at the end")
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train the car-loan model and save a new artifact version")

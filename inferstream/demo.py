@@ -1,14 +1,16 @@
 """``inferstream demo``: the whole product end to end on embedded defaults.
 
 Broker (embedded Tansu unless KAFKA_BOOTSTRAP_SERVERS is set) → train the car-loan model
-→ API and lake lander as separate processes → replay the analysis rows as HTTP
-prediction calls → wait until the lake holds every event → summary from DuckDB.
-Everything it starts it stops, also on Ctrl-C.
+→ API and lake lander as separate processes → replay analysis rows as HTTP prediction
+calls → feed their delayed labels back → wait until the lake holds every event and label
+→ summary from DuckDB → drift report and BI load, once. Everything it starts it stops,
+also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -26,11 +28,13 @@ from common.broker import EmbeddedBroker, free_port
 from common.settings import CommonSettings
 from common.topics import ensure_topics
 from inferstream.datasets import CAR_LOAN_FEATURES, CAR_LOAN_TARGET, car_loan
-from inferstream.lakecheck import lake_files, landing
+from inferstream.lakecheck import Landing, lake_files, landing
 from inferstream.procs import Child, wait_ready
 from inferstream.train import train_classifier
 
 MODEL_NAME = "car-loan"
+FEEDBACK_TABLE = "inference_feedback"
+STEPS = 8
 
 
 @dataclass
@@ -39,45 +43,78 @@ class DemoOptions:
     concurrency: int = 32
     data_dir: Path | None = None
     land_timeout_s: float = 180.0
+    drift: bool = True
 
 
-def _feature_rows(df: pl.DataFrame, n: int) -> list[dict[str, Any]]:
-    cols = [f.name for f in CAR_LOAN_FEATURES]
-    return df.head(n).select(cols).to_dicts()
+@dataclass
+class Posted:
+    status: int
+    body: dict[str, Any]
+    latency_s: float
 
 
-async def _replay(
-    base_url: str, rows: list[dict[str, Any]], concurrency: int
-) -> tuple[list[str], list[float], int]:
-    ids: list[str] = []
-    latencies: list[float] = []
-    failures = 0
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for r in rows:
-        queue.put_nowait(r)
-    bar = tqdm(total=len(rows), desc="predictions", unit="req", smoothing=0.1)
+def _step(n: int, text: str) -> None:
+    print(f"[{n}/{STEPS}] {text}", flush=True)
+
+
+def _sample(analysis: pl.DataFrame, n: int) -> pl.DataFrame:
+    """``n`` rows spread evenly over the whole analysis period, in time order: the
+    car-loan analysis data drifts in its second half, so the replay must reach it."""
+    step = max(1, analysis.height // n)
+    return analysis.sort("timestamp").gather_every(step).head(n)
+
+
+async def _post_all(
+    base_url: str, path: str, bodies: list[dict[str, Any]], concurrency: int, desc: str
+) -> list[Posted]:
+    """POST every body with ``concurrency`` requests in flight; results in input order."""
+    results: list[Posted | None] = [None] * len(bodies)
+    next_index = 0
+    bar = tqdm(total=len(bodies), desc=desc, unit="req", smoothing=0.1)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) as client:
 
         async def worker() -> None:
-            nonlocal failures
-            while True:
-                try:
-                    features = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
+            nonlocal next_index
+            while next_index < len(bodies):
+                i = next_index
+                next_index += 1
                 start = time.perf_counter()
-                resp = await client.post("/v1/predict", json={"features": features})
-                latencies.append(time.perf_counter() - start)
-                if resp.status_code == 200:
-                    ids.append(resp.json()["prediction_id"])
-                else:
-                    failures += 1
+                resp = await client.post(path, json=bodies[i])
+                results[i] = Posted(resp.status_code, resp.json(), time.perf_counter() - start)
                 bar.update(1)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     bar.close()
-    return ids, latencies, failures
+    return [r for r in results if r is not None]
+
+
+def _wait_for(lake_dir: Path, ids: list[str], table: str, lander: Child, deadline: float) -> Landing:
+    result = landing(lake_dir, ids, table)
+    while result.missing and time.monotonic() < deadline:
+        if not lander.alive():
+            print(f"the lander died:\n{lander.tail()}")
+            break
+        time.sleep(1.0)
+        result = landing(lake_dir, ids, table)
+    return result
+
+
+def _model_stats(lake_dir: Path, version: str) -> tuple[Any, list[tuple[Any, ...]]]:
+    con = duckdb.connect()
+    try:
+        src = lake.duckdb_source(lake_dir)
+        where = "WHERE model_name = ? AND model_version = ?"
+        latency = con.execute(
+            f"SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM {src} {where}",
+            [MODEL_NAME, version],
+        ).fetchone()
+        mix = con.execute(
+            f"SELECT prediction, count(*) FROM {src} {where} GROUP BY 1 ORDER BY 1", [MODEL_NAME, version]
+        ).fetchall()
+    finally:
+        con.close()
+    return latency, mix
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -97,22 +134,18 @@ def run_demo(opts: DemoOptions) -> int:
     try:
         if settings.kafka_bootstrap_servers:
             bootstrap = settings.kafka_bootstrap_servers
-            print(f"[1/6] using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
+            _step(1, f"using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
         else:
             broker = EmbeddedBroker(log_path=logs / "broker.log").start()
             bootstrap = broker.bootstrap_servers
-            print(f"[1/6] embedded broker (Tansu, in memory) on {bootstrap}")
-        asyncio.run(
-            ensure_topics(
-                bootstrap,
-                {
-                    settings.events_topic: settings.events_partitions,
-                    settings.feedback_topic: settings.events_partitions,
-                },
-            )
-        )
+            _step(1, f"embedded broker (Tansu, in memory) on {bootstrap}")
+        topics = {
+            settings.events_topic: settings.events_partitions,
+            settings.feedback_topic: settings.events_partitions,
+        }
+        asyncio.run(ensure_topics(bootstrap, topics))
 
-        print("[2/6] training the car-loan model on the nannyml reference data")
+        _step(2, "training the car-loan model on the nannyml reference data")
         reference = car_loan(data_dir / "cache", "reference")
         model_dir = train_classifier(
             reference,
@@ -135,7 +168,7 @@ def run_demo(opts: DemoOptions) -> int:
             # a local demo on loopback: API keys (on by default) would only get in the way
             "INFERSTREAM_AUTH_ENABLED": "false",
         }
-        print("[3/6] starting the API and the lake lander")
+        _step(3, "starting the API and the lake lander")
         api = Child("api", ["api"], env, logs / "api.log")
         children.append(api)
         lander = Child("lander", ["consume", "lake"], env, logs / "lander.log")
@@ -143,66 +176,80 @@ def run_demo(opts: DemoOptions) -> int:
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(f"{base_url}/readyz", api)
 
-        analysis = car_loan(data_dir / "cache", "analysis")
-        n = min(opts.rows, analysis.height)
-        print(f"[4/6] replaying {n} analysis rows as prediction calls ({opts.concurrency} concurrent)")
+        rows = _sample(car_loan(data_dir / "cache", "analysis"), opts.rows)
+        n = rows.height
+        _step(4, f"replaying {n} analysis rows as prediction calls ({opts.concurrency} concurrent)")
+        features = rows.select([f.name for f in CAR_LOAN_FEATURES]).to_dicts()
         t0 = time.monotonic()
-        ids, latencies, failures = asyncio.run(
-            _replay(base_url, _feature_rows(analysis, n), opts.concurrency)
+        answers = asyncio.run(
+            _post_all(
+                base_url, "/v1/predict", [{"features": f} for f in features], opts.concurrency, "predictions"
+            )
         )
         replay_s = time.monotonic() - t0
+        ok = [(i, a) for i, a in enumerate(answers) if a.status == 200]
+        ids = [a.body["prediction_id"] for _, a in ok]
+        failures = n - len(ok)
 
-        print("[5/6] waiting until the lake holds every event")
+        _step(5, "feeding the delayed labels back (POST /v1/feedback)")
+        labels = rows[CAR_LOAN_TARGET].to_list()
+        acks = asyncio.run(
+            _post_all(
+                base_url,
+                "/v1/feedback",
+                [{"prediction_id": a.body["prediction_id"], "label": labels[i]} for i, a in ok],
+                opts.concurrency,
+                "feedback",
+            )
+        )
+        feedback_failures = sum(1 for a in acks if a.status != 202)
+
+        _step(6, "waiting until the lake holds every event and label")
         deadline = time.monotonic() + opts.land_timeout_s
-        result = landing(lake_dir, ids)
-        while result.missing and time.monotonic() < deadline:
-            if not lander.alive():
-                print(f"the lander died:\n{lander.tail()}")
-                break
-            time.sleep(1.0)
-            result = landing(lake_dir, ids)
+        result = _wait_for(lake_dir, ids, lake.EVENTS_TABLE, lander, deadline)
+        fed_back = _wait_for(lake_dir, ids, FEEDBACK_TABLE, lander, deadline)
 
         files, size = lake_files(lake_dir)
-        lat = np.array(latencies) * 1000
-        con = duckdb.connect()
-        src = (
-            lake.duckdb_source(lake_dir)
-            if files
-            else "(SELECT NULL::VARCHAR AS model_name, NULL::VARCHAR AS model_version, NULL::DOUBLE AS latency_ms, NULL::VARCHAR AS prediction)"
-        )
-        model_lat = con.execute(
-            f"SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM {src} "
-            f"WHERE model_name = ? AND model_version = ?",
-            [MODEL_NAME, version],
-        ).fetchone()
-        mix = con.execute(
-            f"SELECT prediction, count(*) FROM {src} "
-            f"WHERE model_name = ? AND model_version = ? GROUP BY 1 ORDER BY 1",
-            [MODEL_NAME, version],
-        ).fetchall()
-        con.close()
-        print("[6/6] summary (computed from the lake with DuckDB)")
+        lat = np.array([a.latency_s for a in answers]) * 1000
+        _step(7, "summary (computed from the lake with DuckDB)")
         print(
-            f"  predictions answered : {len(ids)} ({failures} failed) in {replay_s:.1f}s = {len(ids) / replay_s:.0f}/s"
+            f"  predictions answered : {len(ids)} ({failures} failed) in {replay_s:.1f}s"
+            f" = {len(ids) / replay_s:.0f}/s"
         )
         print(f"  events landed        : {result.rows}")
         print(f"  events missing       : {result.missing}")
         print(f"  duplicates           : {result.duplicates}")
+        print(
+            f"  labels fed back      : {len(acks) - feedback_failures} sent, {fed_back.distinct} landed,"
+            f" {fed_back.missing} missing, {fed_back.duplicates} duplicates"
+        )
         if len(lat):
             print(
-                f"  HTTP latency         : p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms"
+                f"  HTTP latency         : p50 {np.percentile(lat, 50):.1f} ms,"
+                f" p99 {np.percentile(lat, 99):.1f} ms (client side, {opts.concurrency} in flight)"
             )
-        if model_lat and model_lat[0] is not None:
-            print(f"  model latency        : p50 {model_lat[0]:.2f} ms, p99 {model_lat[1]:.2f} ms")
-        print(f"  prediction mix       : {', '.join(f'{p}: {c}' for p, c in mix)}")
-        print(
-            f"  lake                 : {lake.table_dir(lake_dir)} ({files} Parquet files, {size / 1e6:.1f} MB)"
-        )
+        if files:
+            model_lat, mix = _model_stats(lake_dir, version)
+            if model_lat and model_lat[0] is not None:
+                print(f"  model latency        : p50 {model_lat[0]:.2f} ms, p99 {model_lat[1]:.2f} ms")
+            print(f"  prediction mix       : {', '.join(f'{p}: {c}' for p, c in mix)}")
+        where = f"{lake.table_dir(lake_dir)} ({files} Parquet files, {size / 1e6:.1f} MB)"
+        print(f"  lake                 : {where}")
         print(f"  model artifact       : {model_dir}")
         print(f"  logs                 : {logs}")
+        landed_ok = result.missing == 0 and result.duplicates == 0 and failures == 0 and len(ids) == n
+        landed_ok = landed_ok and fed_back.missing == 0 and fed_back.duplicates == 0 and not feedback_failures
+        for child in reversed(children):
+            child.terminate()
+        if broker is not None:
+            broker.stop()
+            broker = None
+
+        if opts.drift:
+            _step(8, "drift report and BI load (Prefect flows, once)")
+            _run_flows(data_dir, version)
         print(f"  wall time            : {time.monotonic() - started:.1f}s")
-        ok = result.missing == 0 and result.duplicates == 0 and failures == 0 and len(ids) == n
-        return 0 if ok else 1
+        return 0 if landed_ok else 1
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything")
         return 130
@@ -211,3 +258,25 @@ def run_demo(opts: DemoOptions) -> int:
             child.terminate()
         if broker is not None:
             broker.stop()
+
+
+def _run_flows(data_dir: Path, version: str) -> None:
+    # Prefect reads its settings at import: keep its state under the data directory,
+    # quiet, and without telemetry (this machine may be offline)
+    os.environ.setdefault("PREFECT_HOME", str(data_dir / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.bi_load import run_bi_load
+    from flows.drift import run_drift
+
+    outcome = run_drift(data_dir, model_name=MODEL_NAME, model_version=version)
+    verdict = "DRIFT" if outcome.drift else "no drift"
+    print(f"  drift verdict        : {verdict}: {outcome.reason}")
+    print(f"  drift report         : {outcome.report_html}")
+    if outcome.report_html is not None:
+        print(f"  all reports          : {outcome.report_html.parent.parent.parent / 'index.html'}")
+    bi = run_bi_load(data_dir)
+    print(
+        f"  BI tables            : {bi.event_rows} events, {bi.feedback_rows} labels, {bi.quality_rows}"
+        f" quality rows loaded ({bi.files_loaded} new files) into {data_dir / 'warehouse.duckdb'}"
+    )

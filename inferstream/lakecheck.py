@@ -26,14 +26,16 @@ class Landing:
         return self.rows - self.distinct
 
 
-def landing(lake_dir: Path, event_ids: list[str]) -> Landing:
-    if not lake.has_files(lake_dir):
+def landing(lake_dir: Path, event_ids: list[str], table: str = lake.EVENTS_TABLE) -> Landing:
+    """How many of ``event_ids`` are in ``table`` (the feedback table keys its rows by the
+    prediction's event id too)."""
+    if not lake.has_files(lake_dir, table):
         return Landing(len(set(event_ids)), 0, 0)
     con = duckdb.connect()
     try:
         con.register("expected", pa.table({"event_id": sorted(set(event_ids))}))
         rows, distinct = con.execute(
-            f"SELECT count(*), count(DISTINCT l.event_id) FROM {lake.duckdb_source(lake_dir)} l "
+            f"SELECT count(*), count(DISTINCT l.event_id) FROM {lake.duckdb_source(lake_dir, table)} l "
             "JOIN expected e ON l.event_id = e.event_id"
         ).fetchone()  # type: ignore[misc]
     finally:
