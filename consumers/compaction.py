@@ -169,3 +169,11 @@ def hour_end(hour_dir: Path) -> datetime:
     date = hour_dir.parent.name.removeprefix("date=")
     hour = int(hour_dir.name.removeprefix("hour="))
     return datetime.fromisoformat(date).replace(hour=hour, tzinfo=UTC) + timedelta(hours=1)
+
+
+def compact_closed_hours(
+    lake_dir: Path, committed: dict[tuple[str, int], int], before: datetime
+) -> list[CompactionResult]:
+    """Compact every hour directory that ended at or before ``before`` (an hour still
+    being written gains nothing from compaction and races the lander for its lock)."""
+    return [compact_hour(lake_dir, d, committed) for d in hour_dirs(lake_dir) if hour_end(d) <= before]

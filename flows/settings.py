@@ -13,6 +13,9 @@ from common.settings import CommonSettings
 
 
 class FlowSettings(CommonSettings):
+    lake_group_id: str = Field(
+        default="lake", description="Consumer group of the lake lander (compaction merges what it committed)"
+    )
     reports_dir: Path | None = Field(
         default=None, description="Root of drift reports; default <data_dir>/reports"
     )

@@ -154,22 +154,20 @@ def _cmd_kafka_status(args: argparse.Namespace) -> int:
 def _cmd_compact(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from consumers.compaction import committed_offsets, compact_hour, hour_dirs, hour_end
+    from consumers.compaction import committed_offsets, compact_closed_hours
     from consumers.settings import ConsumerSettings
 
     s = ConsumerSettings()
     committed = asyncio.run(committed_offsets(s.require_bootstrap(), s.group_id or "lake"))
     cutoff = datetime.now(UTC) - timedelta(hours=args.older_than_hours)
     changed = 0
-    for hour_dir in hour_dirs(s.lake_dir):
-        if hour_end(hour_dir) <= cutoff:
-            result = compact_hour(s.lake_dir, hour_dir, committed)
-            changed += result.changed
-            if result.changed:
-                print(
-                    f"{hour_dir}: {result.merged_files} files -> 1 ({result.rows} rows), "
-                    f"kept {result.kept_files}"
-                )
+    for result in compact_closed_hours(s.lake_dir, committed, cutoff):
+        changed += result.changed
+        if result.changed:
+            print(
+                f"{result.hour_dir}: {result.merged_files} files -> 1 ({result.rows} rows), "
+                f"kept {result.kept_files}"
+            )
     print(f"compacted {changed} hour(s)")
     return 0
 
