@@ -39,6 +39,7 @@ from pathlib import Path
 import polars as pl
 
 from common import lake
+from consumers.lake import fsync_dir
 from consumers.lakelock import hour_lock
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,6 @@ def exchange(a: Path, b: Path) -> None:
     if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"renameat2 exchange {a} <-> {b}: {os.strerror(err)}")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def mergeable(path: Path, committed: dict[tuple[str, int], int]) -> bool:
@@ -117,9 +110,9 @@ def compact_hour(lake_dir: Path, hour_dir: Path, committed: dict[tuple[str, int]
             os.fsync(fh.fileno())
         for f in keep:
             os.link(f, staging / f.name)
-        _fsync(staging)
+        fsync_dir(staging)
         exchange(staging, hour_dir)
-        _fsync(hour_dir.parent)
+        fsync_dir(hour_dir.parent)
     shutil.rmtree(staging)  # now the old directory
     log.info(
         "compacted %s: %d files into one (%d rows), %d kept", hour_dir, len(merge), frame.height, len(keep)

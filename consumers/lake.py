@@ -61,7 +61,7 @@ _UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
 _WIRE_TIME = "%Y-%m-%dT%H:%M:%S%.fZ"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -183,7 +183,7 @@ class LakeSink:
                 with hour_lock(d):  # compaction swaps hour directories under this lock
                     for tmp, final in pairs:
                         os.replace(tmp, final)  # FileNotFoundError if swapped meanwhile: retried
-                    _fsync_dir(d)
+                    fsync_dir(d)
         except BaseException:
             for tmp, _ in written:
                 tmp.unlink(missing_ok=True)

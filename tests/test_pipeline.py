@@ -5,30 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from common import events, lake
+from common import lake
 from common.broker import free_port
 from inferstream.lakecheck import Landing, landing
 from inferstream.procs import Child, wait_ready
 
+from .support import Stream, consumer_env, wait_for_log
+
 
 def _lander_env(bootstrap: str, topic: str, data_dir: Path, group: str) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "INFERSTREAM_DATA_DIR": str(data_dir),
-        "INFERSTREAM_EVENTS_TOPIC": topic,
-        "INFERSTREAM_GROUP_ID": group,
-        "INFERSTREAM_MAX_BATCH_ROWS": "250",
-        "INFERSTREAM_MAX_BATCH_AGE_S": "0.3",
-    }
+    return consumer_env(
+        bootstrap, topic, data_dir, group, INFERSTREAM_MAX_BATCH_ROWS="250", INFERSTREAM_MAX_BATCH_AGE_S="0.3"
+    )
+
+
+def _wait_assigned(child: Child) -> None:
+    """Tansu rebalances slowly (a killed member's session must expire first)."""
+    wait_for_log(child, "consumers.runner: assigned", timeout_s=90)
 
 
 def _wait_landed(lake_dir: Path, ids: list[str], lander: Child, timeout_s: float = 90.0) -> Landing:
@@ -91,59 +90,6 @@ def test_http_predictions_land_in_the_lake_exactly_once(trained_model, kafka_boo
         lander.terminate()
 
 
-class _Stream(threading.Thread):
-    """Produces ``n`` events to ``topic`` in small bursts, as a live stream."""
-
-    def __init__(self, bootstrap: str, topic: str, n: int, burst: int = 100, pause_s: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.topic, self.n, self.burst, self.pause_s = bootstrap, topic, n, burst, pause_s
-        self.ids: list[str] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._produce())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-    async def _produce(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
-        await producer.start()
-        try:
-            for start in range(0, self.n, self.burst):
-                futures = []
-                for _ in range(min(self.burst, self.n - start)):
-                    ev = events.build_event(
-                        event_id=events.uuid7(),
-                        event_time=events.utcnow(),
-                        model_name="m",
-                        model_version="1",
-                        features={"x": random.random()},
-                        prediction=1,
-                        scores={"0": 0.3, "1": 0.7},
-                        latency_ms=0.2,
-                    )
-                    futures.append(
-                        await producer.send(
-                            self.topic, events.encode(ev), key=events.event_key(ev["event_id"])
-                        )
-                    )
-                    self.ids.append(ev["event_id"])
-                await asyncio.gather(*futures)
-                await asyncio.sleep(self.pause_s)
-        finally:
-            await producer.stop()
-
-
-def _wait_assigned(child: Child, timeout_s: float = 90.0) -> None:
-    """Tansu rebalances slowly (a killed member's session must expire first)."""
-    deadline = time.monotonic() + timeout_s
-    while not re.search(r"consumers\.runner: assigned\b", child.tail(200)):
-        assert child.alive(), f"lander exited:\n{child.tail()}"
-        assert time.monotonic() < deadline, f"lander never got partitions:\n{child.tail()}"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_bootstrap, topic, tmp_path):
     n = 5000
@@ -154,7 +100,7 @@ def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_boots
     env["INFERSTREAM_FAULT_PAUSE_BEFORE_COMMIT_S"] = "0.3"
     lander = Child("lander-0", ["consume", "lake"], env, tmp_path / "lander-0.log")
     _wait_assigned(lander)
-    stream = _Stream(kafka_bootstrap, topic, n, burst=25, pause_s=0.1)  # ~25 s of stream
+    stream = Stream(kafka_bootstrap, topic, n, burst=25, pause_s=0.1)  # ~25 s of stream
     stream.start()
     try:
         landed = 0
@@ -190,7 +136,7 @@ def test_sigterm_makes_the_lander_flush_and_commit(kafka_bootstrap, topic, tmp_p
     lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
     try:
         _wait_assigned(lander)
-        stream = _Stream(kafka_bootstrap, topic, n, burst=250, pause_s=0.0)
+        stream = Stream(kafka_bootstrap, topic, n, burst=250, pause_s=0.0)
         stream.run()
         assert stream.error is None and len(stream.ids) == n
         time.sleep(3.0)  # consumed by now, but held in the batch

@@ -16,7 +16,7 @@ from common.broker import free_port
 from inferstream.lakecheck import Landing, landing
 from inferstream.procs import Child
 
-from .conftest import consumer_env, dlq_coordinates, read_dlq, wait_for_log  # noqa: TID252
+from ..support import consumer_env, dlq_coordinates, read_dlq, wait_for_log  # noqa: TID252
 
 
 def _wait_landed(lake_dir: Path, ids: list[str], procs: list[Child], timeout_s: float = 90.0) -> Landing:

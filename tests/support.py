@@ -1,0 +1,250 @@
+"""Helpers shared by the tests that run real processes: a live event stream (with
+optional poison), reading the dead-letter topic back, the environment of a consumer
+process, waiting for what a process logs, and a TCP proxy that cuts a dependency off."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from common import events
+from consumers.deadletters import coordinates
+
+FEATURES = [f"f{i:02d}" for i in range(30)]
+
+
+def make_event(model: str = "m") -> dict[str, object]:
+    feats: dict[str, object] = {f: round(random.gauss(10, 3), 4) for f in FEATURES}
+    return events.build_event(
+        event_id=events.uuid7(),
+        event_time=events.utcnow(),
+        model_name=model,
+        model_version="1",
+        features=feats,
+        prediction=random.randint(0, 1),
+        scores={"0": 0.3, "1": 0.7},
+        latency_ms=0.2,
+    )
+
+
+def poison_value(i: int) -> bytes | None:
+    """Five kinds of poison, in turn."""
+    ev = make_event()
+    kind = i % 5
+    if kind == 0:
+        return b"not json {"
+    if kind == 1:
+        ev["schema_version"] = 99
+    elif kind == 2:
+        del ev["model_name"]
+    elif kind == 3:
+        return b"[1, 2, 3]"
+    else:
+        ev["event_id"] = 12345  # wrong type
+    return events.encode(ev)
+
+
+class Stream(threading.Thread):
+    """Produces ``n`` valid events (and after every ``poison_every``-th one a poison
+    record) in bursts, as a live stream."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        n: int,
+        burst: int = 100,
+        pause_s: float = 0.05,
+        poison_every: int = 0,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.n, self.burst, self.pause_s = bootstrap, topic, n, burst, pause_s
+        self.poison_every = poison_every
+        self.ids: list[str] = []
+        self.poison: dict[tuple[int, int], bytes | None] = {}  # (partition, offset) → value
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._produce())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    async def _produce(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        sent = 0
+        try:
+            while sent < self.n:
+                futures = []
+                for _ in range(min(self.burst, self.n - sent)):
+                    sent += 1
+                    if self.poison_every and sent % self.poison_every == 0:
+                        value = poison_value(sent // self.poison_every)
+                        fut = await producer.send(self.topic, value, key=str(sent).encode())
+                        futures.append((fut, value))
+                    ev = make_event()
+                    fut = await producer.send(
+                        self.topic, events.encode(ev), key=events.event_key(ev["event_id"])
+                    )
+                    futures.append((fut, None))
+                    self.ids.append(str(ev["event_id"]))
+                for fut, value in futures:
+                    meta = await fut
+                    if value is not None:
+                        self.poison[(meta.partition, meta.offset)] = value
+                await asyncio.sleep(self.pause_s)
+        finally:
+            await producer.stop()
+
+
+def read_dlq(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
+    """The records of the dead-letter topic (all partitions), once ``expected`` are there."""
+
+    async def read() -> list:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        out: list = []
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            deadline = time.monotonic() + 10
+            while not parts and time.monotonic() < deadline:
+                await consumer.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+                await asyncio.sleep(0.2)
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            deadline = time.monotonic() + timeout_s
+            while len(out) < expected and time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    out.extend(msgs)
+            # anything beyond ``expected`` would be a duplicate: give it a moment to show
+            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                out.extend(msgs)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(read())
+
+
+def dlq_coordinates(records: list) -> dict[tuple[int, int], tuple[str, bytes | None]]:
+    out = {}
+    for rec in records:
+        topic, partition, offset, reason = coordinates(rec.headers)
+        out[(partition, offset)] = (reason, rec.value)
+    return out
+
+
+def consumer_env(bootstrap: str, topic: str, data_dir: Path, group: str, **extra: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "INFERSTREAM_DATA_DIR": str(data_dir),
+        "INFERSTREAM_EVENTS_TOPIC": topic,
+        "INFERSTREAM_DLQ_TOPIC": f"{topic}.dlq",
+        "INFERSTREAM_FEEDBACK_TOPIC": f"{topic}.feedback",
+        "INFERSTREAM_ALERTS_TOPIC": f"{topic}.alerts",
+        "INFERSTREAM_GROUP_ID": group,
+        "INFERSTREAM_MAX_BATCH_ROWS": "500",
+        "INFERSTREAM_MAX_BATCH_AGE_S": "0.3",
+        **extra,
+    }
+
+
+def wait_for_log(child, text: str, timeout_s: float = 60.0, count: int = 1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert child.alive(), f"{child.name} exited:\n{child.tail()}"
+        if child.log_path.read_text(errors="replace").count(text) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{child.name} did not log {text!r} in {timeout_s}s:\n{child.tail()}")
+
+
+class TcpProxy:
+    """A TCP forwarder on a loopback port that a test can cut and restore, to make a
+    dependency (PostgreSQL) unreachable without stopping the shared server."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> TcpProxy:
+        import socket
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        import socket
+
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() so the port frees
+            except OSError:
+                pass
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, listener) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
