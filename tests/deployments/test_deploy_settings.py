@@ -202,3 +202,34 @@ def test_value_check_rejects_a_bad_value(monkeypatch: pytest.MonkeyPatch, render
     env["INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE"] = "sometimes"
     errors = settings_errors(monkeypatch, "api", ["api"], env)
     assert any("kafka_enable_idempotence" in e for e in errors), errors
+
+
+def test_api_containers_start_with_authentication(
+    monkeypatch: pytest.MonkeyPatch,
+    rendered: dict[str, Any],
+    k8s_docs: list[dict[str, Any]],
+    k8s_env: Any,
+    k8s_workloads: Any,
+) -> None:
+    """The API refuses to start with auth on and no key: every API container must bring one."""
+    from api.app import _key_store
+    from api.settings import ApiSettings
+
+    containers = [
+        c
+        for c in _inferstream(
+            compose_containers(rendered["cluster"]) + k8s_containers(k8s_docs, k8s_env, k8s_workloads)
+        )
+        if (c[2][0] if c[2] else "api") == "api"
+    ]
+    assert len(containers) >= 2  # compose and Kubernetes
+    for where, _image, _command, env in containers:
+        with monkeypatch.context() as m:
+            for key in list(os.environ):
+                if key.startswith(("INFERSTREAM_", "KAFKA_")):
+                    m.delenv(key)
+            for key, value in env.items():
+                m.setenv(key, str(value))
+            settings = ApiSettings()
+            assert settings.auth_enabled, f"{where}: auth is off"
+            assert _key_store(settings) is not None, where
