@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -142,6 +143,20 @@ def dlq_coordinates(records: list) -> dict[tuple[int, int], tuple[str, bytes | N
         topic, partition, offset, reason = coordinates(rec.headers)
         out[(partition, offset)] = (reason, rec.value)
     return out
+
+
+def api_env(model: Any, bootstrap: str, topic: str, port: int) -> dict[str, str]:
+    """The environment of an ``inferstream api`` process serving the test model
+    (``trained_model`` fixture) on ``port``, publishing to ``topic``, without API keys."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "INFERSTREAM_DATA_DIR": str(model.data_dir),
+        "INFERSTREAM_EVENTS_TOPIC": topic,
+        "INFERSTREAM_MODEL_NAME": model.name,
+        "INFERSTREAM_MODEL_VERSION": model.version,
+        "INFERSTREAM_PORT": str(port),
+        "INFERSTREAM_AUTH_ENABLED": "false",
+    }
 
 
 def consumer_env(bootstrap: str, topic: str, data_dir: Path, group: str, **extra: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from common.broker import free_port
 from inferstream.lakecheck import Landing, landing
 from inferstream.procs import Child, wait_ready
 
-from .support import Stream, consumer_env, wait_for_log
+from .support import Stream, api_env, consumer_env, wait_for_log
 
 
 def _lander_env(bootstrap: str, topic: str, data_dir: Path, group: str) -> dict[str, str]:
@@ -47,16 +47,7 @@ def _no_temp_files(lake_dir: Path) -> bool:
 @pytest.mark.slow
 def test_http_predictions_land_in_the_lake_exactly_once(trained_model, kafka_bootstrap, topic, tmp_path):
     port = free_port()
-    api_env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "INFERSTREAM_DATA_DIR": str(trained_model.data_dir),
-        "INFERSTREAM_EVENTS_TOPIC": topic,
-        "INFERSTREAM_MODEL_NAME": trained_model.name,
-        "INFERSTREAM_MODEL_VERSION": trained_model.version,
-        "INFERSTREAM_PORT": str(port),
-        "INFERSTREAM_AUTH_ENABLED": "false",
-    }
-    api = Child("api", ["api"], api_env, tmp_path / "api.log")
+    api = Child("api", ["api"], api_env(trained_model, kafka_bootstrap, topic, port), tmp_path / "api.log")
     lander = Child(
         "lander",
         ["consume", "lake"],

@@ -19,7 +19,7 @@ from consumers.fraud import FraudSink
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from ..support import consumer_env, read_dlq, wait_for_log  # noqa: TID252
+from ..support import api_env, consumer_env, read_dlq, wait_for_log  # noqa: TID252
 
 TP = TopicPartition("inference-events", 0)
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -82,16 +82,7 @@ def test_a_new_fraud_consumer_group_changes_nothing_on_the_api_side(
     trained_model, kafka_bootstrap, topic, tmp_path
 ):
     port = free_port()
-    api_env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "INFERSTREAM_DATA_DIR": str(trained_model.data_dir),
-        "INFERSTREAM_EVENTS_TOPIC": topic,
-        "INFERSTREAM_MODEL_NAME": trained_model.name,
-        "INFERSTREAM_MODEL_VERSION": trained_model.version,
-        "INFERSTREAM_PORT": str(port),
-        "INFERSTREAM_AUTH_ENABLED": "false",
-    }
-    api = Child("api", ["api"], api_env, tmp_path / "api.log")
+    api = Child("api", ["api"], api_env(trained_model, kafka_bootstrap, topic, port), tmp_path / "api.log")
     lander = Child(
         "lander",
         ["consume", "lake"],

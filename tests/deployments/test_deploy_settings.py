@@ -158,17 +158,22 @@ def _inferstream(containers: list[tuple[str, str, list[str], dict[str, str]]]) -
     return [c for c in containers if c[1].startswith(INFERSTREAM_IMAGES)]
 
 
+def use_only(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Make ``env`` the whole of the process's inferstream and Kafka environment."""
+    for key in list(os.environ):
+        if key.startswith(("INFERSTREAM_", "KAFKA_")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+
+
 def settings_errors(
     monkeypatch: pytest.MonkeyPatch, where: str, command: list[str], env: dict[str, str]
 ) -> list[str]:
     """Instantiate the command's settings classes from exactly this environment."""
     from pydantic import ValidationError
 
-    for key in list(os.environ):
-        if key.startswith(("INFERSTREAM_", "KAFKA_")):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, str(value))
+    use_only(monkeypatch, env)
     _, classes = accepted(command[0] if command else "api")
     errors = []
     for cls in classes:
@@ -225,11 +230,7 @@ def test_api_containers_start_with_authentication(
     assert len(containers) >= 2  # compose and Kubernetes
     for where, _image, _command, env in containers:
         with monkeypatch.context() as m:
-            for key in list(os.environ):
-                if key.startswith(("INFERSTREAM_", "KAFKA_")):
-                    m.delenv(key)
-            for key, value in env.items():
-                m.setenv(key, str(value))
+            use_only(m, env)
             settings = ApiSettings()
             assert settings.auth_enabled, f"{where}: auth is off"
             assert _key_store(settings) is not None, where
