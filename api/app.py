@@ -222,11 +222,16 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         principal: Principal | None = getattr(request.state, "principal", None)
         return principal is not None and principal.synthetic
 
+    def client_of(request: Request) -> str | None:
+        principal: Principal | None = getattr(request.state, "principal", None)
+        return principal.name if principal is not None else None
+
     def infer(
         model: ServedModel,
         features: dict[str, Any],
         publisher: EventPublisher,
         synthetic: bool,
+        client_id: str | None = None,
     ) -> tuple[uuid.UUID, Any, str | None]:
         """Predict and emit the event; returns (event id, inference or None, error)."""
         received = events.utcnow()
@@ -249,6 +254,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
                 status="error",
                 error=error,
                 synthetic=synthetic,
+                client_id=client_id,
             )
             emitter.emit(publisher, event_id, event)
             return event_id, None, error
@@ -263,6 +269,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             scores=result.scores,
             latency_ms=result.latency_ms,
             synthetic=synthetic,
+            client_id=client_id,
         )
         emitter.emit(publisher, event_id, event)
         return event_id, result, None
@@ -283,7 +290,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         publisher: PublisherDep,
     ) -> Any:
         features = body.features.model_dump()  # type: ignore[attr-defined]
-        event_id, result, error = infer(model, features, publisher, is_synthetic(request))
+        event_id, result, error = infer(model, features, publisher, is_synthetic(request), client_of(request))
         if result is None and error and error.startswith(NonFiniteOutput.__name__):
             # valid numbers the model cannot compute with: the client's to fix, and an error event
             return JSONResponse(
@@ -318,10 +325,10 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         model: ModelDep,
         publisher: PublisherDep,
     ) -> Any:
-        synthetic = is_synthetic(request)
+        synthetic, client = is_synthetic(request), client_of(request)
         out: list[BatchItem] = []
         for item in body.items:  # type: ignore[attr-defined]
-            event_id, result, error = infer(model, item.features.model_dump(), publisher, synthetic)
+            event_id, result, error = infer(model, item.features.model_dump(), publisher, synthetic, client)
             if result is None:
                 out.append(BatchItem(prediction_id=event_id, status="error", error=error))
             else:

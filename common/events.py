@@ -65,6 +65,9 @@ class InferenceEvent(BaseModel):
     status: Literal["ok", "error"]
     error: str | None = Field(default=None, description="Why the inference failed")
     synthetic: bool = Field(default=False, description="Synthetic traffic, excluded by monitors")
+    client_id: str | None = Field(
+        default=None, description="Who asked: the API key's name when authentication is on"
+    )
 
 
 def build_event(
@@ -80,6 +83,7 @@ def build_event(
     status: Literal["ok", "error"] = "ok",
     error: str | None = None,
     synthetic: bool = False,
+    client_id: str | None = None,
 ) -> dict[str, Any]:
     """The wire form of an :class:`InferenceEvent`, built without pydantic."""
     return {
@@ -95,6 +99,7 @@ def build_event(
         "status": status,
         "error": error,
         "synthetic": synthetic,
+        "client_id": client_id,
     }
 
 

@@ -6,9 +6,9 @@ Two scores, both O(1) an event:
 
 - ``request_rate``: events of one client within a sliding window of ``window_s``
   seconds (by event time) above ``rate_threshold``; one alert per client and window.
-  The client is the record's ``client`` header, or the event's ``client_id`` field;
-  events carrying neither count as the client ``"anonymous"`` (the event contract
-  has no client field yet).
+  The client is the record's ``client`` header, or the event's ``client_id`` field
+  (the API key's name, set by the API when authentication is on); events carrying
+  neither count as the client ``"anonymous"``.
 - ``feature_outlier``: the largest |z| of a numeric feature against that model's and
   feature's running mean and variance (Welford), once ``min_samples`` were seen;
   above ``zscore_threshold`` alerts. Outliers are not folded into the statistics.

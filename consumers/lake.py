@@ -46,6 +46,7 @@ _FIXED_SCHEMA: dict[str, Any] = {
     "status": pl.String,
     "error": pl.String,
     "synthetic": pl.Boolean,
+    "client_id": pl.String,
 }
 _REQUIRED = ("event_id", "event_time", "model_name", "model_version", "features", "latency_ms", "status")
 # Records of one model version share one shape (the API validates features against

@@ -69,6 +69,7 @@ def test_predictions_become_valid_events_in_kafka(client, trained_model, kafka_b
     first = by_id[ids[0]]
     assert first.features == trained_model.rows[0]
     assert first.status == "ok" and first.latency_ms > 0
+    assert first.client_id is None  # authentication is off in this fixture
 
 
 def _bad(row: dict, **changes) -> dict:
@@ -132,3 +133,18 @@ def test_metrics_count_requests_and_events(client, trained_model):
     text = client.get("/metrics").text
     assert 'inferstream_requests_total{route="/v1/predict",status="200"} 3.0' in text
     assert "inferstream_events_enqueued_total 3.0" in text
+
+
+def test_events_name_the_client_when_authentication_is_on(settings, trained_model, kafka_bootstrap, topic):
+    from api.auth import ApiKeySpec, hash_key
+
+    keyed = settings.model_copy(
+        update={"auth_enabled": True, "api_keys": [ApiKeySpec(name="team-a", sha256=hash_key("key-a"))]}
+    )
+    with TestClient(create_app(keyed)) as c:
+        r = c.post("/v1/predict", json={"features": trained_model.rows[0]}, headers={"X-API-Key": "key-a"})
+        assert r.status_code == 200, r.text
+    (raw,) = asyncio.run(_consume(kafka_bootstrap, topic, 1))
+    event = InferenceEvent.model_validate_json(raw)
+    assert str(event.event_id) == r.json()["prediction_id"]
+    assert event.client_id == "team-a"

@@ -121,3 +121,24 @@ def test_poison_messages_are_counted_and_skipped(tmp_path):
     assert sink.flush() == {TP: (5, "abc123")}
     assert sink.poison == 1
     assert _offsets(tmp_path) == [0, 1, 3, 4]
+
+
+def test_the_client_id_lands_as_a_column(tmp_path):
+    ev = events.build_event(
+        event_id=events.uuid7(),
+        event_time=T0,
+        model_name="m",
+        model_version="1",
+        features={"x": 1.0},
+        prediction=1,
+        scores=None,
+        latency_ms=0.1,
+        client_id="team-a",
+    )
+    rec = ConsumerRecord(TP.topic, TP.partition, 0, 0, 0, None, events.encode(ev), None, 0, 0, ())
+    sink = LakeSink(tmp_path)
+    sink.assigned({TP: (None, "abc123")})
+    sink.add(TP, [rec])
+    sink.flush()
+    con = duckdb.connect()
+    assert con.execute(f"SELECT client_id FROM {lake.duckdb_source(tmp_path)}").fetchall() == [("team-a",)]
