@@ -18,14 +18,9 @@ from common.errors import DependencyUnavailable
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(
-    bootstrap_servers: str,
-    partitions: dict[str, int],
-    *,
-    replication_factor: int = 1,
-    timeout_s: float = 20.0,
-) -> None:
-    """Create each topic that does not exist yet. Existing topics are left as they are."""
+async def start_admin(bootstrap_servers: str, timeout_s: float = 20.0) -> AIOKafkaAdminClient:
+    """A started admin client (the caller closes it), or DependencyUnavailable naming the
+    setting to fix."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -34,6 +29,18 @@ async def ensure_topics(
         raise DependencyUnavailable(
             f"cannot reach Kafka at {bootstrap_servers}: check KAFKA_BOOTSTRAP_SERVERS"
         ) from exc
+    return admin
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    partitions: dict[str, int],
+    *,
+    replication_factor: int = 1,
+    timeout_s: float = 20.0,
+) -> None:
+    """Create each topic that does not exist yet. Existing topics are left as they are."""
+    admin = await start_admin(bootstrap_servers, timeout_s)
     try:
         existing = set(await admin.list_topics())
         missing = [
@@ -49,15 +56,5 @@ async def ensure_topics(
             except KafkaError as exc:
                 raise DependencyUnavailable(f"creating topics {missing} failed: {exc}") from exc
             log.info("created topics %s", {t.name: t.num_partitions for t in missing})
-    finally:
-        await admin.close()
-
-
-async def partition_count(bootstrap_servers: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-        return len(described[0]["partitions"])
     finally:
         await admin.close()

@@ -128,19 +128,10 @@ def hour_dirs(lake_dir: Path, table: str = lake.EVENTS_TABLE) -> list[Path]:
 async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     """The group's committed offsets, keyed as file names spell topics."""
     from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaConnectionError
 
-    from common.errors import DependencyUnavailable
+    from common.topics import start_admin
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        await admin.close()
-        raise DependencyUnavailable(
-            f"cannot reach Kafka at {bootstrap}: check KAFKA_BOOTSTRAP_SERVERS"
-        ) from exc
+    admin = await start_admin(bootstrap)
     try:
         topics = [t for t in await admin.list_topics() if not t.startswith("__")]
         parts = [

@@ -11,18 +11,17 @@ batch, and only its header matters), and the ListOffsets figure is shown next to
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge
 
 from common import lake
 from common.errors import DependencyUnavailable
+from common.topics import start_admin
 
 
 @dataclass
@@ -71,14 +70,7 @@ class ClusterStatus:
 async def collect(
     bootstrap: str, lake_dir: Path | None = None, *, include_internal: bool = False, timeout_s: float = 15
 ) -> ClusterStatus:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-    except (KafkaConnectionError, TimeoutError) as exc:
-        await admin.close()
-        raise DependencyUnavailable(
-            f"cannot reach Kafka at {bootstrap}: check KAFKA_BOOTSTRAP_SERVERS"
-        ) from exc
+    admin = await start_admin(bootstrap, timeout_s)
     status = ClusterStatus(bootstrap)
     try:
         names = sorted(t for t in await admin.list_topics() if include_internal or not t.startswith("__"))
