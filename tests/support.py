@@ -104,6 +104,28 @@ class Stream(threading.Thread):
             await producer.stop()
 
 
+def read_values(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> list[bytes]:
+    """The values of ``topic`` from the beginning, once ``expected`` are there (or the
+    time is up: the caller asserts the count)."""
+
+    async def read() -> list[bytes]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        )
+        await consumer.start()
+        out: list[bytes] = []
+        try:
+            deadline = time.monotonic() + timeout_s
+            while len(out) < expected and time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=300)).values():
+                    out.extend(m.value for m in msgs if m.value is not None)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(read())
+
+
 def read_dlq(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
     """The records of the dead-letter topic (all partitions), once ``expected`` are there."""
 

@@ -10,7 +10,6 @@ import json
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -23,6 +22,8 @@ from common import artifact
 from common.errors import ConfigError
 from common.events import FeedbackEvent, InferenceEvent
 from common.topics import ensure_topics
+
+from ..support import read_values
 
 
 def _settings(trained_model, kafka_bootstrap, topic, **extra) -> ApiSettings:
@@ -38,28 +39,8 @@ def _settings(trained_model, kafka_bootstrap, topic, **extra) -> ApiSettings:
     return ApiSettings(**{**base, **extra})
 
 
-async def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 15.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while len(out) < expected and loop.time() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=300)).values():
-                out.extend(m.value for m in msgs)
-    finally:
-        await consumer.stop()
-    return out
-
-
 def _events(kafka_bootstrap: str, topic: str, n: int, timeout_s: float = 15.0) -> list[InferenceEvent]:
-    return [
-        InferenceEvent.model_validate_json(v)
-        for v in asyncio.run(_consume(kafka_bootstrap, topic, n, timeout_s))
-    ]
+    return [InferenceEvent.model_validate_json(v) for v in read_values(kafka_bootstrap, topic, n, timeout_s)]
 
 
 @pytest.fixture
@@ -120,7 +101,7 @@ def test_feedback_is_published_to_its_topic(trained_model, kafka_bootstrap, topi
         assert r.status_code == 202, r.text
         assert c.post("/v1/feedback", json={"prediction_id": "nope", "label": 1}).status_code == 422
         assert c.post("/v1/feedback", json={"prediction_id": pid}).json()["detail"][0]["loc"][-1] == "label"
-    (raw,) = asyncio.run(_consume(kafka_bootstrap, fb_topic, 1))
+    (raw,) = read_values(kafka_bootstrap, fb_topic, 1)
     fb = FeedbackEvent.model_validate_json(raw)
     assert str(fb.prediction_id) == pid and fb.label == 1 and str(fb.feedback_id) == r.json()["feedback_id"]
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ApiSettings
 from common.events import InferenceEvent
+
+from ..support import read_values
 
 
 @pytest.fixture
@@ -33,24 +33,6 @@ def client(settings):
         yield c
 
 
-async def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while len(out) < expected and loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                out.extend(m.value for m in msgs)
-    finally:
-        await consumer.stop()
-    return out
-
-
 def test_predictions_become_valid_events_in_kafka(client, trained_model, kafka_bootstrap, topic):
     ids = []
     for row in trained_model.rows[:25]:
@@ -62,7 +44,7 @@ def test_predictions_become_valid_events_in_kafka(client, trained_model, kafka_b
         assert body["prediction"] in (0, 1)
         assert abs(sum(body["scores"].values()) - 1.0) < 1e-9
         ids.append(body["prediction_id"])
-    raw = asyncio.run(_consume(kafka_bootstrap, topic, 25))
+    raw = read_values(kafka_bootstrap, topic, 25)
     events = [InferenceEvent.model_validate_json(v) for v in raw]
     assert sorted(str(e.event_id) for e in events) == sorted(ids)
     by_id = {str(e.event_id): e for e in events}
@@ -144,7 +126,7 @@ def test_events_name_the_client_when_authentication_is_on(settings, trained_mode
     with TestClient(create_app(keyed)) as c:
         r = c.post("/v1/predict", json={"features": trained_model.rows[0]}, headers={"X-API-Key": "key-a"})
         assert r.status_code == 200, r.text
-    (raw,) = asyncio.run(_consume(kafka_bootstrap, topic, 1))
+    (raw,) = read_values(kafka_bootstrap, topic, 1)
     event = InferenceEvent.model_validate_json(raw)
     assert str(event.event_id) == r.json()["prediction_id"]
     assert event.client_id == "team-a"
