@@ -85,19 +85,8 @@ class DeadLetterProducer:
         """Every letter acknowledged, or SinkUnavailable (then publish all again)."""
         if not letters:
             return
-        if self._producer is None:
-            await self.start()
-        assert self._producer is not None
-        try:
-            futures = [
-                await self._producer.send(
-                    self.topic, letter.value, key=letter.key, headers=letter.headers(self.group)
-                )
-                for letter in letters
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise SinkUnavailable(f"dead-letter topic {self.topic} unreachable: {exc!r}") from exc
+        records = [(self.topic, letter.value, letter.key, letter.headers(self.group)) for letter in letters]
+        await self._send_all(records, f"dead-letter topic {self.topic}")
         self.published += len(letters)
         for letter in letters:
             log.warning(
@@ -109,14 +98,18 @@ class DeadLetterProducer:
         acknowledged, or SinkUnavailable (then publish all again)."""
         if not outputs:
             return
+        await self._send_all([(o.topic, o.value, o.key, list(o.headers)) for o in outputs], "output topic")
+
+    async def _send_all(self, records: list[tuple[str, bytes | None, bytes | None, Any]], what: str) -> None:
+        """Send (topic, value, key, headers) records and wait for every acknowledgement."""
         if self._producer is None:
             await self.start()
         assert self._producer is not None
         try:
             futures = [
-                await self._producer.send(o.topic, o.value, key=o.key, headers=list(o.headers))
-                for o in outputs
+                await self._producer.send(topic, value, key=key, headers=headers)
+                for topic, value, key, headers in records
             ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
-            raise SinkUnavailable(f"output topic unreachable: {exc!r}") from exc
+            raise SinkUnavailable(f"{what} unreachable: {exc!r}") from exc

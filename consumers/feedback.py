@@ -22,7 +22,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from common.events import SCHEMA_VERSION
 from consumers.deadletters import DeadLetter
 from consumers.lake import LakeSink
-from consumers.validate import UUID_RE, PoisonError, parse_time
+from consumers.validate import UUID_RE, PoisonError, decode_object, parse_time
 
 FEEDBACK_TABLE = "inference_feedback"
 
@@ -38,14 +38,7 @@ _SCHEMA = {
 
 
 def decode_feedback(raw: bytes | None) -> dict[str, Any]:
-    if raw is None:
-        raise PoisonError("empty value (tombstone)")
-    try:
-        row = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PoisonError(f"not JSON: {exc}") from None
-    if not isinstance(row, dict):
-        raise PoisonError(f"not a JSON object but {type(row).__name__}")
+    row = decode_object(raw)
     if row.get("schema_version") != SCHEMA_VERSION:
         raise PoisonError(f"unknown schema_version {row.get('schema_version')!r}")
     for key in ("feedback_id", "prediction_id"):

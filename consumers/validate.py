@@ -61,12 +61,19 @@ def parse_time(value: str) -> datetime:
     return parsed
 
 
-def decode_event(raw: bytes | None) -> dict[str, Any]:
-    """The event in ``raw``, or PoisonError with the reason."""
+def decode_object(raw: bytes | None) -> dict[str, Any]:
+    """The JSON object in ``raw``, or PoisonError with the reason."""
     if raw is None:
         raise PoisonError("empty value (tombstone)")
     try:
         row = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PoisonError(f"not JSON: {exc}") from None
-    return check_event(row)
+    if not isinstance(row, dict):
+        raise PoisonError(f"not a JSON object but {type(row).__name__}")
+    return row
+
+
+def decode_event(raw: bytes | None) -> dict[str, Any]:
+    """The event in ``raw``, or PoisonError with the reason."""
+    return check_event(decode_object(raw))
