@@ -236,43 +236,31 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         """Predict and emit the event; returns (event id, inference or None, error)."""
         received = events.utcnow()
         event_id = events.uuid7()
+        result, error = None, None
         try:
             result = model.predict(features)
         except Exception as exc:  # noqa: BLE001 - any model failure becomes an error event
             error = f"{type(exc).__name__}: {exc}"[:1000]
             if not isinstance(exc, NonFiniteOutput):
                 log.warning("model error on %s: %s", event_id, error)
-            event = events.build_event(
-                event_id=event_id,
-                event_time=received,
-                model_name=model.name,
-                model_version=model.version,
-                features=features,
-                prediction=None,
-                scores=None,
-                latency_ms=0.0,
-                status="error",
-                error=error,
-                synthetic=synthetic,
-                client_id=client_id,
-            )
-            emitter.emit(publisher, event_id, event)
-            return event_id, None, error
-        metrics.model_latency.observe(result.latency_ms / 1000.0)
+        else:
+            metrics.model_latency.observe(result.latency_ms / 1000.0)
         event = events.build_event(
             event_id=event_id,
             event_time=received,
             model_name=model.name,
             model_version=model.version,
             features=features,
-            prediction=result.prediction,
-            scores=result.scores,
-            latency_ms=result.latency_ms,
+            prediction=result.prediction if result else None,
+            scores=result.scores if result else None,
+            latency_ms=result.latency_ms if result else 0.0,
+            status="ok" if result else "error",
+            error=error,
             synthetic=synthetic,
             client_id=client_id,
         )
         emitter.emit(publisher, event_id, event)
-        return event_id, result, None
+        return event_id, result, error
 
     @app.post(
         "/v1/predict",
