@@ -8,10 +8,12 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from common import events
 from consumers.deadletters import coordinates
@@ -164,6 +166,27 @@ def dlq_coordinates(records: list) -> dict[tuple[int, int], tuple[str, bytes | N
     for rec in records:
         topic, partition, offset, reason = coordinates(rec.headers)
         out[(partition, offset)] = (reason, rec.value)
+    return out
+
+
+def lake_records(
+    tp: TopicPartition, first: int, last: int, when: Callable[[int], datetime]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Records of valid events at offsets ``first``..``last`` of ``tp`` (event time
+    ``when(offset)``), to drive a lake sink directly."""
+    out = []
+    for off in range(first, last + 1):
+        ev = events.build_event(
+            event_id=events.uuid7(),
+            event_time=when(off),
+            model_name="m",
+            model_version="1",
+            features={"x": float(off)},
+            prediction=1,
+            scores=None,
+            latency_ms=0.1,
+        )
+        out.append(ConsumerRecord(tp.topic, tp.partition, off, 0, 0, None, events.encode(ev), None, 0, 0, ()))
     return out
 
 

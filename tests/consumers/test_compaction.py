@@ -9,29 +9,18 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 from aiokafka import ConsumerRecord, TopicPartition
 
-from common import events, lake
+from common import lake
 from consumers.compaction import COMPACTED_PREFIX, compact_hour, hour_dirs
 from consumers.lake import LakeSink
+
+from ..support import lake_records
 
 TP = TopicPartition("inference-events", 3)
 T0 = datetime(2026, 3, 1, 10, 5, tzinfo=UTC)
 
 
 def _records(first: int, last: int) -> list[ConsumerRecord]:
-    out = []
-    for off in range(first, last + 1):
-        ev = events.build_event(
-            event_id=events.uuid7(),
-            event_time=T0 + timedelta(seconds=off % 3000),
-            model_name="m",
-            model_version="1",
-            features={"x": float(off)},
-            prediction=1,
-            scores=None,
-            latency_ms=0.1,
-        )
-        out.append(ConsumerRecord(TP.topic, TP.partition, off, 0, 0, None, events.encode(ev), None, 0, 0, ()))
-    return out
+    return lake_records(TP, first, last, lambda off: T0 + timedelta(seconds=off % 3000))
 
 
 def _counts(lake_dir) -> tuple[int, int]:

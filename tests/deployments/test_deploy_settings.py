@@ -158,6 +158,15 @@ def _inferstream(containers: list[tuple[str, str, list[str], dict[str, str]]]) -
     return [c for c in containers if c[1].startswith(INFERSTREAM_IMAGES)]
 
 
+def all_inferstream_containers(
+    rendered: dict[str, Any], k8s_docs: list[dict[str, Any]], k8s_env: Any, k8s_workloads: Any
+) -> list[Any]:
+    """Every container running the inferstream image, in compose (3-node profile) and k8s."""
+    return _inferstream(
+        compose_containers(rendered["cluster"]) + k8s_containers(k8s_docs, k8s_env, k8s_workloads)
+    )
+
+
 def use_only(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Make ``env`` the whole of the process's inferstream and Kafka environment."""
     for key in list(os.environ):
@@ -191,9 +200,7 @@ def test_env_values_are_accepted_by_the_settings(
     k8s_env: Any,
     k8s_workloads: Any,
 ) -> None:
-    containers = _inferstream(
-        compose_containers(rendered["cluster"]) + k8s_containers(k8s_docs, k8s_env, k8s_workloads)
-    )
+    containers = all_inferstream_containers(rendered, k8s_docs, k8s_env, k8s_workloads)
     assert len(containers) >= 12
     errors = []
     for where, _image, command, env in containers:
@@ -222,9 +229,7 @@ def test_api_containers_start_with_authentication(
 
     containers = [
         c
-        for c in _inferstream(
-            compose_containers(rendered["cluster"]) + k8s_containers(k8s_docs, k8s_env, k8s_workloads)
-        )
+        for c in all_inferstream_containers(rendered, k8s_docs, k8s_env, k8s_workloads)
         if (c[2][0] if c[2] else "api") == "api"
     ]
     assert len(containers) >= 2  # compose and Kubernetes

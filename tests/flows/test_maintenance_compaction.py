@@ -8,29 +8,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import duckdb
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from common import events, lake
+from common import lake
 from consumers.compaction import COMPACTED_PREFIX, hour_dirs
 from consumers.lake import LakeSink
 from flows.maintenance import maintenance_flow
 
-
-def _records(tp: TopicPartition, first: int, last: int, when: datetime) -> list[ConsumerRecord]:
-    out = []
-    for off in range(first, last + 1):
-        ev = events.build_event(
-            event_id=events.uuid7(),
-            event_time=when,
-            model_name="m",
-            model_version="1",
-            features={"x": float(off)},
-            prediction=1,
-            scores=None,
-            latency_ms=0.1,
-        )
-        out.append(ConsumerRecord(tp.topic, tp.partition, off, 0, 0, None, events.encode(ev), None, 0, 0, ()))
-    return out
+from ..support import lake_records
 
 
 async def _commit(bootstrap: str, group: str, tp: TopicPartition, offset: int) -> None:
@@ -50,7 +35,7 @@ def test_maintenance_compacts_committed_closed_hours(
     closed_hour = datetime.now(UTC).replace(minute=10, second=0, microsecond=0) - timedelta(hours=3)
     sink = LakeSink(tmp_path / "lake")
     sink.assigned({tp: (None, "abc123")})
-    records = _records(tp, 0, 299, closed_hour)
+    records = lake_records(tp, 0, 299, lambda _: closed_hour)
     for lo in range(0, 300, 50):  # six small files in one hour
         sink.add(tp, records[lo : lo + 50])
         sink.flush()
