@@ -27,6 +27,14 @@ class FlowSettings(CommonSettings):
         ge=1_000,
         description="Rows per side given to Evidently for the report's charts (statistics use all rows)",
     )
+    reports_base_url: str | None = Field(
+        default=None,
+        description="URL serving the reports folder (e.g. https://reports.example/drift); the Prefect "
+        "link artifact points there. Default: the report's file:// URL",
+    )
+    report_retention_days: int = Field(
+        default=90, ge=1, description="Drift reports older than this are removed by the maintenance flow"
+    )
     lake_retention_days: int = Field(
         default=30, ge=1, description="Lake partitions older than this are removed"
     )

@@ -203,6 +203,7 @@ def _cmd_flows(args: argparse.Namespace) -> int:
     data_dir = str(args.data_dir) if args.data_dir else None
     if args.flow == "drift":
         from flows.drift import drift_flow
+        from flows.outcome import exit_code
 
         state = drift_flow(
             model_name=args.model,
@@ -214,9 +215,7 @@ def _cmd_flows(args: argparse.Namespace) -> int:
             return_state=True,
         )
         print(f"drift: {state.name}: {state.message}")
-        if state.is_completed():
-            return 0
-        return 1 if state.name == "Drift detected" else 2
+        return exit_code(state.name, state.is_completed())
     if args.flow == "bi":
         from flows.bi_load import bi_load_flow
 
@@ -285,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     flsub = fl.add_subparsers(dest="flows_command", required=True)
     fls = flsub.add_parser("serve", help="serve the deployments of prefect.yaml on their schedules")
     fls.set_defaults(func=_cmd_flows)
-    flr = flsub.add_parser("run", help="run one flow once, now (exit 1 when drift is found)")
+    flr = flsub.add_parser(
+        "run", help="run one flow once, now (drift exits 0 no drift, 1 drift, 3 no data, 2 error)"
+    )
     flr.add_argument("flow", choices=["drift", "bi", "maintenance"])
     flr.add_argument("--model", default="car-loan")
     flr.add_argument("--version", default="latest")

@@ -1,7 +1,8 @@
 """The drift flow end to end on lakes in the lake's layout, under Prefect's test
-harness: drifted data → "Drift detected" (Failed) and a webhook alert; identical data →
-Completed; the report, its JSON, the index and the warehouse rows agree; the HTML opens
-in headless Chromium and shows the drift tables."""
+harness: drifted data → Completed "Drift detected" and a webhook alert; identical data →
+Completed "No drift"; an empty window → Failed "No data"; the report, its JSON, the
+index and the warehouse rows agree; the HTML opens in headless Chromium and shows the
+drift tables."""
 
 from __future__ import annotations
 
@@ -89,9 +90,9 @@ def _run_dir(data_dir: Path, model: str) -> Path:
     return run_dir
 
 
-def test_drifted_window_fails_with_named_state_and_alerts(drifted_run):
+def test_drifted_window_completes_as_drift_detected_and_alerts(drifted_run):
     m, state, received = drifted_run.lake, drifted_run.state, drifted_run.received
-    assert state.is_failed() and state.name == DRIFT_STATE_NAME, state
+    assert state.is_completed() and state.name == DRIFT_STATE_NAME, state
     run_dir = _run_dir(m.data_dir, m.name)
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
     assert summary["verdict"]["drift"] is True
@@ -162,7 +163,7 @@ def test_report_opens_in_headless_chromium_and_shows_drift_tables(drifted_run, t
     raw = (run_dir / "report.html").read_text()
     assert "Data Drift Summary" not in re.sub(r"<script\b.*?</script>", "", raw, flags=re.S)
     index = _chromium_dom(m.data_dir / "reports" / "index.html", tmp_path)
-    assert f"{m.name} v{m.version} DRIFT" in index
+    assert re.search(rf"{m.name} v{m.version} .* DRIFT prediction drift", index)
 
 
 def test_identical_window_completes_without_alert(prefect_harness, model_lake, write_lake, monkeypatch):
@@ -197,8 +198,27 @@ def test_identical_window_completes_without_alert(prefect_harness, model_lake, w
     assert "200 labelled predictions: accuracy 0.9" in out.report_html.read_text()
 
 
-def test_empty_window_completes_and_is_listed(prefect_harness, model_lake):
+def test_empty_window_is_no_data_everywhere(prefect_harness, model_lake, monkeypatch, capsys):
+    """No rows: Failed "No data" (never green), NO DATA in report and index, a no_data
+    webhook alert, and the CLI's exit code 3."""
+    from inferstream.cli import main
+
     m = model_lake
-    state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
-    assert state.is_completed() and "no current rows" in state.message
-    assert "no drift" in (m.data_dir / "reports" / "index.html").read_text()
+    with Webhook() as hook:
+        monkeypatch.setenv("INFERSTREAM_DRIFT_WEBHOOK_URL", hook.url)
+        state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
+        received = list(hook.received)
+    assert state.is_failed() and state.name == "No data", state
+    assert "no data" in state.message
+    assert [r["body"]["alert"] for r in received] == ["no_data"]
+    assert received[0]["body"]["outcome"] == "no_data" and received[0]["body"]["rows"] == 0
+    run_dir = _run_dir(m.data_dir, m.name)
+    page = (run_dir / "report.html").read_text()
+    assert "Verdict: NO DATA" in page and "#1b5e20" not in page  # the green of "no drift"
+    index = (m.data_dir / "reports" / "index.html").read_text()
+    assert "<b>NO DATA</b>" in index and "data-outcome='no_data'" in index
+    assert "<b>NO DRIFT</b>" not in index
+    monkeypatch.delenv("INFERSTREAM_DRIFT_WEBHOOK_URL")
+    args = ["flows", "run", "drift", "--model", m.name, "--data-dir", str(m.data_dir)]
+    assert main([*args, "--start", WINDOW["start"], "--end", WINDOW["end"]]) == 3
+    assert "drift: No data:" in capsys.readouterr().out
