@@ -1,8 +1,8 @@
 """``reports/index.html``: a monitor of every drift run. One section per model and
 version (the most recently run first), each with a trend of drift share and accuracy
 across its runs (inline SVG) and its runs newest first: verdict, window, rows, links.
-Two filters (model, verdict) are a few lines of inline script; without script every
-run stays listed.
+Two filters (model, verdict; preset by ``?model=…&verdict=drift``) are a few lines of
+inline script; without script every run stays listed.
 
 Rebuilt from the runs' ``summary.json`` files each time, so it never disagrees with
 what is on disk (the maintenance flow rebuilds it after removing old reports).
@@ -107,8 +107,13 @@ const apply = () => {
     g.hidden = shown === 0;
   }
 };
-document.getElementById('filter-model').addEventListener('change', apply);
-document.getElementById('filter-verdict').addEventListener('change', apply);
+// ?model=<name>&verdict=<drift|no_drift|no_data> preselects the filters (a link to a view)
+const params = new URLSearchParams(location.search);
+for (const [key, id] of [['model', 'filter-model'], ['verdict', 'filter-verdict']]) {
+  const el = document.getElementById(id);
+  if (params.has(key)) el.value = params.get(key);
+  el.addEventListener('change', apply);
+}
 apply();
 </script>"""
 

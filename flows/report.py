@@ -238,7 +238,7 @@ def summary_html(summary: dict[str, Any]) -> str:
     if q.get("labelled_rows"):
         q_html = (
             f"<h3>Quality (ground truth from feedback)</h3><p>{q['labelled_rows']} labelled predictions: "
-            f"accuracy {_fmt(q['accuracy'])} (reference {_fmt(q['reference_accuracy'])})"
+            f"accuracy {_fmt(q['accuracy'])} (reference {_fmt(q.get('reference_accuracy'))})"
             + (f", ROC AUC {_fmt(q['roc_auc'])}" if q.get("roc_auc") is not None else "")
             + "</p>"
         )

@@ -200,6 +200,12 @@ def _cmd_flows(args: argparse.Namespace) -> int:
 
         serve()
         return 0
+    if args.flows_command == "automation":
+        from flows.automation import ensure
+
+        created = ensure(args.webhook_url)
+        print(f"automation '{created.name}' ({created.id}): POSTs to {args.webhook_url} on drift or no data")
+        return 0
     data_dir = str(args.data_dir) if args.data_dir else None
     if args.flow == "drift":
         from flows.drift import drift_flow
@@ -284,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     flsub = fl.add_subparsers(dest="flows_command", required=True)
     fls = flsub.add_parser("serve", help="serve the deployments of prefect.yaml on their schedules")
     fls.set_defaults(func=_cmd_flows)
+    fla = flsub.add_parser(
+        "automation", help="create (or replace) the Prefect automation that POSTs to a webhook on drift"
+    )
+    fla.add_argument("--webhook-url", required=True, help="where the drift notifications are POSTed")
+    fla.set_defaults(func=_cmd_flows)
     flr = flsub.add_parser(
         "run", help="run one flow once, now (drift exits 0 no drift, 1 drift, 3 no data, 2 error)"
     )

@@ -120,7 +120,8 @@ def test_drifted_window_completes_as_drift_detected_and_alerts(drifted_run):
     assert doc["evidently"]["metrics"], "report.json carries Evidently's snapshot"
 
 
-def _chromium_dom(html: Path, tmp: Path) -> str:
+def _chromium_dom(html: Path, tmp: Path, *, query: str = "", raw: bool = False) -> str:
+    """The DOM after scripts ran; as visible text unless ``raw``."""
     exe = shutil.which("chromium")
     assert exe, "chromium is not installed: run .ci/ensure-chromium (make test does)"
     profile = tmp / "profile"
@@ -137,13 +138,15 @@ def _chromium_dom(html: Path, tmp: Path) -> str:
             f"--user-data-dir={profile}",
             "--virtual-time-budget=15000",  # let Evidently's bundled React render
             "--dump-dom",
-            html.as_uri(),
+            html.as_uri() + query,
         ],
         capture_output=True,
         text=True,
         timeout=90,
         check=True,
     ).stdout
+    if raw:
+        return out
     # text a reader sees: scripts and styles removed (the report's data also sits in a script)
     out = re.sub(r"<(script|style)\b.*?</\1>", " ", out, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", out))
