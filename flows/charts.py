@@ -175,7 +175,7 @@ def stacked_bars(
             share = n / total if total else 0.0
             parts.append(
                 f"<rect x='{xa + 1:.1f}' y='{ya:.1f}' width='{width:.1f}' height='{yb - ya:.1f}' "
-                f"fill='{colours[c]}'><title>{_e(minute(start))}: {_e(c)} {n} of {total} "
+                f"fill='{colours[c]}'><title>{_e(minute(start))}: prediction {_e(c)}: {n} of {total} "
                 f"({share:.0%})</title></rect>"
             )
             base += n

@@ -358,7 +358,8 @@ _LOADER = """<script>
     lib.textContent = await inflate('LIB_ID');
     document.body.appendChild(lib);
     for (const root of document.querySelectorAll('[data-dashboard]')) {
-      const d = JSON.parse(await inflate(root.dataset.dashboard));
+      // Evidently writes NaN into its data: a JavaScript literal, not JSON
+      const d = Function('"use strict"; return (' + (await inflate(root.dataset.dashboard)) + ');')();
       window.drawDashboard(d.info, new Map(Object.entries(d.graphs)), root.id);
     }
     status('');
@@ -384,15 +385,21 @@ def write_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     sample = summary.get("sample") or {}
     style, drift_data = _dashboard(drift_snap)
-    sections = [
-        _evidently_section(
-            "drift",
-            "Distributions (Evidently, sample-based view)",
-            f"Drawn from {sample.get('note', 'a sample')}: its scores and 'detected' labels are the "
-            "sample's and may differ from the all-rows ones; the verdict is the one at the top.",
-            drift_data,
+    if sample.get("current_rows") == summary.get("current_rows") and sample.get("reference_rows") == (
+        summary.get("reference") or {}
+    ).get("rows"):
+        title = "Distributions (Evidently, all rows)"
+        note = (
+            "Same rows, tests and thresholds as the table above; its dataset line counts the features "
+            "only (the prediction rule is stated at the top), and the verdict is the one at the top."
         )
-    ]
+    else:
+        title = "Distributions (Evidently, sample-based view)"
+        note = (
+            f"Drawn from {sample.get('note', 'a sample')}: its scores and 'detected' labels are the "
+            "sample's and may differ from the all-rows ones above; the verdict is the one at the top."
+        )
+    sections = [_evidently_section("drift", title, note, drift_data)]
     if quality_snap is not None:
         sections.append(
             _evidently_section(

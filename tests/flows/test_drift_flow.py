@@ -165,11 +165,30 @@ def test_report_opens_in_headless_chromium_and_shows_drift_tables(drifted_run, t
     assert re.search(r"size_band cat Not Detected chi-square p_value", text)
     raw = (run_dir / "report.html").read_text()
     assert "Data Drift Summary" not in re.sub(r"<script\b.*?</script>", "", raw, flags=re.S)
+    # one verdict: Evidently's section says where its numbers come from and defers to the top
+    assert "Distributions (Evidently, all rows)" in text and "the verdict is the one at the top" in text
+    assert "could not be drawn" not in text
+    # self-contained, the bundle once (compressed), no iframe, under 4 MB
+    size = (run_dir / "report.html").stat().st_size
+    assert size <= 4_000_000, size
+    assert raw.count("id='evidently-lib'") == 1 and "<iframe" not in raw
+    assert not re.search(r"(src|href)=['\"]?https?:", raw)
+    # charts: one per drifted column with its threshold line, and the prediction mix
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    drifted = [c["column"] for c in summary["columns"] if c["drifted"]]
+    dom = _chromium_dom(run_dir / "report.html", tmp_path, raw=True)
+    charts = re.findall(r"<svg class=\"chart drift-chart\".*?</svg>", dom, flags=re.S)
+    assert len(charts) == len(drifted) and all('class="threshold"' in c for c in charts)
+    assert "mean_radius: ks per time slice" in text
+    assert sum(int(n) for n in re.findall(r"prediction \S+: (\d+) of", dom)) == summary["current_rows"]
+    assert "Window 2026-03-01 10:00 – 11:00 UTC (1 h)" in text
     index = _chromium_dom(m.data_dir / "reports" / "index.html", tmp_path)
     assert re.search(rf"{m.name} v{m.version} .* DRIFT prediction drift", index)
 
 
-def test_identical_window_completes_without_alert(prefect_harness, model_lake, write_lake, monkeypatch):
+def test_identical_window_completes_without_alert(
+    prefect_harness, model_lake, write_lake, monkeypatch, tmp_path
+):
     m = model_lake
     rows = m.predict(m.reference)
     ids = write_lake(m.data_dir / "lake", m.name, m.version, rows, m.features)
@@ -199,6 +218,12 @@ def test_identical_window_completes_without_alert(prefect_harness, model_lake, w
     assert (q["labelled_rows"], q["accuracy"]) == (200, pytest.approx(0.9))
     assert sum(s["labelled"] for s in q["by_slice"]) == 200
     assert "200 labelled predictions: accuracy 0.9" in out.report_html.read_text()
+    # the quality section is drawn whole, in the page (no iframe cut at 150 px)
+    dom = _chromium_dom(out.report_html, tmp_path, raw=True)
+    quality = dom[dom.index('id="evidently-quality"') :]
+    assert "could not be drawn" not in dom
+    assert re.search(r"Accuracy", quality) and "<iframe" not in dom
+    assert re.search(r"<svg class=\"chart accuracy-chart\".*reference", dom, flags=re.S)
 
 
 def test_empty_window_is_no_data_everywhere(prefect_harness, model_lake, monkeypatch, capsys):
