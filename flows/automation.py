@@ -29,7 +29,7 @@ AUTOMATION_NAME = "inferstream: notify on drift"
 BLOCK_NAME = "inferstream-drift-webhook"
 NOTIFY_ON = (EVENTS[Outcome.DRIFT], EVENTS[Outcome.NO_DATA])
 PAYLOAD = (
-    '{"event": {{ event.event | tojson }}, "occurred": {{ event.occurred | tojson }}, '
+    '{"event": {{ event.event | tojson }}, "occurred": "{{ event.occurred }}", '
     '"resource": {{ event.resource.id | tojson }}, "payload": {{ event.payload | tojson }}}'
 )
 
