@@ -24,6 +24,9 @@ import pytest
 
 from flows.drift import DRIFT_STATE_NAME, drift_flow, run_drift
 
+# a drift run takes about a minute; a loaded shared machine can take several
+pytestmark = pytest.mark.timeout(900)
+
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 WINDOW = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=1)).isoformat()}
 
@@ -221,7 +224,7 @@ def test_identical_window_completes_without_alert(
     # the quality section is drawn whole, in the page (no iframe cut at 150 px)
     dom = _chromium_dom(out.report_html, tmp_path, raw=True)
     quality = dom[dom.index('id="evidently-quality"') :]
-    assert "could not be drawn" not in dom
+    assert re.findall(r'class="note evidently-status">([^<]*)<', dom) == ["", ""]  # both drawn
     assert re.search(r"Accuracy", quality) and "<iframe" not in dom
     assert re.search(r"<svg class=\"chart accuracy-chart\".*reference", dom, flags=re.S)
 

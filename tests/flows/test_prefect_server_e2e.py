@@ -138,7 +138,7 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
 
         def cli(*args: str, exe: str = PREFECT) -> str:
             out = subprocess.run(
-                [exe, *args], env=env, cwd=project, capture_output=True, text=True, timeout=120
+                [exe, *args], env=env, cwd=project, capture_output=True, text=True, timeout=300
             )
             assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
             return out.stdout
