@@ -6,7 +6,10 @@ publish the batch's dead letters (acknowledged) → commit the offsets. A rebala
 flushes and commits before partitions are revoked. SIGTERM flips ``running``; the loop
 ends with one final flush and commit. Auto-commit is off; nothing is committed that
 the sink has not made durable. A failing flush is retried with backoff, forever, while
-nothing is committed (the sink keeps the batch; consumption pauses meanwhile).
+nothing is committed (the sink keeps the batch; consumption pauses meanwhile); dead
+letters that stay unacknowledged for ``dlq_retry_timeout_s`` end the run with
+DeadLettersStuck instead (see ``_flush_with_backoff``). ``health()`` says "stuck" when
+nothing was committed for ``stuck_after_s`` while records wait.
 """
 
 from __future__ import annotations

@@ -13,33 +13,23 @@ import time
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import NewTopic
 
 from common import events
 from common.broker import free_port
-from common.topics import start_admin
+from common.topics import ensure_topics
 from consumers.deadletters import PREVIEW_BYTES, coordinates
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, make_event, read_dlq, wait_for_log  # noqa: TID252
+from ..support import committed, consumer_env, make_event, read_dlq, wait_for_log  # noqa: TID252
 
 BIG = 5 * 1024 * 1024
 
 
-def _create(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int = 4) -> None:
-    """Topics with their own configs (real Kafka enforces max.message.bytes per topic)."""
-
-    async def create() -> None:
-        admin = await start_admin(bootstrap)
-        try:
-            await admin.create_topics(
-                [NewTopic(t, partitions, 1, topic_configs=configs) for t, configs in topics.items()]
-            )
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+def _create(bootstrap: str, topics: dict[str, dict[str, str]]) -> None:
+    """Topics with their own configs (Kafka enforces max.message.bytes per topic)."""
+    for name, configs in topics.items():
+        asyncio.run(ensure_topics(bootstrap, {name: 4}, configs=configs))
 
 
 def _produce(
@@ -67,16 +57,7 @@ def _valid(n: int) -> tuple[list[bytes], list[str]]:
 
 
 def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    async def read() -> int | None:
-        admin = await start_admin(bootstrap)
-        try:
-            found = await admin.list_consumer_group_offsets(group, partitions=[tp])
-        finally:
-            await admin.close()
-        oam = found.get(tp)
-        return oam.offset if oam is not None and oam.offset >= 0 else None
-
-    return asyncio.run(read())
+    return committed(bootstrap, group, [tp]).get(tp.partition)
 
 
 def _wait(predicate, what: str, child: Child, timeout_s: float = 60.0) -> None:

@@ -19,10 +19,9 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from common import events, lake
-from common.topics import start_admin
 from inferstream.procs import Child
 
-from ..support import consumer_env, make_event, read_dlq  # noqa: TID252
+from ..support import committed, consumer_env, make_event, read_dlq  # noqa: TID252
 from .test_audit_sink import DSN, pg_schema  # noqa: F401 - the fixture
 
 Coords = tuple[int, int]  # (partition, offset)
@@ -100,18 +99,6 @@ def _produce(bootstrap: str, topic: str, values: list[bytes]) -> dict[Coords, by
     return asyncio.run(produce())
 
 
-def _committed(bootstrap: str, group: str, tps: list[TopicPartition]) -> dict[int, int]:
-    async def read() -> dict[int, int]:
-        admin = await start_admin(bootstrap)
-        try:
-            found = await admin.list_consumer_group_offsets(group, partitions=tps)
-        finally:
-            await admin.close()
-        return {tp.partition: oam.offset for tp, oam in found.items() if oam.offset >= 0}
-
-    return asyncio.run(read())
-
-
 def _lake_rows(lake_dir) -> dict[Coords, tuple[object, object]]:
     if not lake.has_files(lake_dir):
         return {}
@@ -167,7 +154,7 @@ def test_every_value_class_is_stored_or_dead_lettered_by_every_sink_and_no_consu
         while pending and time.monotonic() < deadline:
             for sink in list(pending):
                 assert procs[sink].alive(), f"{sink} stopped:\n{procs[sink].tail(40)}"
-                if _committed(kafka_bootstrap, f"{sink}-poison-values", tps) == end:
+                if committed(kafka_bootstrap, f"{sink}-poison-values", tps) == end:
                     pending.discard(sink)
             time.sleep(0.5)
         assert not pending, {s: procs[s].tail() for s in pending}
