@@ -174,7 +174,7 @@ def test_health_says_stuck_when_nothing_is_committed_while_records_wait(kafka_bo
         _wait(lambda: _committed(kafka_bootstrap, "lake-stuck", tp) == 20, "first commit", lander)
         time.sleep(4)  # idle for twice stuck_after_s with nothing to read: healthy
         assert health() == (200, "ok")
-        _produce(kafka_bootstrap, topic, [b"not json {"])
+        _produce(kafka_bootstrap, topic, [b"not json {"], key=b"k" * 1024)  # its dead letter cannot be sent
         for _ in range(5):  # a wedged lander while the stream goes on
             _produce(kafka_bootstrap, topic, _valid(10)[0])
             time.sleep(1)
