@@ -9,16 +9,17 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import ConfigDict, Field, create_model
 
-from api.auth import AuthError, KeyStore, Principal
+from api.access import KeyCheck
+from api.auth import KeyStore, Principal
 from api.deps import ModelDep, PublisherDep
 from api.emit import Emitter
 from api.limits import BodyLimit
@@ -102,31 +103,39 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The key lacks the route's role"},
     413: {"model": ErrorBody, "description": "Body over the size limit"},
     422: {"model": ValidationErrorBody, "description": "Invalid input; loc names the field"},
-    429: {"model": ErrorBody, "description": "The key is over its rate limit"},
+    429: {
+        "model": ErrorBody,
+        "description": "The key is over its rate limit (a batch costs one token per item)",
+        "headers": {"Retry-After": {"description": "Seconds until a token", "schema": {"type": "integer"}}},
+    },
 }
 
 
-def _auth_dependencies(keys: KeyStore | None, role: str) -> list[Any]:
-    """Route dependencies that authenticate (and put the Principal on
-    ``request.state.principal``); none when auth is off: each dependency costs
-    FastAPI ~30 us a request."""
+def _security_docs(keys: KeyStore | None) -> list[Any]:
+    """Route dependencies that only declare the key schemes in the OpenAPI schema (the
+    check itself is :class:`api.access.KeyCheck`, before the body is read); none when
+    auth is off: each dependency costs FastAPI ~30 us a request."""
     if keys is None:
         return []
-    header = APIKeyHeader(name="X-API-Key", auto_error=False)
-    bearer = HTTPBearer(auto_error=False)
+    return [
+        Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
+        Security(HTTPBearer(auto_error=False)),
+    ]
 
-    async def authenticate(
-        request: Request,
-        key: Annotated[str | None, Security(header)],
-        cred: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> None:
-        try:
-            request.state.principal = keys.authenticate(key or (cred.credentials if cred else None), role)
-        except AuthError as exc:
-            extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            raise HTTPException(exc.status, exc.detail, headers=extra) from None
 
-    return [Depends(authenticate)]
+def _roles(settings: ApiSettings) -> dict[str, str]:
+    """Path → the role its key needs (with auth on)."""
+    roles = {
+        "/v1/predict": "predict",
+        "/v1/predict/batch": "predict",
+        "/v1/feedback": "feedback",
+        "/v1/models": "predict",
+    }
+    if settings.metrics_access == "key":
+        roles["/metrics"] = "metrics"
+    if settings.docs_access == "key":
+        roles["/openapi.json"] = "predict"
+    return roles
 
 
 def _key_store(settings: ApiSettings) -> KeyStore | None:
@@ -178,6 +187,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         masker=_masker(settings),
     )
     synthetic_header = settings.synthetic_header.lower()
+    docs_pages = settings.docs_access == "open" or (keys is None and settings.docs_access != "off")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -212,9 +222,13 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         ),
         lifespan=lifespan,
         exception_handlers={RequestValidationError: _validation_error},
+        # with keys required, /openapi.json needs one and the HTML pages are not served:
+        # a browser loading them cannot send the key
+        openapi_url=None if settings.docs_access == "off" else "/openapi.json",
+        docs_url="/docs" if docs_pages else None,
+        redoc_url="/redoc" if docs_pages else None,
     )
-    predict_role = _auth_dependencies(keys, "predict")
-    feedback_role = _auth_dependencies(keys, "feedback")
+    predict_role = feedback_role = _security_docs(keys)
 
     def is_synthetic(request: Request) -> bool:
         if request.headers.get(synthetic_header, "").lower() in ("1", "true", "yes"):
@@ -314,6 +328,9 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         publisher: PublisherDep,
     ) -> Any:
         synthetic, client = is_synthetic(request), client_of(request)
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if keys is not None and principal is not None:
+            keys.charge(principal, len(body.items) - 1)  # type: ignore[attr-defined]  # a token each
         out: list[BatchItem] = []
         for item in body.items:  # type: ignore[attr-defined]
             event_id, result, error = infer(model, item.features.model_dump(), publisher, synthetic, client)
@@ -389,6 +406,8 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         return Response(metrics.render(), media_type=metrics.content_type)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    if keys is not None:  # outside BodyLimit: no key, no body read
+        app.add_middleware(KeyCheck, keys=keys, roles=_roles(settings))  # type: ignore[arg-type]
     app.add_middleware(_RequestMetrics, metrics=metrics, routes=ROUTES)  # type: ignore[arg-type]
     return app
 

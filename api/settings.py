@@ -59,7 +59,20 @@ class ApiSettings(CommonSettings):
         default_factory=list,
         description='JSON: [{"name": "...", "sha256": "<hex>", "roles": ["predict", "feedback"]}]',
     )
-    rate_limit_per_key: float = Field(default=0.0, ge=0, description="requests/s per API key; 0 = off")
+    rate_limit_per_key: float = Field(
+        default=0.0, ge=0, description="predictions/s per API key (a batch costs one per item); 0 = off"
+    )
+    metrics_access: str = Field(
+        default="key",
+        pattern="^(key|open)$",
+        description="with auth on, 'key': /metrics needs a key with the 'metrics' role; 'open': anyone",
+    )
+    docs_access: str = Field(
+        default="key",
+        pattern="^(key|open|off)$",
+        description="with auth on, 'key': /openapi.json needs a key with the 'predict' role and "
+        "/docs, /redoc are not served; 'open': all three open; 'off': none served (auth on or off)",
+    )
     batch_max_items: int = Field(default=100, ge=1, le=10_000)
     synthetic_header: str = Field(default="X-Inferstream-Synthetic", description="'true' flags synthetic")
     # what is published
