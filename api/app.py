@@ -25,7 +25,7 @@ from api.emit import Emitter
 from api.limits import BodyLimit
 from api.metrics import ApiMetrics
 from api.model import NonFiniteOutput, ServedModel, features_model
-from api.publisher import EventPublisher
+from api.publisher import EventPublisher, SpoolFull
 from api.schemas import (
     BatchItem,
     BatchResponse,
@@ -55,6 +55,15 @@ ROUTES = {
     "/readyz",
     "/metrics",
 }
+
+
+async def _spool_full(request: Request, exc: Exception) -> JSONResponse:
+    """Durable mode: an event that cannot be stored is not acknowledged."""
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"{exc}: nothing was acknowledged; retry later"},
+        headers={"Retry-After": "1"},
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -103,6 +112,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The key lacks the route's role"},
     413: {"model": ErrorBody, "description": "Body over the size limit"},
     422: {"model": ValidationErrorBody, "description": "Invalid input; loc names the field"},
+    503: {"model": ErrorBody, "description": "Durable mode only: the event spool is full"},
     429: {
         "model": ErrorBody,
         "description": "The key is over its rate limit (a batch costs one token per item)",
@@ -221,7 +231,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             "flags synthetic traffic."
         ),
         lifespan=lifespan,
-        exception_handlers={RequestValidationError: _validation_error},
+        exception_handlers={RequestValidationError: _validation_error, SpoolFull: _spool_full},
         # with keys required, /openapi.json needs one and the HTML pages are not served:
         # a browser loading them cannot send the key
         openapi_url=None if settings.docs_access == "off" else "/openapi.json",
@@ -293,6 +303,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     ) -> Any:
         features = body.features.model_dump()  # type: ignore[attr-defined]
         event_id, result, error = infer(model, features, publisher, is_synthetic(request), client_of(request))
+        await publisher.durable()  # durable mode: the event is fsynced before any answer
         if result is None and error and error.startswith(NonFiniteOutput.__name__):
             # valid numbers the model cannot compute with: the client's to fix, and an error event
             return JSONResponse(
@@ -345,6 +356,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
                         scores=result.scores,
                     )
                 )
+        await publisher.durable()
         return BatchResponse(model_name=model.name, model_version=model.version, predictions=out)
 
     @app.post(
@@ -369,6 +381,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             "model_name": model.name,
         }
         publisher.offer(body.prediction_id.bytes, events.encode(event), topic=settings.feedback_topic)
+        await publisher.durable()
         return {"feedback_id": feedback_id, "prediction_id": body.prediction_id}
 
     @app.get("/v1/models", response_model=list[ModelInfo], responses=_ERRORS, dependencies=predict_role)
@@ -447,6 +460,8 @@ def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublish
         on_delivered=metrics.delivery_latency.observe,
         partitioning=settings.partitioning,
         client=settings.kafka_client,
+        stall_s=settings.broker_stall_s,
+        durable=settings.durable,
     )
 
 

@@ -49,6 +49,17 @@ class ApiSettings(CommonSettings):
         default=10.0, gt=0, description="a batch unacknowledged this long is spooled"
     )
     probe_interval_s: float = Field(default=1.0, gt=0, description="how often a down broker is retried")
+    broker_stall_s: float = Field(
+        default=1.5,
+        gt=0,
+        description="a batch or probe unanswered this long means the broker is hung: events go to "
+        "the spool from then on, /readyz says broker_connected false",
+    )
+    durable: bool = Field(
+        default=False,
+        description="each event is written to the spool and fsynced (group commit) before the "
+        "answer: a SIGKILL loses nothing answered; costs latency (see api/README.md)",
+    )
     drain_timeout_s: float = Field(default=10.0, ge=0, description="at shutdown; the rest is spooled")
 
     # request surface
