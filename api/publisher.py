@@ -26,8 +26,8 @@ Delivery (an event is in Kafka, in the spool, or counted as dropped with a reaso
   memory for the send timeout. The stalled send is left to finish in the background (a
   "straggler", up to the send timeout); if the broker does acknowledge it after all, its
   records are skipped when the spool is replayed, so a short hang duplicates nothing.
-  Probes run in the background with the same bound, so a hung probe never holds events
-  in memory either.
+  Probes run beside the publishing loop (which spools meanwhile), so a slow or hung
+  probe never holds events in memory either.
 - ``stop()`` (SIGTERM): drain the queue to Kafka for up to ``drain_timeout_s``, spool
   what is left, fsync, release the spool.
 
@@ -143,7 +143,6 @@ class EventPublisher:
             linger_ms=linger_ms,
             request_timeout_ms=int(send_timeout_s * 1000),
             max_batch_size=1_048_576,
-            open_timeout_s=self._stall_s,
         )
         self._sender: Sender | None = None
         self._task: asyncio.Task[None] | None = None
@@ -234,7 +233,7 @@ class EventPublisher:
             self._task = None
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
-        """Stop accepting, deliver what is queued (up to the timeout), spool the rest,
+        """Stop accepting, deliver what is queued or spooled (up to the timeout), spool the rest,
         fsync, close. Idempotent."""
         if self._state is State.CLOSED:
             return
@@ -273,8 +272,10 @@ class EventPublisher:
         await self._drop_sender()
 
     def _undelivered(self) -> bool:
-        # durable mode: the spool is the queue, drained while the broker answers
-        return bool(self.queue_depth) or self._durable and self.broker_connected and self._spooling()
+        # the spool too, while the broker answers or a probe may find it: events spooled
+        # while the first probe ran (or, in durable mode, all of them) are delivered now
+        reachable = self.broker_connected or self._probe_task is not None
+        return bool(self.queue_depth) or reachable and self._spooling()
 
     # -- background -------------------------------------------------------------------
     def _drain_queue(self) -> list[Record]:
@@ -402,9 +403,8 @@ class EventPublisher:
             self._probe_task = asyncio.create_task(self._probe(), name="kafka-probe")
 
     async def _probe(self) -> None:
-        """Open a client and fetch metadata (bounded by ``stall_s``: a hung broker
-        accepts the connection and never answers); on failure, try again after an
-        interval. Runs beside the publishing loop, which spools meanwhile."""
+        """Open a client and fetch metadata; on failure, try again after an interval.
+        Runs beside the publishing loop, which spools meanwhile."""
         try:
             self._next_probe = time.monotonic() + self._probe_interval_s
             sender = self._sender or make_sender(self._client, **self._sender_kwargs)

@@ -54,7 +54,7 @@ class ApiSettings(CommonSettings):
     broker_stall_s: float = Field(
         default=1.5,
         gt=0,
-        description="a batch or probe unanswered this long means the broker is hung: events go to "
+        description="a batch unacknowledged this long means the broker is hung: events go to "
         "the spool from then on, /readyz says broker_connected false",
     )
     durable: bool = Field(
