@@ -63,7 +63,7 @@ def _start_api(
         **extra,
     }
     child = Child(name, ["api"], env, tmp / f"{name}.log")
-    wait_ready(f"http://127.0.0.1:{port}/readyz", child, timeout_s=120)  # a loaded 2-core host is slow
+    wait_ready(f"http://127.0.0.1:{port}/readyz", child)
     return child
 
 
