@@ -197,7 +197,8 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
         assert set(by_key) == {f"{prefix}-summary", f"{prefix}-report", f"{prefix}-columns"}
         (run_dir,) = [p.parent for p in (m.data_dir / "reports" / m.name).glob("*/summary.json")]
         url = f"{REPORTS_URL}/{m.name}/{run_dir.name}/report.html"
-        assert by_key[f"{prefix}-report"]["type"] == "link" and url in by_key[f"{prefix}-report"]["data"]
+        # Prefect stores a link artifact as markdown: [text](url)
+        assert by_key[f"{prefix}-report"]["data"] == f"[drift report]({url})"
         md = by_key[f"{prefix}-summary"]["data"]
         assert "**Verdict:** DRIFT" in md and "2026-03-01 10:00 – 11:00 UTC (1 h)" in md
         table = orjson.loads(by_key[f"{prefix}-columns"]["data"])
