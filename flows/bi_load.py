@@ -62,7 +62,7 @@ def pending_partitions(wh: Warehouse, lake_dir: Path) -> dict[Path, list[Path]]:
     loaded = {
         p: (size, mtime)
         for p, size, mtime in wh.query(
-            f"SELECT path, size, mtime_ns FROM {wh.schema}.{tables.LOADED_FILES.name}"
+            f"SELECT path, size, mtime_ns FROM {tables.LOADED_FILES.qualified(wh.schema)}"
         )
     }
     pending: dict[Path, list[Path]] = defaultdict(list)
@@ -95,7 +95,10 @@ def load_partition(wh: Warehouse, part_dir: Path) -> int:
     )
     with wh.transaction():
         n = wh.upsert(tables.EVENTS.name, agg.events_rows(df))
+        wh.upsert(tables.EVENT_FEATURES.name, agg.feature_value_rows(df))
+        wh.upsert(tables.EVENT_SCORES.name, agg.score_rows(df))
         wh.upsert(tables.HOURLY.name, agg.hourly_rows(df, hour))
+        wh.upsert(tables.PREDICTION_MIX.name, agg.prediction_mix_rows(df, hour))
         wh.upsert(tables.FEATURE_STATS.name, agg.feature_rows(df, hour))
         wh.upsert(tables.LOADED_FILES.name, loaded)
     return n
@@ -104,7 +107,7 @@ def load_partition(wh: Warehouse, part_dir: Path) -> int:
 @task(cache_policy=NO_CACHE)
 def load_feedback_and_quality(wh: Warehouse, lake_dir: Path) -> tuple[int, int]:
     """Ground truth by prediction id, and daily accuracy of the predictions it labels."""
-    fb = read_feedback(lake_dir)
+    fb = read_feedback(lake_dir, with_time=True)
     if fb.is_empty():
         return 0, 0
     with wh.transaction():

@@ -227,8 +227,8 @@ def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata)
 
 # DuckDB allows one writing process: the BI load may hold the file for a moment
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10)
-def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window) -> int:
-    """Results (run, column, method, score, threshold, verdict) into the warehouse."""
+def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window, report_html: Path) -> int:
+    """Results (run, column, method, score, threshold, verdict, report) into the warehouse."""
     if not summary["columns"]:
         return 0
     df = pl.DataFrame(
@@ -247,6 +247,7 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
                 "threshold": float(c["threshold"]),
                 "drifted": bool(c["drifted"]),
                 "run_verdict_drift": bool(summary["verdict"]["drift"]),
+                "report_url": report_html.resolve().as_uri(),
             }
             for c in summary["columns"]
         ],
@@ -314,7 +315,7 @@ def drift_flow(
     run_time = datetime.now(UTC)
     run_id = str(flow_run.get_id() or f"local-{run_time:%Y%m%dT%H%M%S%f}")
     html, js, summary = write_report(settings, inputs, win, results, verdict, tl, run_time, run_id)
-    record_results(ws, summary, win)
+    record_results(ws, summary, win, html)
     log.info("drift report: %s (%s)", html, summary["verdict"]["reason"])
     if not verdict.drift:
         msg = "no drift" if inputs.current.height else "no current rows in the window"

@@ -145,3 +145,4 @@ def warehouse_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "postgres":
         with psycopg.connect(PG_DSN, autocommit=True) as con:
             con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            con.execute(f"DROP SCHEMA IF EXISTS {schema}_internal CASCADE")
