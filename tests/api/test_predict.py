@@ -51,6 +51,8 @@ def test_predictions_become_valid_events_in_kafka(client, trained_model, kafka_b
     first = by_id[ids[0]]
     assert first.features == trained_model.rows[0]
     assert first.status == "ok" and first.latency_ms > 0
+    # time inside the API covers the model's time plus parsing, validation and routing
+    assert all(e.http_latency_ms is not None and e.http_latency_ms > e.latency_ms for e in events)
     assert first.client_id is None  # authentication is off in this fixture
 
 
