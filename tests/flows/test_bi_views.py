@@ -94,7 +94,8 @@ def test_views_answer_each_question_without_json(loaded):
     assert lat[0][0] == pytest.approx(np.percentile([10.0 + i % 13 for i in range(n10)], 99))
     assert lat[0][1] == pytest.approx(np.percentile([1.0 + i % 7 for i in range(n10)], 99))
 
-    mix = _q(ws, "SELECT prediction, predictions, share FROM {s}.v_prediction_mix_hourly WHERE hour = %s", (T0,))
+    mix_sql = "SELECT prediction, predictions, share FROM {s}.v_prediction_mix_hourly WHERE hour = %s"
+    mix = _q(ws, mix_sql, (T0,))
     ok = hour10.slice(5)["prediction"].value_counts()
     assert sorted((p, c) for p, c, _ in mix) == sorted(zip(ok["prediction"], ok["count"], strict=True))
     assert sum(s for _, _, s in mix) == pytest.approx(1.0)
@@ -173,7 +174,8 @@ def test_duckdb_load_succeeds_while_another_process_holds_the_file(
     try:
         assert reader.stdout is not None and reader.stdin is not None
         assert reader.stdout.readline().strip() == "100"  # the reader has the file open
-        write_lake(lake_dir, m.name, m.version, rows.slice(100, 50), m.features, start=T0 + timedelta(hours=1))
+        later = T0 + timedelta(hours=1)
+        write_lake(lake_dir, m.name, m.version, rows.slice(100, 50), m.features, start=later)
         assert bi_load_flow(data_dir=str(m.data_dir)).event_rows == 50
         reader.stdin.write("\n")
         reader.stdin.flush()
