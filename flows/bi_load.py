@@ -24,7 +24,7 @@ from common import lake
 from flows import bi_aggregates as agg
 from flows.quality import read_feedback
 from flows.settings import FlowSettings
-from warehouse import tables
+from warehouse import dashboard, tables
 from warehouse.base import Warehouse, open_warehouse
 from warehouse.settings import WarehouseSettings
 
@@ -47,6 +47,7 @@ class BiLoadResult:
     event_rows: int
     feedback_rows: int
     quality_rows: int
+    dashboard: Path | None = None
 
 
 def partition_hour(part_dir: Path) -> datetime:
@@ -119,6 +120,12 @@ def load_feedback_and_quality(wh: Warehouse, lake_dir: Path) -> tuple[int, int]:
     return fb.height, q.height
 
 
+@task(cache_policy=NO_CACHE)
+def write_dashboard(wh: Warehouse, path: Path) -> Path:
+    """``reports/dashboard.html`` from the views just loaded (``warehouse.dashboard``)."""
+    return dashboard.write(wh, path)
+
+
 def load_once(wh: Warehouse, lake_dir: Path) -> BiLoadResult:
     """One incremental load (the flow's body; also callable from tests and the demo)."""
     pending = pending_partitions(wh, lake_dir)
@@ -134,10 +141,11 @@ def bi_load_flow(data_dir: str | None = None) -> BiLoadResult:
     """Load new lake files into the warehouse (INFERSTREAM_WAREHOUSE_BACKEND);
     ``data_dir`` overrides INFERSTREAM_DATA_DIR."""
     override = {"data_dir": Path(data_dir)} if data_dir else {}
-    lake_dir = FlowSettings(**override).lake_dir  # type: ignore[arg-type]
+    settings = FlowSettings(**override)  # type: ignore[arg-type]
     wh = open_warehouse(WarehouseSettings(**override))  # type: ignore[arg-type]
     try:
-        result = load_once(wh, lake_dir)
+        result = load_once(wh, settings.lake_dir)
+        result.dashboard = write_dashboard(wh, settings.reports_root / "dashboard.html")
     finally:
         wh.close()
     get_run_logger().info("BI load: %s", result)

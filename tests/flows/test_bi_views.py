@@ -6,10 +6,13 @@ schema. A DuckDB load succeeds while another process holds the file open."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,6 +24,7 @@ from warehouse.base import open_warehouse
 from warehouse.settings import WarehouseSettings
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+TIME_COLUMNS = ("run_time", "window_start", "window_end")
 
 COMMENTS_SQL = {
     "duckdb": (
@@ -185,3 +189,89 @@ def test_duckdb_load_succeeds_while_another_process_holds_the_file(
         reader.kill()
     assert _q(ws, "SELECT count(*) FROM {s}.inference_events") == [(150,)]
     assert not list(ws.duckdb_path.parent.glob(f".{ws.duckdb_path.name}.*"))  # no work file left
+
+
+def _chromium_dom(page: Path, tmp: Path) -> str:
+    exe = shutil.which("chromium")
+    assert exe, "chromium is not installed: run .ci/ensure-chromium (make test does)"
+    return subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp / 'profile'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    ).stdout
+
+
+def test_bi_flow_writes_a_dashboard_that_opens_in_chromium(
+    prefect_harness, model_lake, write_lake, monkeypatch, tmp_path
+):
+    m = model_lake
+    monkeypatch.setenv("INFERSTREAM_WAREHOUSE_BACKEND", "duckdb")
+    ws = WarehouseSettings(data_dir=m.data_dir)
+    rows = m.predict(m.reference)
+    lake_dir = m.data_dir / "lake"
+    write_lake(lake_dir, m.name, m.version, rows.head(240), m.features, start=T0, span=timedelta(hours=3))
+    write_lake(lake_dir, m.name, "v2", rows.slice(240, 60), m.features, start=T0, first_offset=240)
+    wh = open_warehouse(ws)  # two drift runs as the drift flow records them
+    try:
+        wh.upsert(
+            tables.DRIFT_RESULTS.name,
+            pl.DataFrame(
+                [
+                    {
+                        "run_id": f"run{i}",
+                        "run_time": T0 + timedelta(hours=i + 1),
+                        "model_name": m.name,
+                        "model_version": m.version,
+                        "window_start": T0,
+                        "window_end": T0 + timedelta(hours=i + 1),
+                        "column_name": col,
+                        "role": "feature",
+                        "method": "wasserstein",
+                        "score": 0.05 + 0.2 * i,
+                        "threshold": 0.1,
+                        "drifted": i == 1,
+                        "run_verdict_drift": i == 1,
+                        "report_url": f"file:///reports/run{i}/report.html",
+                    }
+                    for i in range(2)
+                    for col in m.features[:3]
+                ],
+                schema_overrides=dict.fromkeys(TIME_COLUMNS, pl.Datetime("us", "UTC")),
+            ),
+        )
+    finally:
+        wh.close()
+    result = bi_load_flow(data_dir=str(m.data_dir))
+    assert result.dashboard == m.data_dir / "reports" / "dashboard.html"
+    dom = _chromium_dom(result.dashboard, tmp_path)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(style)\b.*?</\1>", " ", dom, flags=re.S)))
+    sections = re.findall(r"<section id=.*?</section>", dom, flags=re.S)
+    assert len(sections) == 2  # one per model version
+    main = next(s for s in sections if f"version {m.version}<" in s)
+    assert "240 events, 0 errors" in text and "60 events, 0 errors" in text
+    titles = ("Traffic per hour", "Error rate per hour", "Latency per hour", "Prediction mix", "Drift score")
+    assert all(t in main for t in titles)
+    # hourly charts: 3 hours → 3 points per series; drift: 3 features x 2 runs
+    traffic = re.search(r"Traffic per hour</figcaption>(.*?)</figure>", main, flags=re.S)[1]
+    assert traffic.count("<circle") == 2 * 3
+    drift = re.search(r"Drift score per feature.*?</figcaption>(.*?)</figure>", main, flags=re.S)[1]
+    assert drift.count("<circle") == 6 and all(f in drift for f in m.features[:3])
+    assert "DRIFT" in main and "file:///reports/run1/report.html" in main
+    accuracy = re.search(r"Accuracy per day</figcaption>(.*?)</figure>", main, flags=re.S)[1]
+    assert "no data" in accuracy  # no labels yet: said, not drawn as a flat line
+    page = result.dashboard.read_text()  # self-contained: no script, nothing fetched
+    assert "<script" not in page and not re.search(r"(src|href)=['\"]?https?:", page)
