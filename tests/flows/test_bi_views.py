@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import polars as pl
 import pytest
 
@@ -75,8 +76,40 @@ def loaded(prefect_harness, warehouse_settings, model_lake, write_lake, monkeypa
     )
     (lake_dir / "inference_feedback").mkdir(parents=True)
     fb.write_parquet(lake_dir / "inference_feedback" / "part-0.parquet")
+    wh = open_warehouse(ws)
+    try:
+        wh.upsert(tables.DRIFT_RESULTS.name, _drift_rows(m.name, m.version, m.features[:3]))
+    finally:
+        wh.close()
     bi_load_flow(data_dir=str(m.data_dir))
     return ws, m, rows, df
+
+
+def _drift_rows(model: str, version: str, columns: list[str]) -> pl.DataFrame:
+    """Two drift runs over ``columns`` as the drift flow records them; the second drifts."""
+    return pl.DataFrame(
+        [
+            {
+                "run_id": f"run{i}",
+                "run_time": T0 + timedelta(hours=i + 1),
+                "model_name": model,
+                "model_version": version,
+                "window_start": T0,
+                "window_end": T0 + timedelta(hours=i + 1),
+                "column_name": col,
+                "role": "feature",
+                "method": "wasserstein",
+                "score": 0.05 + 0.2 * i,
+                "threshold": 0.1,
+                "drifted": i == 1,
+                "run_verdict_drift": i == 1,
+                "report_url": f"file:///reports/run{i}/report.html",
+            }
+            for i in range(2)
+            for col in columns
+        ],
+        schema_overrides=dict.fromkeys(TIME_COLUMNS, pl.Datetime("us", "UTC")),
+    )
 
 
 def _q(ws: WarehouseSettings, sql: str, params=()):
@@ -225,34 +258,9 @@ def test_bi_flow_writes_a_dashboard_that_opens_in_chromium(
     lake_dir = m.data_dir / "lake"
     write_lake(lake_dir, m.name, m.version, rows.head(240), m.features, start=T0, span=timedelta(hours=3))
     write_lake(lake_dir, m.name, "v2", rows.slice(240, 60), m.features, start=T0, first_offset=240)
-    wh = open_warehouse(ws)  # two drift runs as the drift flow records them
+    wh = open_warehouse(ws)
     try:
-        wh.upsert(
-            tables.DRIFT_RESULTS.name,
-            pl.DataFrame(
-                [
-                    {
-                        "run_id": f"run{i}",
-                        "run_time": T0 + timedelta(hours=i + 1),
-                        "model_name": m.name,
-                        "model_version": m.version,
-                        "window_start": T0,
-                        "window_end": T0 + timedelta(hours=i + 1),
-                        "column_name": col,
-                        "role": "feature",
-                        "method": "wasserstein",
-                        "score": 0.05 + 0.2 * i,
-                        "threshold": 0.1,
-                        "drifted": i == 1,
-                        "run_verdict_drift": i == 1,
-                        "report_url": f"file:///reports/run{i}/report.html",
-                    }
-                    for i in range(2)
-                    for col in m.features[:3]
-                ],
-                schema_overrides=dict.fromkeys(TIME_COLUMNS, pl.Datetime("us", "UTC")),
-            ),
-        )
+        wh.upsert(tables.DRIFT_RESULTS.name, _drift_rows(m.name, m.version, m.features[:3]))
     finally:
         wh.close()
     result = bi_load_flow(data_dir=str(m.data_dir))
@@ -275,3 +283,32 @@ def test_bi_flow_writes_a_dashboard_that_opens_in_chromium(
     assert "no data" in accuracy  # no labels yet: said, not drawn as a flat line
     page = result.dashboard.read_text()  # self-contained: no script, nothing fetched
     assert "<script" not in page and not re.search(r"(src|href)=['\"]?https?:", page)
+
+
+GRAFANA = Path(__file__).resolve().parents[2] / "deployments" / "grafana" / "dashboards" / "inferstream.json"
+RANGE = "'2026-02-01T00:00:00Z' AND '2026-04-01T00:00:00Z'"  # as Grafana expands it
+TIME_FILTER = re.compile(r"\$__timeFilter\(((?:[^()]|\([^()]*\))*)\)")
+
+
+def test_every_grafana_panel_query_runs_on_the_loaded_warehouse(loaded):
+    """Each panel's SQL, with Grafana's time macro expanded as Grafana does, returns rows
+    in the shape its panel expects (time series: time, metric, value)."""
+    ws = loaded[0]
+    panels = orjson.loads(GRAFANA.read_bytes())["panels"]
+    assert len(panels) == 8
+    for p in panels:
+        (target,) = p["targets"]
+        sql = TIME_FILTER.sub(
+            r"\1 BETWEEN '2026-02-01T00:00:00Z' AND '2026-04-01T00:00:00Z'", target["rawSql"]
+        )
+        assert "$" not in sql, f"{p['title']}: a Grafana macro this test does not expand"
+        assert set(re.findall(r"\bbi\.(\w+)", sql)) <= {v.name for v in views.ALL}, "panels read views only"
+        wh = open_warehouse(ws)
+        try:
+            df = wh.frame(re.sub(r"\bbi\.", f"{ws.warehouse_schema}.", sql))
+        finally:
+            wh.close()
+        assert df.height > 0, p["title"]
+        if target["format"] == "time_series":
+            assert df.columns == ["time", "metric", "value"], p["title"]
+            assert df["value"].null_count() < df.height, p["title"]
