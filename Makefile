@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	./.ci/ensure-postgres
 	./.ci/ensure-chromium
+	./.ci/ensure-promtool
 	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
