@@ -6,8 +6,6 @@ Debian's prometheus package (.ci/ensure-promtool, run by `make test`)."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -18,18 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flows.drift_metrics import push_drift
 
+from ..support import promtool
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deployments" / "prometheus" / "alerts.yaml"
 
 
-def _promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    assert exe, "promtool is not installed: run .ci/ensure-promtool (make test does)"
-    return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False)
-
-
-def test_alert_rules_pass_promtool() -> None:
-    proc = _promtool("check", "rules", str(RULES))
+def test_alert_rules_passpromtool() -> None:
+    proc = promtool("check", "rules", str(RULES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS: 6 rules found" in proc.stdout
 
@@ -37,7 +31,7 @@ def test_alert_rules_pass_promtool() -> None:
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     broken = tmp_path / "alerts.yaml"
     broken.write_text(RULES.read_text().replace("== 1", "== == 1", 1))
-    assert _promtool("check", "rules", str(broken)).returncode != 0
+    assert promtool("check", "rules", str(broken)).returncode != 0
 
 
 def test_rules_name_only_metrics_the_code_exports() -> None:
@@ -97,5 +91,5 @@ def test_drift_scores_are_pushed_per_model_version_and_column(gateway) -> None:
     assert samples[("inferstream_drift_detected", "salary_range")] == 0.0
     assert samples[("inferstream_drift_run_drift", None)] == 1.0
     assert not any(n.endswith("_created") for n, _ in samples)
-    check = _promtool("check", "metrics", stdin=text)
+    check = promtool("check", "metrics", stdin=text)
     assert check.returncode == 0, check.stdout + check.stderr
