@@ -185,6 +185,15 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         model = _load_model(settings.models_dir, meta, fast=settings.fast_inference)
+        log.info(
+            "serving model %s version %s on http://%s:%d; events to topic %s via KAFKA_BOOTSTRAP_SERVERS=%s",
+            model.name,
+            model.version,
+            settings.host,
+            settings.port,
+            settings.events_topic,
+            settings.kafka_bootstrap_servers,
+        )
         pub = publisher or _build_publisher(settings, metrics)
         metrics.watch(pub)
         await pub.start()

@@ -132,3 +132,25 @@ def test_events_name_the_client_when_authentication_is_on(settings, trained_mode
     event = InferenceEvent.model_validate_json(raw)
     assert str(event.event_id) == r.json()["prediction_id"]
     assert event.client_id == "team-a"
+
+
+def test_api_process_logs_its_address_model_and_version_at_start(
+    trained_model, kafka_bootstrap, topic, tmp_path
+):
+    from common.broker import free_port
+    from inferstream.procs import Child, wait_ready
+
+    from ..support import api_env, wait_for_log
+
+    port = free_port()
+    child = Child("api", ["api"], api_env(trained_model, kafka_bootstrap, topic, port), tmp_path / "api.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", child, timeout_s=60)
+        wait_for_log(
+            child,
+            f"serving model {trained_model.name} version {trained_model.version} on http://127.0.0.1:{port}; "
+            f"events to topic {topic} via KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap}",
+            timeout_s=5,
+        )
+    finally:
+        child.terminate()
