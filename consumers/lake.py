@@ -43,6 +43,7 @@ _FIXED_SCHEMA: dict[str, Any] = {
     "model_version": pl.String,
     "prediction": pl.String,
     "latency_ms": pl.Float64,
+    "http_latency_ms": pl.Float64,
     "status": pl.String,
     "error": pl.String,
     "synthetic": pl.Boolean,
