@@ -5,7 +5,7 @@ explicit ``start``/``end``), the reference (``artifact``: the training reference
 with the model; ``window``: a past window given by ``reference_start``/``_end``) and
 the columns. Synthetic traffic is left out unless ``include_synthetic``.
 
-Verdicts come from per-column tests on all rows (``flows.stats``, Evidently's default
+Verdicts come from per-column tests on all rows (``monitoring.stats``, Evidently's default
 tests reproduced); Evidently draws the report's charts from a stratified sample of at
 most ``INFERSTREAM_DRIFT_SAMPLE_ROWS`` rows a side, and the report says so.
 
@@ -43,8 +43,8 @@ from flows.reference import (
     score_label,
 )
 from flows.settings import FlowSettings
-from flows.stats import ColumnData, ColumnDrift
 from flows.window import Window, resolve
+from monitoring.stats import ColumnData, ColumnDrift
 from warehouse import tables
 from warehouse.base import open_warehouse
 from warehouse.settings import WarehouseSettings

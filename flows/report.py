@@ -23,7 +23,7 @@ from evidently.presets import ClassificationPreset, DataDriftPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
 from flows.reference import ColumnSpec
-from flows.stats import P_VALUE_METHODS
+from monitoring.stats import P_VALUE_METHODS
 
 SUMMARY_ID = "inferstream-summary"
 DRIFT_TABLE_ID = "inferstream-drift-table"
