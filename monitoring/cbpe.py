@@ -188,8 +188,11 @@ def _auroc_components(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, fl
     return float(np.var(ser / n_neg)), n_pos / len(y)
 
 
-def _class_components(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
-    """(variance of the per-row contributions, share of rows that contribute)."""
+def _class_components(
+    metric: str, y_true: np.ndarray, y_pred: np.ndarray, *, f1_correction: bool = True
+) -> tuple[float, float]:
+    """(variance of the per-row contributions, share of rows that contribute). NannyML
+    rescales binary F1's contributions by its denominator, not multiclass ones."""
     right, pos = y_true == y_pred, y_pred == 1
     tp = np.ones(int(np.sum(right & pos)))
     fp = np.zeros(int(np.sum(~right & pos)))
@@ -203,7 +206,8 @@ def _class_components(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> tu
         if obs.size == 0:
             return math.nan, 0.0
         share = obs.size / len(y_pred)
-        obs = obs * (obs.size / ((fn.size + fp.size) * 0.5 + tp.size))
+        if f1_correction:
+            obs = obs * (obs.size / ((fn.size + fp.size) * 0.5 + tp.size))
     return float(np.var(obs)), share
 
 
@@ -432,7 +436,7 @@ class CBPE:
         if unknown:
             raise SchemaError(f"metrics: unknown {unknown}; expected some of {', '.join(METRICS)}")
         self.target, self.prediction, self.scores = target, prediction, scores
-        self.positive = None if positive is None else str(positive)
+        self.positive = None if positive is None else str(_label_text(pl.Series([positive]))[0])
         self.metrics = tuple(metrics)
         self.problem: Problem = "multiclass" if isinstance(scores, Mapping) else "binary"
         self.classes: tuple[str, ...] = ()
@@ -499,7 +503,7 @@ class CBPE:
                 yb, pb = y_bin[c], (pred == c).to_numpy().astype(np.int64)
                 comps["roc_auc"].append(_auroc_components(yb, ref[col].cast(pl.Float64).to_numpy()))
                 for m in ("f1", "precision", "recall"):
-                    comps[m].append(_class_components(m, yb, pb))
+                    comps[m].append(_class_components(m, yb, pb, f1_correction=False))
             comps["accuracy"] = float(np.std((y == pred).to_numpy()))
             self._components = comps
         self._reference = ref
