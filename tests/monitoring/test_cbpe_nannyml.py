@@ -62,7 +62,12 @@ def test_car_loan_matches_nannyml(nannyml_data, nannyml):
     ref, ana = _car_loan(nannyml_data)
     expected = nannyml["car_loan"]
     ours = estimate_performance(
-        ref, ana, target="repaid", prediction="y_pred", scores="y_pred_proba", chunk_size=expected["chunk_size"]
+        ref,
+        ana,
+        target="repaid",
+        prediction="y_pred",
+        scores="y_pred_proba",
+        chunk_size=expected["chunk_size"],
     )
     _compare(ours, expected["chunks"])
     assert ours.calibrated == {"1": expected["needs_calibration"]}
