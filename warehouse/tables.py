@@ -111,11 +111,48 @@ DRIFT_RESULTS = Table(
     ),
     ("run_id", "column_name"),
 )
+# CBPE per drift-run slice: estimated quality before labels, realized once they land
+# (written by the drift flow; keyed by window and slice so a re-run after labels
+# replaces the rows)
+QUALITY_ESTIMATES = Table(
+    "model_quality_estimates",
+    (
+        ("model_name", "TEXT"),
+        ("model_version", "TEXT"),
+        ("window_start", TS),
+        ("window_end", TS),
+        ("slice_start", TS),
+        ("slice_end", TS),
+        ("metric", "TEXT"),
+        ("run_id", "TEXT"),
+        ("run_time", TS),
+        ("rows", "BIGINT"),
+        ("labelled", "BIGINT"),
+        ("estimate", F),
+        ("sampling_error", F),
+        ("lower", F),
+        ("upper", F),
+        ("lower_threshold", F),
+        ("upper_threshold", F),
+        ("alert", "BOOLEAN"),
+        ("realized", F),
+    ),
+    ("model_name", "model_version", "window_start", "window_end", "slice_start", "metric"),
+)
 LOADED_FILES = Table(
     "bi_loaded_files",
     (("path", "TEXT"), ("size", "BIGINT"), ("mtime_ns", "BIGINT"), ("loaded_at", TS)),
     ("path",),
 )
 
-ALL = (EVENTS, HOURLY, FEATURE_STATS, FEEDBACK, DAILY_QUALITY, DRIFT_RESULTS, LOADED_FILES)
+ALL = (
+    EVENTS,
+    HOURLY,
+    FEATURE_STATS,
+    FEEDBACK,
+    DAILY_QUALITY,
+    DRIFT_RESULTS,
+    QUALITY_ESTIMATES,
+    LOADED_FILES,
+)
 BY_NAME = {t.name: t for t in ALL}
