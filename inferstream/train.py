@@ -24,7 +24,6 @@ from common import artifact
 from common.artifact import FeatureSpec, ModelMetadata
 from monitoring.cbpe import CBPE
 
-
 CBPE_PREDICTION = "cbpe_prediction"
 CBPE_SCORE = "cbpe_score"
 
