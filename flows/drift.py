@@ -5,13 +5,19 @@ explicit ``start``/``end``), the reference (``artifact``: the training reference
 with the model; ``window``: a past window given by ``reference_start``/``_end``) and
 the columns. Synthetic traffic is left out unless ``include_synthetic``.
 
-Verdicts come from per-column tests on all rows (``flows.stats``, Evidently's default
+Verdicts come from per-column tests on all rows (``monitoring.stats``, Evidently's default
 tests reproduced); Evidently draws the report's charts from a stratified sample of at
 most ``INFERSTREAM_DRIFT_SAMPLE_ROWS`` rows a side, and the report says so.
 
-Outcome: no drift → Completed. Drift → the run ends ``Failed`` with the state name
-"Drift detected" (plain in the Prefect UI), after the report is written and the
-optional webhook (INFERSTREAM_DRIFT_WEBHOOK_URL) has received a JSON alert.
+Quality: for a classifier whose artifact holds CBPE's calibration, the window's
+quality is estimated per slice before any label (``flows.performance``), with the
+realized quality beside it where feedback has landed.
+
+Outcome: no drift and no estimated quality drop → Completed. Drift → the run ends
+``Failed`` with the state name "Drift detected"; an estimated quality drop without
+input drift → ``Failed`` named "Quality drop estimated" (both plain in the Prefect
+UI), after the report is written and the optional webhook
+(INFERSTREAM_DRIFT_WEBHOOK_URL) has received a JSON alert.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from prefect.states import Completed, Failed, State
 
 from common import artifact
 from common.errors import ConfigError
-from flows import drift_calc, index, report
+from flows import drift_calc, index, performance, report
 from flows.alert import post_alert
 from flows.drift_metrics import push_drift
 from flows.lake_reader import read_window
@@ -44,13 +50,14 @@ from flows.reference import (
     score_label,
 )
 from flows.settings import FlowSettings
-from flows.stats import ColumnData, ColumnDrift
 from flows.window import Window, resolve
+from monitoring.stats import ColumnData, ColumnDrift
 from warehouse import tables
 from warehouse.base import open_warehouse
 from warehouse.settings import WarehouseSettings
 
 DRIFT_STATE_NAME = "Drift detected"
+QUALITY_STATE_NAME = "Quality drop estimated"
 
 
 @dataclass
@@ -154,7 +161,11 @@ def write_report(
         else inputs.reference
     )
     # quality: current predictions that got ground truth through feedback
-    labelled = join_labels(inputs.current, read_feedback(settings.lake_dir))
+    feedback = read_feedback(settings.lake_dir)
+    labelled = join_labels(inputs.current, feedback)
+    art_dir = artifact.resolve_dir(settings.models_dir, meta.name, meta.version)
+    perf = performance.estimate_quality(art_dir, meta, inputs.current, feedback)
+    perf_reason = performance.reason(perf)
     ref_labelled = _reference_with_target(settings, meta)
     quality = classification_quality(labelled, ref_labelled, "label", score_label(meta))
     drift_starts = {}
@@ -177,7 +188,11 @@ def write_report(
             "reference_rows": ref_s.height,
             "note": _sample_note(inputs.current.height, cur_s.height, inputs.reference.height, ref_s.height),
         },
-        "verdict": {**asdict(verdict), "reason": verdict.reason()},
+        "verdict": {
+            **asdict(verdict),
+            "quality_alert": perf_reason is not None,
+            "reason": "; ".join(r for r in (verdict.reason(), perf_reason) if r),
+        },
         "columns": [{**asdict(r), "role": roles[r.column]} for r in results],
         "timeline": [
             {"start": row.start.isoformat(), "rows": row.rows, "scores": row.scores, "drifted": row.drifted}
@@ -185,6 +200,7 @@ def write_report(
         ],
         "drift_starts": {k: v.isoformat() for k, v in drift_starts.items()},
         "quality": quality.to_json(),
+        "performance": perf,
     }
     run_dir = settings.reports_root / meta.name / run_time.strftime("%Y%m%dT%H%M%S.%fZ")
     if inputs.current.is_empty():
@@ -258,9 +274,22 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
             "window_end": pl.Datetime("us", "UTC"),
         },
     )
+    base = {
+        "model_name": summary["model"],
+        "model_version": summary["version"],
+        "window_start": window.start,
+        "window_end": window.end,
+        "run_id": summary["run_id"],
+        "run_time": datetime.fromisoformat(summary["run_time"]),
+    }
+    perf_rows = performance.warehouse_rows(summary.get("performance"), base)
     wh = open_warehouse(ws)
     try:
-        return wh.upsert(tables.DRIFT_RESULTS.name, df)
+        with wh.transaction():
+            n = wh.upsert(tables.DRIFT_RESULTS.name, df)
+            if not perf_rows.is_empty():
+                wh.upsert(tables.QUALITY_ESTIMATES.name, perf_rows)
+        return n
     finally:
         wh.close()
 
@@ -273,8 +302,9 @@ def push_scores(gateway: str, summary: dict[str, Any]) -> None:
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
 def send_alert(url: str, summary: dict[str, Any], html: Path) -> int:
+    perf = summary.get("performance") or {}
     payload = {
-        "alert": "drift_detected",
+        "alert": "drift_detected" if summary["verdict"]["drift"] else "quality_drop_estimated",
         "model": summary["model"],
         "version": summary["version"],
         "run_id": summary["run_id"],
@@ -288,6 +318,7 @@ def send_alert(url: str, summary: dict[str, Any], html: Path) -> int:
             for c in summary["columns"]
             if c["drifted"]
         ],
+        "estimated_quality_alerts": perf.get("alert_metrics", []),
         "report": str(html),
     }
     return post_alert(url, payload)
@@ -326,12 +357,15 @@ def drift_flow(
     if settings.pushgateway_url:
         push_scores(settings.pushgateway_url, summary)
     log.info("drift report: %s (%s)", html, summary["verdict"]["reason"])
-    if not verdict.drift:
+    log.info("estimated quality: %s", performance.log_line(summary["performance"]))
+    quality_alert = summary["verdict"]["quality_alert"]
+    if not verdict.drift and not quality_alert:
         msg = "no drift" if inputs.current.height else "no current rows in the window"
         return Completed(message=f"{msg}; report {html}")
     if settings.drift_webhook_url:
         send_alert(settings.drift_webhook_url, summary, html)
-    return Failed(name=DRIFT_STATE_NAME, message=f"{verdict.reason()}; report {html}")
+    name = DRIFT_STATE_NAME if verdict.drift else QUALITY_STATE_NAME
+    return Failed(name=name, message=f"{summary['verdict']['reason']}; report {html}")
 
 
 def run_drift(

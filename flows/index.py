@@ -30,11 +30,13 @@ def refresh(reports_root: Path) -> Path:
     for run_dir, s in runs(reports_root):
         rel = run_dir.relative_to(reports_root).as_posix()
         v = s["verdict"]
-        colour = "#b00020" if v["drift"] else "#1b5e20"
+        alert = v["drift"] or v.get("quality_alert")  # an estimated quality drop alerts without drift
+        label = "DRIFT" if v["drift"] else "QUALITY DROP" if alert else "no drift"
+        colour = "#b00020" if alert else "#1b5e20"
         e = html.escape
         rows.append(
             f"<tr><td>{e(str(s['run_time']))}</td><td>{e(s['model'])} v{e(str(s['version']))}</td>"
-            f"<td style='color:{colour}'><b>{'DRIFT' if v['drift'] else 'no drift'}</b> {e(v['reason'])}</td>"
+            f"<td style='color:{colour}'><b>{label}</b> {e(v['reason'])}</td>"
             f"<td>{e(s['window']['label'])}</td><td>{s['current_rows']}</td><td>{s['reference']['rows']}</td>"
             f"<td><a href='{e(rel)}/report.html'>report</a> · "
             f"<a href='{e(rel)}/report.json'>json</a></td></tr>"

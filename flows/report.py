@@ -22,8 +22,9 @@ from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassC
 from evidently.presets import ClassificationPreset, DataDriftPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
+from flows.performance_report import performance_html
 from flows.reference import ColumnSpec
-from flows.stats import P_VALUE_METHODS
+from monitoring.stats import P_VALUE_METHODS
 
 SUMMARY_ID = "inferstream-summary"
 DRIFT_TABLE_ID = "inferstream-drift-table"
@@ -157,6 +158,7 @@ def summary_html(summary: dict[str, Any]) -> str:
         + "".join(rows)
         + "</table>"
         + tl_html
+        + performance_html(summary.get("performance"))
         + q_html
         + "<hr></section>"
     )

@@ -205,6 +205,35 @@ DRIFT_RESULTS = Table(
     ),
     ("run_id", "column_name"),
 )
+# CBPE per drift-run slice: estimated quality before labels, realized once they land
+# (written by the drift flow; keyed by window and slice so a re-run after labels
+# replaces the rows)
+QUALITY_ESTIMATES = Table(
+    "model_quality_estimates",
+    "Model quality per drift-run slice: CBPE's estimate before labels, realized once they land",
+    (
+        ("model_name", "TEXT", "Model name"),
+        ("model_version", "TEXT", "Model version"),
+        ("window_start", TS, "Start of the drift run's window (UTC)"),
+        ("window_end", TS, "End of the drift run's window (UTC)"),
+        ("slice_start", TS, "Start of the time slice (UTC)"),
+        ("slice_end", TS, "End of the time slice (UTC)"),
+        ("metric", "TEXT", "roc_auc, accuracy, f1, precision or recall"),
+        ("run_id", "TEXT", "Drift run that wrote the row"),
+        ("run_time", TS, "When that run ran (UTC)"),
+        ("rows", "BIGINT", "Predictions in the slice"),
+        ("labelled", "BIGINT", "Predictions in the slice with a fed-back label"),
+        ("estimate", F, "CBPE estimate of the metric, from calibrated scores alone"),
+        ("sampling_error", F, "Sampling error of the estimate (one standard deviation)"),
+        ("lower", F, "Estimate minus three sampling errors"),
+        ("upper", F, "Estimate plus three sampling errors"),
+        ("lower_threshold", F, "Alert below this: reference chunks' mean minus 3 std"),
+        ("upper_threshold", F, "Alert above this: reference chunks' mean plus 3 std"),
+        ("alert", "BOOLEAN", "The estimate left the thresholds"),
+        ("realized", F, "The metric from fed-back labels; NULL until labels land"),
+    ),
+    ("model_name", "model_version", "window_start", "window_end", "slice_start", "metric"),
+)
 LOADED_FILES = Table(
     "bi_loaded_files",
     "Loader bookkeeping: lake files already loaded (the watermark); not for analysis",
@@ -218,8 +247,6 @@ LOADED_FILES = Table(
     internal=True,
 )
 
-# Estimated-quality tables (performance estimated without labels) join ALL here and the
-# v_accuracy_daily view in warehouse.views.
 ALL = (
     EVENTS,
     EVENT_FEATURES,
@@ -230,6 +257,7 @@ ALL = (
     FEEDBACK,
     DAILY_QUALITY,
     DRIFT_RESULTS,
+    QUALITY_ESTIMATES,
     LOADED_FILES,
 )
 BY_NAME = {t.name: t for t in ALL}

@@ -108,16 +108,25 @@ FEATURE_DRIFT = View(
 ACCURACY = View(
     "v_accuracy_daily",
     "Accuracy per model version and UTC day: realized from labels; estimated where an estimate exists",
-    # estimated_accuracy: joined from the estimated-quality table once the flows write one
-    "SELECT model_name, model_version, day, labelled, accuracy AS realized_accuracy, "
-    "CAST(NULL AS DOUBLE PRECISION) AS estimated_accuracy FROM {s}.model_quality_daily",
+    # a full join: estimates exist for days whose labels have not landed yet
+    "SELECT COALESCE(q.model_name, e.model_name) AS model_name, "
+    "COALESCE(q.model_version, e.model_version) AS model_version, COALESCE(q.day, e.day) AS day, "
+    "q.labelled, q.accuracy AS realized_accuracy, e.estimated_accuracy "
+    "FROM {s}.model_quality_daily q FULL OUTER JOIN ("
+    "SELECT model_name, model_version, CAST(slice_start AS DATE) AS day, "
+    "SUM(estimate * rows) / NULLIF(SUM(rows), 0) AS estimated_accuracy "
+    "FROM {s}.model_quality_estimates WHERE metric = 'accuracy' GROUP BY 1, 2, 3) e "
+    "ON q.model_name = e.model_name AND q.model_version = e.model_version AND q.day = e.day",
     (
         MODEL,
         VERSION,
         ("day", "UTC day the predictions were made"),
         ("labelled", "Predictions of the day that received a label"),
         ("realized_accuracy", "Share of labelled predictions equal to their label"),
-        ("estimated_accuracy", "Accuracy estimated without labels; null until estimation is configured"),
+        (
+            "estimated_accuracy",
+            "Accuracy estimated without labels (CBPE, row-weighted over the day's slices)",
+        ),
     ),
 )
 FEATURES = View(
