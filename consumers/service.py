@@ -15,6 +15,7 @@ from consumers.deadletters import DeadLetterProducer
 from consumers.metrics import ConsumerMetrics
 from consumers.runner import ConsumerRunner, Sink
 from consumers.settings import ConsumerSettings
+from consumers.transactions import TransactionalCommitter, probe
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,40 @@ def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
     raise ConfigError(f"unknown consumer {name!r}: choose one of {', '.join(SINKS)}")
 
 
+async def fraud_transactions(
+    settings: ConsumerSettings, bootstrap: str, group: str, client_id: str
+) -> TransactionalCommitter | None:
+    """The scorer's transactional committer, or None for at least once (logged in one
+    line either way). ``on`` without broker transactions is a ConfigError."""
+    mode = settings.fraud_transactions
+    if mode == "off":
+        log.info("fraud alerts at least once: INFERSTREAM_FRAUD_TRANSACTIONS=off")
+        return None
+    prefix = settings.fraud_transactional_id_prefix
+    refused = await probe(bootstrap, f"{prefix}.{group}.probe")
+    if refused is not None:
+        if mode == "on":
+            raise ConfigError(
+                f"the broker at {bootstrap} has no transactions ({refused}): "
+                "set INFERSTREAM_FRAUD_TRANSACTIONS=auto or off"
+            )
+        log.warning(
+            "the broker at %s has no transactions (%s): fraud alerts fall back to at least once "
+            "(published, then offsets committed)",
+            bootstrap,
+            refused,
+        )
+        return None
+    log.info("fraud alerts exactly once: alerts and offsets commit in one transaction")
+    return TransactionalCommitter(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        transactional_id_prefix=prefix,
+        dlq_topic=settings.dlq_topic,
+        client_id=client_id,
+    )
+
+
 async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
     """Run the consumer ``name`` until SIGTERM/SIGINT; returns the stopped runner."""
     bootstrap = settings.require_bootstrap()
@@ -69,6 +104,9 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
         log.info("metrics on :%d/metrics", settings.metrics_port)
     client_id = f"{settings.kafka_client_id}-{name}"
+    transactions = (
+        await fraud_transactions(settings, bootstrap, group, client_id) if name == "fraud" else None
+    )
     runner = ConsumerRunner(
         bootstrap_servers=bootstrap,
         topics=topics,
@@ -85,6 +123,7 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
             bootstrap_servers=bootstrap, topic=settings.dlq_topic, group=group, client_id=client_id
         ),
         metrics=metrics,
+        transactions=transactions,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
