@@ -12,10 +12,11 @@ alerts), where the broker has transactions. Contracts:
   same partition set gets the same id, so a restarted scorer (or the group member that
   takes over the same set) fences its predecessor: the predecessor's open transaction
   is aborted when the successor's producer starts, and a predecessor that wakes up
-  later (a zombie) gets ProducerFenced and exits (:class:`TransactionFenced`). aiokafka
+  later (a zombie) gets ProducerFenced and exits (:class:`TransactionFenced`). A dead
+  scorer never commits its open transaction, whoever takes its partitions. aiokafka
   commits offsets in a transaction without the group generation (KIP-447 is not
-  implemented), so partitions that move between differently composed sets are not
-  fenced this way: the deployment runs one scorer per group (see README).
+  implemented), so a zombie whose partitions moved into a differently composed set is
+  not fenced this way and could commit one more batch (see README).
 - :func:`probe` tells whether the broker has transactions at all (Tansu has none).
 
 The tree of errors (consumers.errors): SinkUnavailable (retriable) for broker errors;
