@@ -284,7 +284,7 @@ class KafkaCluster:
         self._formatted = True
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self, timeout_s: float = 120.0) -> KafkaCluster:
+    def start(self, timeout_s: float = 180.0) -> KafkaCluster:
         try:
             self.format()
             for node in self.nodes:
@@ -308,7 +308,7 @@ class KafkaCluster:
                 preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
 
-    def start_node(self, node_id: int, timeout_s: float = 60.0) -> None:
+    def start_node(self, node_id: int, timeout_s: float = 180.0) -> None:
         """Start a stopped node again and wait until the cluster sees it."""
         node = self.node(node_id)
         self._spawn(node)
