@@ -308,10 +308,11 @@ class KafkaCluster:
                 preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
 
-    def start_node(self, node_id: int, timeout_s: float = 180.0) -> None:
-        """Start a stopped node again and wait until the cluster sees it."""
-        node = self.node(node_id)
-        self._spawn(node)
+    def start_node(self, *node_ids: int, timeout_s: float = 180.0) -> None:
+        """Start stopped nodes again (all at once: two nodes of three are needed for a
+        controller quorum) and wait until the cluster sees every live node."""
+        for node_id in node_ids:
+            self._spawn(self.node(node_id))
         live = {n.node_id for n in self.nodes if n.alive()}
         self.wait_brokers(live, timeout_s)
 

@@ -52,6 +52,19 @@ class ConsumerMetrics:
             registry=self.registry,
         ).labels(group)
 
+        self.stuck = Gauge(
+            "inferstream_consumer_stuck",
+            "1 when nothing was committed for stuck_after_s while records wait",
+            labels,
+            registry=self.registry,
+        ).labels(group)
+        self.seconds_since_progress = Gauge(
+            "inferstream_consumer_seconds_since_progress",
+            "Seconds since the last commit (or since the last moment with nothing to read)",
+            labels,
+            registry=self.registry,
+        ).labels(group)
+
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._lag.labels(self.group, topic, str(partition)).set(lag)
 

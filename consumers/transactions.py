@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaError, ProducerFenced
 
 from common.errors import InferstreamError
-from consumers.deadletters import DeadLetter
+from consumers.deadletters import DEFAULT_MAX_MESSAGE_BYTES, DeadLetter
 from consumers.errors import SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,13 @@ class TransactionalCommitter:
         transactional_id_prefix: str,
         dlq_topic: str,
         client_id: str,
+        dead_letter_limit: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.prefix = transactional_id_prefix
         self.dlq_topic = dlq_topic
+        self.dead_letter_limit = dead_letter_limit
         self.client_id = client_id
         self.transactional_id: str | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -150,10 +152,15 @@ class TransactionalCommitter:
             futures = [
                 await producer.send(o.topic, o.value, key=o.key, headers=list(o.headers)) for o in outputs
             ]
-            futures += [
-                await producer.send(self.dlq_topic, d.value, key=d.key, headers=d.headers(self.group_id))
-                for d in dead
-            ]
+            for d in dead:  # as the dead-letter producer sends them: a preview if too large
+                fitted = d.fitted(self.group_id, self.dead_letter_limit)
+                if fitted is None:
+                    raise SinkUnavailable(
+                        f"dead letter {d.topic}[{d.partition}]@{d.offset} does not fit "
+                        f"{self.dead_letter_limit} bytes: raise max.message.bytes of {self.dlq_topic}"
+                    )
+                key, value, headers = fitted
+                futures.append(await producer.send(self.dlq_topic, value, key=key, headers=list(headers)))
             await asyncio.gather(*futures)
             if offsets:
                 await producer.send_offsets_to_transaction(dict(offsets), self.group_id)

@@ -159,6 +159,21 @@ def read_dlq(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0)
     return asyncio.run(read())
 
 
+def committed(bootstrap: str, group: str, partitions: list[TopicPartition]) -> dict[int, int]:
+    """The group's committed offset of each partition that has one."""
+    from common.topics import start_admin
+
+    async def read() -> dict[int, int]:
+        admin = await start_admin(bootstrap)
+        try:
+            found = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        finally:
+            await admin.close()
+        return {tp.partition: m.offset for tp, m in found.items() if m is not None and m.offset >= 0}
+
+    return asyncio.run(read())
+
+
 def dlq_coordinates(records: list) -> dict[tuple[int, int], tuple[str, bytes | None]]:
     out = {}
     for rec in records:

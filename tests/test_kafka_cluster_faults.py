@@ -34,7 +34,8 @@ from inferstream.procs import Child, wait_ready
 
 from .support import api_env, consumer_env  # noqa: TID252
 
-pytestmark = pytest.mark.slow
+# each test starts a 3-node cluster and restarts nodes: minutes on a busy 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 OUTAGE_S = float(os.environ.get("INFERSTREAM_TEST_CLUSTER_OUTAGE_S", "30"))
 SEED = int(os.environ.get("INFERSTREAM_TEST_SEED", str(random.SystemRandom().randrange(1 << 30))))
 
@@ -120,7 +121,7 @@ class Stack:
             consumer_env(bootstrap, topic, tmp / "data", "lake"),
             tmp / "lander.log",
         )
-        wait_ready(f"{self.base}/readyz", self.api, timeout_s=90)
+        wait_ready(f"{self.base}/readyz", self.api)
 
     def metric(self, name: str) -> float:
         text = httpx.get(f"{self.base}/metrics", timeout=5).text
@@ -242,8 +243,7 @@ def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, ka
             time.sleep(0.5)
         spooled_during = stack.metric("inferstream_events_spooled_total")
         load.phase = "after"
-        for node_id in down:
-            kafka_cluster.start_node(node_id)
+        kafka_cluster.start_node(*down)
         time.sleep(5)
         load.stop()
         deadline = time.monotonic() + 120

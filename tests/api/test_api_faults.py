@@ -55,7 +55,7 @@ def _start_api(
         "INFERSTREAM_LINGER_MS": "5",
     }
     child = Child(name, ["api"], env, tmp / f"{name}.log")
-    wait_ready(f"http://127.0.0.1:{port}/readyz", child, timeout_s=60)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", child)
     return child
 
 

@@ -37,7 +37,7 @@ def test_two_workers_report_the_whole_service_and_own_their_spools(
     base = f"http://127.0.0.1:{port}"
     n = 200
     try:
-        wait_ready(f"{base}/readyz", api, timeout_s=90)
+        wait_ready(f"{base}/readyz", api)
         # no keep-alive: every request is a new connection, so both workers get some
         limits = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=base, limits=limits, timeout=10) as c, ThreadPoolExecutor(4) as pool:
