@@ -25,7 +25,7 @@ from prometheus_client import (
 from api.publisher import EventPublisher
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-_STAT_COUNTERS = ("enqueued", "published", "spooled", "replayed", "failed_sends")
+_STAT_COUNTERS = ("enqueued", "published", "spooled", "replayed", "failed_sends", "stalled_sends")
 
 
 class ApiMetrics:

@@ -9,6 +9,8 @@ what the request path does with the event:
     none         nothing (the baseline)
     inferstream  inferstream's publisher: queue hand-off, background batches, spool
     inferstream_confluent  the same publisher with its confluent-kafka (librdkafka) client
+    inferstream_durable  the publisher in durable mode (INFERSTREAM_DURABLE): each event
+                 written and fsynced to the spool (group commit) before the answer
     pg_sync      a synchronous PostgreSQL insert per request (the old prototype)
     aiokafka     ``await producer.send_and_wait()`` before the response
     ceiling      a POST that only validates the same body (no model, no event)
@@ -56,8 +58,9 @@ sys.path.insert(0, str(ROOT))
 
 import brokers  # noqa: E402 - bench/ is on the path when this file runs
 
-VARIANTS = ["none", "inferstream", "inferstream_confluent", "pg_sync", "aiokafka"]
-KAFKA_VARIANTS = {"inferstream", "inferstream_confluent", "aiokafka"}  # run once per broker
+VARIANTS = ["none", "inferstream", "inferstream_confluent", "inferstream_durable", "pg_sync", "aiokafka"]
+# run once per broker
+KAFKA_VARIANTS = {"inferstream", "inferstream_confluent", "inferstream_durable", "aiokafka"}
 TOPIC = "inference-events"
 PG_SCHEMA = "bench_api_overhead"
 
@@ -116,6 +119,7 @@ def _serve(args: argparse.Namespace) -> None:
         events_topic=TOPIC,
         kafka_client="confluent" if variant == "inferstream_confluent" else "aiokafka",
         kafka_enable_idempotence=broker != "tansu",  # Tansu has no idempotent producer
+        durable=variant == "inferstream_durable",
     )
     common_kw: dict[str, Any] = dict(bootstrap_servers=args.bootstrap, topic=TOPIC)
 
@@ -165,7 +169,7 @@ def _serve(args: argparse.Namespace) -> None:
             return True
 
     publisher: EventPublisher | None
-    if variant in ("inferstream", "inferstream_confluent"):
+    if variant in ("inferstream", "inferstream_confluent", "inferstream_durable"):
         publisher = None  # the app builds its own, exactly as in production
     elif variant == "pg_sync":
         publisher = PgSyncPublisher(**common_kw)
@@ -474,6 +478,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{b}_predict_vs_ceiling={vs_ceiling:.3f} "
             f"{b}_cpu_us_per_event_saturation={cpu_delta(v, 'saturation'):.0f}"
         )
+        d = f"inferstream_durable@{b}"
+        if (d, "saturation") in results:
+            print(
+                f"durable@{b}: rps_ratio={ratio(d, 'saturation'):.3f} "
+                f"p99_delta_ms_half_load={delta(d, 'half'):.2f} "
+                f"p99_delta_ms_saturation={delta(d, 'saturation'):.2f}"
+            )
     if last:
         print(" ".join(last))
     shutil.rmtree(work, ignore_errors=True)

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     ak = sub.add_parser("api-key", help="make an API key; prints the key and its INFERSTREAM_API_KEYS entry")
     ak.add_argument("--name", required=True)
     ak.add_argument(
-        "--roles", default="predict,feedback", help="comma-separated: predict, feedback, synthetic"
+        "--roles", default="predict,feedback", help="comma-separated: predict, feedback, synthetic, metrics"
     )
     ak.set_defaults(func=_cmd_api_key)
 

@@ -130,3 +130,44 @@ def test_events_name_the_client_when_authentication_is_on(settings, trained_mode
     event = InferenceEvent.model_validate_json(raw)
     assert str(event.event_id) == r.json()["prediction_id"]
     assert event.client_id == "team-a"
+
+
+def test_strings_a_sink_cannot_store_get_a_422_naming_the_field(
+    client, trained_model, kafka_bootstrap, topic
+):
+    """The campaign's ``"salary_range": "a\\u0000b"`` (a category of its model; here the
+    test model's ``size_band``) stopped the audit consumer: PostgreSQL cannot hold NUL."""
+    row = trained_model.rows[0]
+    body = json.dumps({"features": {**row, "size_band": "PLACEHOLDER"}})
+    refused = {
+        "NUL": r"a\u0000b",
+        "other C0 control": r"a\u001bb",
+        "lone surrogate": r"a\ud800b",
+    }
+    for name, escaped in refused.items():
+        r = client.post(
+            "/v1/predict",
+            content=body.replace("PLACEHOLDER", escaped),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, (name, r.text)
+        assert r.json()["detail"][0]["loc"] == ["body", "features", "size_band"], (name, r.text)
+    batch = client.post("/v1/predict/batch", json={"items": [{"features": {**row, "size_band": "a\u0000b"}}]})
+    assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == [
+        "body",
+        "items",
+        0,
+        "features",
+        "size_band",
+    ]
+    label = client.post(
+        "/v1/feedback", json={"prediction_id": "01900000-0000-7000-8000-000000000000", "label": "a\u0000b"}
+    )
+    assert label.status_code == 422 and label.json()["detail"][0]["loc"][:2] == ["body", "label"], label.text
+    # valid Unicode, tabs and newlines included, is served and published unchanged
+    fine = "é 中文 🙂\tline\nbreak"
+    ok = client.post("/v1/predict", json={"features": {**row, "size_band": fine}})
+    assert ok.status_code == 200, ok.text
+    (raw,) = read_values(kafka_bootstrap, topic, 1)
+    event = InferenceEvent.model_validate_json(raw)
+    assert str(event.event_id) == ok.json()["prediction_id"] and event.features["size_band"] == fine
