@@ -1,7 +1,8 @@
 """Landing benchmark: how fast the lake lander turns Kafka records into Parquet.
 
-In one run, against one broker (the embedded Tansu unless KAFKA_BOOTSTRAP_SERVERS is
-set):
+In one run, against each broker chosen with ``--broker`` (bench/brokers.py: the
+embedded Tansu and a 1-node Apache Kafka, side by side; KAFKA_BOOTSTRAP_SERVERS
+instead measures that one broker):
 
 1. produce N realistic events (30 numeric features of scikit-learn's bundled
    breast-cancer data, a category and a boolean; confluent-kafka, lz4);
@@ -11,30 +12,31 @@ set):
 4. freshness: a steady produce rate for a while with the lander running; per event,
    the time from its event_time to the moment its Parquet file became visible.
 
-Usage: ``python bench/landing.py [--events 1000000] [--rate 20000] [--fresh-seconds 20]``
-The last line is ``landing_events_per_s=… ratio_to_raw=… freshness_p99_s=…``.
+Usage: ``python bench/landing.py [--broker tansu|kafka|both] [--events 1000000] [--rate 20000]
+[--fresh-seconds 20]``. The last line is ``<broker>_landing_events_per_s=…
+<broker>_ratio_to_raw=… <broker>_freshness_p99_s=…`` for each broker.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import re
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import brokers
 import polars as pl
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 from sklearn.datasets import load_breast_cancer
 
 from common import events, lake
-from common.broker import EmbeddedBroker
 from common.topics import ensure_topics
 from consumers.lake import LakeSink
 from consumers.runner import ConsumerRunner
@@ -147,11 +149,13 @@ async def land(bootstrap: str, topic: str, n: int, lake_dir: Path) -> float:
     task = asyncio.create_task(runner.run())
     start = None
     while runner.records < n:
-        if start is None and runner.records:
-            start = time.perf_counter()  # from the first record: group join excluded
+        if start is None and (runner.ready or runner.records):
+            # from the assignment: group join excluded (a small run can be fetched whole
+            # within one poll of this loop, so the first record is too late a mark)
+            start = time.perf_counter()
         if task.done():
             task.result()
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.001 if start is None else 0.01)
     runner.stop()
     await task  # the final flush and commit are part of landing
     assert start is not None
@@ -207,75 +211,103 @@ def freshness(
     return float(all_lags.quantile(0.5)), float(all_lags.quantile(0.99)), all_lags.len()
 
 
+@dataclass
+class Result:
+    n: int
+    value_bytes: int
+    produce_s: float
+    raw_s: float
+    land_s: float
+    landed: int
+    files: int
+    parquet_bytes: int
+    p50: float
+    p99: float
+    fresh_n: int
+
+
+def measure(bootstrap: str, args: argparse.Namespace, rows: list[dict[str, object]]) -> Result:
+    """The four phases against one broker."""
+    topic, fresh_topic = f"bench-{uuid.uuid4().hex[:8]}", f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(bootstrap, {topic: PARTITIONS, fresh_topic: PARTITIONS}))
+    n = args.events
+    t0 = time.perf_counter()
+    value_bytes = produce(bootstrap, topic, n, rows)
+    produce_s = time.perf_counter() - t0
+    raw_s = asyncio.run(raw_consume(bootstrap, topic, n))
+    with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
+        lake_dir = Path(tmp)
+        land_s = asyncio.run(land(bootstrap, topic, n, lake_dir))
+        files = list(lake.table_dir(lake_dir).rglob("*.parquet"))
+        parquet_bytes = sum(f.stat().st_size for f in files)
+        landed = (
+            pl.scan_parquet(lake.parquet_glob(lake_dir), hive_partitioning=False)
+            .select(pl.len())
+            .collect()
+            .item()
+        )
+    with tempfile.TemporaryDirectory(prefix="bench-fresh-") as tmp:
+        p50, p99, fresh_n = freshness(bootstrap, fresh_topic, Path(tmp), rows, args.rate, args.fresh_seconds)
+    return Result(
+        n, value_bytes, produce_s, raw_s, land_s, landed, len(files), parquet_bytes, p50, p99, fresh_n
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    brokers.add_argument(ap)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=20_000, help="steady produce rate of the freshness phase")
     ap.add_argument("--fresh-seconds", type=float, default=20)
     args = ap.parse_args()
     rows = feature_rows()
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = EmbeddedBroker().start()
-        bootstrap = broker.bootstrap_servers
-    try:
-        topic, fresh_topic = f"bench-{uuid.uuid4().hex[:8]}", f"bench-fresh-{uuid.uuid4().hex[:8]}"
-        asyncio.run(ensure_topics(bootstrap, {topic: PARTITIONS, fresh_topic: PARTITIONS}))
-        n = args.events
-        t0 = time.perf_counter()
-        value_bytes = produce(bootstrap, topic, n, rows)
-        produce_s = time.perf_counter() - t0
+    results: dict[str, Result] = {}
+    for name in brokers.selected(args.broker):
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
+            print(f"{brokers.LABELS[name]}: starting", flush=True)
+            with brokers.running(name, Path(work)) as bootstrap:
+                r = results[name] = measure(bootstrap, args, rows)
+            print(
+                f"{brokers.LABELS[name]}: produced {r.n:,} events ({r.value_bytes / r.n:.0f} B each) in "
+                f"{r.produce_s:.1f}s ({r.n / r.produce_s:,.0f}/s, confluent-kafka, lz4)",
+                flush=True,
+            )
+    print()
+    print("| broker | phase | events | seconds | events/s | MB/s (JSON values) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        mb = r.value_bytes / 1e6
+        label = brokers.LABELS[name]
         print(
-            f"produced {n:,} events ({value_bytes / n:.0f} B each) in {produce_s:.1f}s "
-            f"({n / produce_s:,.0f}/s, confluent-kafka, lz4)"
+            f"| {label} | raw consume (getmany, nothing else) | {r.n:,} | {r.raw_s:.2f} "
+            f"| {r.n / r.raw_s:,.0f} | {mb / r.raw_s:.1f} |"
         )
-        raw_s = asyncio.run(raw_consume(bootstrap, topic, n))
-        with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
-            lake_dir = Path(tmp)
-            land_s = asyncio.run(land(bootstrap, topic, n, lake_dir))
-            files = list(lake.table_dir(lake_dir).rglob("*.parquet"))
-            parquet_bytes = sum(f.stat().st_size for f in files)
-            landed = (
-                pl.scan_parquet(lake.parquet_glob(lake_dir), hive_partitioning=False)
-                .select(pl.len())
-                .collect()
-                .item()
-            )
-        with tempfile.TemporaryDirectory(prefix="bench-fresh-") as tmp:
-            p50, p99, fresh_n = freshness(
-                bootstrap, fresh_topic, Path(tmp), rows, args.rate, args.fresh_seconds
-            )
-    finally:
-        if broker is not None:
-            broker.stop()
-    raw_rate, land_rate = n / raw_s, n / land_s
-    mb = value_bytes / 1e6
+        print(
+            f"| {label} | landing (parse, Parquet, fsync, commit) | {r.landed:,} | {r.land_s:.2f} "
+            f"| {r.n / r.land_s:,.0f} | {mb / r.land_s:.1f} |"
+        )
     print()
-    print("| phase | events | seconds | events/s | MB/s (JSON values) |")
-    print("|---|---:|---:|---:|---:|")
-    print(
-        f"| raw consume (getmany, nothing else) | {n:,} | {raw_s:.2f} | {raw_rate:,.0f} | {mb / raw_s:.1f} |"
-    )
-    print(
-        f"| landing (parse, Parquet, fsync, commit) | {landed:,} | {land_s:.2f} | {land_rate:,.0f} "
-        f"| {mb / land_s:.1f} |"
-    )
+    print("| broker | freshness (max batch age 2 s) | events | p50 s | p99 s |")
+    print("|---|---|---:|---:|---:|")
+    for name, r in results.items():
+        print(
+            f"| {brokers.LABELS[name]} | steady {args.rate:,.0f} events/s for {args.fresh_seconds:.0f} s "
+            f"| {r.fresh_n:,} | {r.p50:.2f} | {r.p99:.2f} |"
+        )
     print()
+    for name, r in results.items():
+        print(
+            f"{brokers.LABELS[name]}: Parquet {r.files} files, {r.parquet_bytes / 1e6:.1f} MB, "
+            f"{r.parquet_bytes / r.n:.0f} B per event (JSON on the wire: {r.value_bytes / r.n:.0f} B)"
+        )
+        if r.landed != r.n:
+            print(f"WARNING: {name}: {r.landed:,} rows landed for {r.n:,} events")
     print(
-        f"Parquet: {len(files)} files, {parquet_bytes / 1e6:.1f} MB, "
-        f"{parquet_bytes / n * 1e6 / 1e6:.1f} MB per million events "
-        f"(JSON on the wire: {value_bytes / n * 1e6 / 1e6:.1f} MB per million)"
-    )
-    print(
-        f"freshness at a steady {args.rate:,.0f} events/s for {args.fresh_seconds:.0f}s ({fresh_n:,} events, "
-        f"max batch age 2 s): p50 {p50:.2f}s, p99 {p99:.2f}s"
-    )
-    if landed != n:
-        print(f"WARNING: {landed:,} rows landed for {n:,} events")
-    print(
-        f"landing_events_per_s={land_rate:.0f} ratio_to_raw={land_rate / raw_rate:.2f} "
-        f"freshness_p99_s={p99:.2f}"
+        " ".join(
+            f"{name}_landing_events_per_s={r.n / r.land_s:.0f} {name}_ratio_to_raw={r.raw_s / r.land_s:.2f} "
+            f"{name}_freshness_p99_s={r.p99:.2f}"
+            for name, r in results.items()
+        )
     )
 
 
