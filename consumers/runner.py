@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
-        """Partitions now owned, with their committed offset and commit metadata."""
+    def assigned(
+        self, partitions: dict[TopicPartition, tuple[int | None, str]]
+    ) -> dict[TopicPartition, int] | None:
+        """Partitions now owned, with their committed offset and commit metadata.
+        A sink that keeps its own progress (the lake table) returns where to resume
+        each partition; the runner seeks there (the group's commit is then a hint)."""
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None: ...
 
@@ -59,7 +63,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         committed = await self.runner.committed(assigned)
         async with self.runner.lock:
-            self.runner.sink.assigned(committed)
+            # in a thread: a sink may read its own store (the lake table) to answer
+            resume = await asyncio.to_thread(self.runner.sink.assigned, committed)
+            for tp, offset in (resume or {}).items():
+                self.runner.consumer.seek(tp, offset)
             self.runner.ready.update(assigned)
         log.info(
             "assigned group=%s partitions=%s", self.runner.group_id, sorted(tp.partition for tp in assigned)
