@@ -104,7 +104,9 @@ def has_rows(where: Lake | Path | str, table: str = EVENTS_TABLE) -> bool:
     return dt is not None and any(a["num_records"] for a in _add_actions(dt))
 
 
-def register_duckdb(con: duckdb.DuckDBPyConnection, where: Lake | Path | str, table: str = EVENTS_TABLE) -> bool:
+def register_duckdb(
+    con: duckdb.DuckDBPyConnection, where: Lake | Path | str, table: str = EVENTS_TABLE
+) -> bool:
     """Make ``table`` a view of ``con`` named after the table; False when it does not
     exist yet (nothing is registered)."""
     ds = dataset(where, table)

@@ -65,7 +65,9 @@ class FeedbackLakeSink(LakeSink):
     time_column = "feedback_time"
     dedupe_key = "feedback_id"
 
-    def __init__(self, where: lake.Lake | Path | str, table: str = FEEDBACK_TABLE, *, group: str = "lake") -> None:
+    def __init__(
+        self, where: lake.Lake | Path | str, table: str = FEEDBACK_TABLE, *, group: str = "lake"
+    ) -> None:
         super().__init__(where, table, group=group)
 
     def _frame(

@@ -90,7 +90,7 @@ def load_inputs(
 
     def lake_window(w: Window) -> pl.DataFrame:
         df = read_window(
-            settings.lake_dir,
+            settings.lake(),
             model_name,
             w,
             features,
@@ -153,7 +153,7 @@ def write_report(
         else inputs.reference
     )
     # quality: current predictions that got ground truth through feedback
-    labelled = join_labels(inputs.current, read_feedback(settings.lake_dir))
+    labelled = join_labels(inputs.current, read_feedback(settings.lake()))
     ref_labelled = _reference_with_target(settings, meta)
     quality = classification_quality(labelled, ref_labelled, "label", score_label(meta))
     drift_starts = {}
