@@ -67,7 +67,7 @@ class CommitResult:
     version: int | None  # the table version written, None if nothing was committed
     rows: int  # rows written
     replayed: int  # rows dropped: their offsets were already in the table
-    duplicates: int  # rows dropped: their event id was already landed
+    duplicates: int  # rows dropped: their event id was in the batch or the table already
     attempts: int
 
 
@@ -93,8 +93,11 @@ def commit_batch(
     from deltalake.exceptions import CommitFailedError
 
     uri = lake.uri(table)
+    in_batch = 0
     if frame is not None and key is not None:
+        before = frame.height
         frame = frame.unique(subset=key, keep="first", maintain_order=True)
+        in_batch = before - frame.height
     delay = 0.05
     for attempt in range(1, MAX_ATTEMPTS + 1):
         dt = lake.open(table)
@@ -115,13 +118,13 @@ def commit_batch(
                 replayed += before - rows.height
         if not txns:
             return CommitResult(None, 0, replayed, 0, attempt)
-        duplicates = 0
+        duplicates = in_batch
         if dt is not None and rows is not None and rows.height and key is not None:
             landed = _landed_keys(dt, rows, key, time_column)
             if landed.len():
                 before = rows.height
                 rows = rows.filter(~pl.col(key).is_in(landed))
-                duplicates = before - rows.height
+                duplicates += before - rows.height
         if rows is None or not rows.height:
             if dt is None:
                 # nothing to land and no table to hold the offsets: the group's commit
