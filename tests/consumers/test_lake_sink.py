@@ -68,7 +68,8 @@ def test_flush_is_one_commit_partitioned_by_model_date_hour_with_the_next_offset
     assert _offsets(tmp_path) == list(range(300))
     con = lakesql.connect(tmp_path)
     hours = con.execute(
-        f"SELECT hour, count(*) FROM {lake.EVENTS_TABLE} WHERE hour = 11 AND date = DATE '2026-03-01' GROUP BY 1"
+        f"SELECT hour, count(*) FROM {lake.EVENTS_TABLE} "
+        "WHERE hour = 11 AND date = DATE '2026-03-01' GROUP BY 1"
     ).fetchall()
     assert hours == [(11, 300 - 120)]
     assert sink.pending_rows == 0
