@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	./.ci/ensure-postgres
+	./.ci/ensure-java
 	./.ci/ensure-chromium
 	$(BIN)/python -m pytest -q --durations=15
 

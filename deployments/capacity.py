@@ -7,7 +7,7 @@ Edit ``INPUTS`` when a benchmark in bench/ measures a rate (and change its sourc
 paste the output between the capacity markers of deployments/README.md;
 tests/deployments/test_deploy_capacity.py fails while the README and this file disagree.
 Every figure names its source: ``prototype`` (measured on the development machine in
-the prototypes recorded in shared/KAFKA-LOCAL.md and the issue), ``measured here``
+the prototypes recorded in docs/brokers.md), ``measured here``
 (``--measure`` below), or ``assumption`` (a planning choice, not a measurement).
 """
 
@@ -29,13 +29,13 @@ INPUTS: dict[str, Input] = {
     "events_per_day": Input(1e9, "events/day", "target"),
     "peak_to_average": Input(3.0, "x", "assumption: daytime peak over the daily mean"),
     "headroom": Input(2.0, "x", "assumption: run at half the measured rate, to catch up after an outage"),
-    "event_json_bytes": Input(435, "B/event", "prototype: 30-feature event, orjson (KAFKA-LOCAL.md)"),
+    "event_json_bytes": Input(435, "B/event", "prototype: 30-feature event, orjson (docs/brokers.md)"),
     "zstd_ratio": Input(3.8, "x", "measured here: zstd level 3, 500 events a batch, synthetic events"),
     "parquet_bytes": Input(
         113, "B/event", "measured here: polars -> Parquet zstd, synthetic random features"
     ),
-    "produce_rate": Input(23_000, "events/s/process", "prototype: aiokafka produce, lz4 (KAFKA-LOCAL.md)"),
-    "consume_rate": Input(220_000, "events/s/process", "prototype: aiokafka consume, raw (KAFKA-LOCAL.md)"),
+    "produce_rate": Input(23_000, "events/s/process", "prototype: aiokafka produce, lz4 (docs/brokers.md)"),
+    "consume_rate": Input(220_000, "events/s/process", "prototype: aiokafka consume, raw (docs/brokers.md)"),
     "lake_rate": Input(60_000, "events/s/process", "prototype: orjson -> polars -> Parquet landing"),
     "evidently_s_per_m": Input(70, "s per 1M rows x 30 features", "prototype: Evidently drift report"),
     "ks_s_per_m": Input(3.5, "s per 1M rows x 30 features", "prototype: scipy KS on every feature"),

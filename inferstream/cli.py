@@ -11,35 +11,65 @@ import time
 from pathlib import Path
 
 from common.errors import InferstreamError
+from common.kafka_cluster import KAFKA_VERSION, KafkaCluster
 
 log = logging.getLogger("inferstream")
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from common.broker import EmbeddedBroker
     from common.events import EVENTS_TOPIC, FEEDBACK_TOPIC
     from common.topics import ensure_topics
 
-    broker = EmbeddedBroker(port=args.port).start()
-    asyncio.run(
-        ensure_topics(
-            broker.bootstrap_servers, {EVENTS_TOPIC: args.partitions, FEEDBACK_TOPIC: args.partitions}
+    if args.kafka:
+        broker = _start_kafka_cluster(args)
+    else:
+        from common.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker(port=args.port).start()
+    try:
+        bootstrap = broker.bootstrap_servers
+        asyncio.run(
+            ensure_topics(bootstrap, {EVENTS_TOPIC: args.partitions, FEEDBACK_TOPIC: args.partitions})
         )
-    )
-    print(f"Tansu (in-memory Kafka-protocol broker) on {broker.bootstrap_servers}")
-    print(f"  export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}")
-    stop = False
+        if args.kafka:
+            print(f"Apache Kafka {args.kafka_version} (KRaft, {args.nodes} nodes) on {bootstrap}")
+            print(f"  logs and data: {broker.work_dir}")
+            print(f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+        else:
+            print(f"Tansu (in-memory Kafka-protocol broker) on {bootstrap}")
+            print(f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+            print("  export INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE=false   # Tansu has no idempotent producer")
+        sys.stdout.flush()
+        stop = False
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+        def _stop(*_: object) -> None:
+            nonlocal stop
+            stop = True
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    while not stop:
-        time.sleep(0.2)
-    broker.stop()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        broker.stop()
     return 0
+
+
+def _start_kafka_cluster(args: argparse.Namespace) -> KafkaCluster:
+    import shutil
+
+    from common.kafka_cluster import java_executable
+    from common.settings import CommonSettings
+
+    java = java_executable()  # a clear ConfigError before anything is fetched
+    data_dir = args.data_dir or CommonSettings().data_dir
+    work_dir = (data_dir / "kafka").resolve()
+    if work_dir.exists():
+        shutil.rmtree(work_dir)  # a fresh cluster each time: ports and cluster id are new
+    print(f"starting Apache Kafka {args.kafka_version} ({args.nodes} nodes); the first run fetches its jars")
+    sys.stdout.flush()
+    cluster = KafkaCluster(args.nodes, work_dir=work_dir, java=java, base_port=args.port)
+    return cluster.start()
 
 
 def _cmd_create_topics(args: argparse.Namespace) -> int:
@@ -287,10 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--older-than-hours", type=float, default=1.0, help="only hours that ended this long ago")
     cp.set_defaults(func=_cmd_compact)
 
-    b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu, in memory)")
-    b.add_argument("--port", type=int, default=None)
-    b.add_argument("--partitions", type=int, default=4)
-    b.set_defaults(func=_cmd_broker)
+    b = sub.add_parser(
+        "broker",
+        help="run a local broker: the embedded Tansu (in memory), or --kafka for an Apache Kafka cluster",
+    )
+    b.add_argument(
+        "--kafka",
+        action="store_true",
+        help="a real Apache Kafka cluster in KRaft mode (needs Java 17+; Maven fetches the jars once)",
+    )
+    b.add_argument("--nodes", type=int, default=3, help="with --kafka: combined broker+controller nodes")
+    b.add_argument(
+        "--port", type=int, default=None, help="first broker port (--kafka: nodes take the next ones)"
+    )
+    b.add_argument("--partitions", type=int, default=4, help="partitions of the topics it creates")
+    b.add_argument(
+        "--data-dir", type=Path, default=None, help="--kafka keeps logs under DATA_DIR/kafka (default ./data)"
+    )
+    b.set_defaults(func=_cmd_broker, kafka_version=KAFKA_VERSION)
 
     k = sub.add_parser("kafka", help="Kafka administration")
     ksub = k.add_subparsers(dest="kafka_command", required=True)

@@ -167,6 +167,8 @@ def run_demo(opts: DemoOptions) -> int:
             # a local demo on loopback: API keys (on by default) would only get in the way
             "INFERSTREAM_AUTH_ENABLED": "false",
         }
+        if broker is not None:
+            env["INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE"] = "false"  # Tansu has no idempotent producer
         _step(3, "starting the API and the lake lander")
         api = Child("api", ["api"], env, logs / "api.log")
         children.append(api)

@@ -61,7 +61,7 @@ class Child:
             return ""
 
 
-def wait_ready(url: str, child: Child, timeout_s: float = 60.0) -> None:
+def wait_ready(url: str, child: Child, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not child.alive():

@@ -1,7 +1,10 @@
 """Real services for the suite.
 
-- Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded Tansu broker on a free
-  loopback port for the session. Each test gets its own topic (``topic`` fixture).
+- Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` if set; else a real Apache Kafka cluster in KRaft
+  mode (3 combined broker/controller nodes on free loopback ports, topics with
+  replication factor 3 and ``min.insync.replicas=2``) for the session; or, with
+  ``INFERSTREAM_TEST_BROKER=tansu``, the embedded Tansu broker. Each test gets its own
+  topic (``topic`` fixture).
 - A trained model artifact on scikit-learn's bundled breast-cancer data, with a derived
   category and boolean feature so that every feature type is exercised.
 """
@@ -22,10 +25,14 @@ from sklearn.datasets import load_breast_cancer
 
 from common.artifact import FeatureSpec
 from common.broker import EmbeddedBroker
+from common.kafka_cluster import KafkaCluster
 from common.topics import ensure_topics
 from inferstream.train import train_classifier
 
+from . import support  # noqa: TID252
+
 MODEL_NAME = "breast-cancer"
+TEST_BROKER = os.environ.get("INFERSTREAM_TEST_BROKER", "kafka")
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +41,25 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as broker:
-        yield broker.bootstrap_servers
+    if TEST_BROKER == "tansu":
+        log = tmp_path_factory.mktemp("broker") / "tansu.log"
+        with EmbeddedBroker(log_path=log) as broker:
+            support.TANSU_ADDRESSES.add(broker.bootstrap_servers)
+            yield broker.bootstrap_servers
+        return
+    if TEST_BROKER != "kafka":
+        raise pytest.UsageError(f"INFERSTREAM_TEST_BROKER must be kafka or tansu, not {TEST_BROKER!r}")
+    with KafkaCluster(3, work_dir=tmp_path_factory.mktemp("kafka")) as cluster:
+        yield cluster.bootstrap_servers
+
+
+@pytest.fixture
+def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
+    """A 3-node cluster of the test's own, for fault tests that stop, kill or pause
+    nodes (the session's cluster stays untouched). Stopped when the test ends, also on
+    failure."""
+    with KafkaCluster(3, work_dir=tmp_path / "kafka") as cluster:
+        yield cluster
 
 
 def unique_topic(request: pytest.FixtureRequest) -> str:

@@ -19,6 +19,8 @@ from common import events
 from consumers.deadletters import coordinates
 
 FEATURES = [f"f{i:02d}" for i in range(30)]
+# addresses of embedded Tansu brokers started by the suite: no idempotent producer there
+TANSU_ADDRESSES: set[str] = set()
 
 
 def make_event(model: str = "m") -> dict[str, object]:
@@ -132,21 +134,17 @@ def read_dlq(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0)
     """The records of the dead-letter topic (all partitions), once ``expected`` are there."""
 
     async def read() -> list:
+        # subscribed without a group: every partition, from the earliest offset
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         out: list = []
         try:
-            parts = consumer.partitions_for_topic(topic) or set()
-            deadline = time.monotonic() + 10
-            while not parts and time.monotonic() < deadline:
-                await consumer.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-                await asyncio.sleep(0.2)
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             deadline = time.monotonic() + timeout_s
             while len(out) < expected and time.monotonic() < deadline:
                 for msgs in (await consumer.getmany(timeout_ms=500)).values():
@@ -201,6 +199,7 @@ def api_env(model: Any, bootstrap: str, topic: str, port: int) -> dict[str, str]
         "INFERSTREAM_MODEL_VERSION": model.version,
         "INFERSTREAM_PORT": str(port),
         "INFERSTREAM_AUTH_ENABLED": "false",
+        "INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE": str(bootstrap not in TANSU_ADDRESSES).lower(),
     }
 
 

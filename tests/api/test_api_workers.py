@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from common.broker import EmbeddedBroker, free_port
-from common.topics import ensure_topics
+from common.broker import free_port
 from inferstream.procs import Child, wait_ready
+
+from ..support import api_env  # noqa: TID252
 
 pytestmark = pytest.mark.slow
 
@@ -22,19 +22,14 @@ def _value(text: str, pattern: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def test_two_workers_report_the_whole_service_and_own_their_spools(tmp_path, trained_model):
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
-    topic = "inference-events"
-    asyncio.run(ensure_topics(broker.bootstrap_servers, {topic: 4}))
+def test_two_workers_report_the_whole_service_and_own_their_spools(
+    tmp_path, trained_model, kafka_bootstrap, topic
+):
     port = free_port()
     env = {
+        **api_env(trained_model, kafka_bootstrap, topic, port),
         "INFERSTREAM_DATA_DIR": str(tmp_path / "data"),
         "INFERSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "INFERSTREAM_PORT": str(port),
-        "INFERSTREAM_MODEL_NAME": trained_model.name,
-        "INFERSTREAM_MODEL_VERSION": trained_model.version,
-        "INFERSTREAM_AUTH_ENABLED": "false",
     }
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "models").symlink_to(trained_model.data_dir / "models")
@@ -42,7 +37,7 @@ def test_two_workers_report_the_whole_service_and_own_their_spools(tmp_path, tra
     base = f"http://127.0.0.1:{port}"
     n = 200
     try:
-        wait_ready(f"{base}/readyz", api, timeout_s=90)
+        wait_ready(f"{base}/readyz", api)
         # no keep-alive: every request is a new connection, so both workers get some
         limits = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=base, limits=limits, timeout=10) as c, ThreadPoolExecutor(4) as pool:
@@ -56,7 +51,6 @@ def test_two_workers_report_the_whole_service_and_own_their_spools(tmp_path, tra
         scrapes = [httpx.get(f"{base}/metrics", timeout=5).text for _ in range(6)]
     finally:
         api.terminate()
-        broker.stop()
     pid_files = {
         p.name.split("_")[-1] for p in (tmp_path / "data" / "prometheus" / str(port)).glob("counter_*.db")
     }

@@ -1,0 +1,1 @@
+"""Resources to run a local Apache Kafka: the pom that fetches its jars, the log config."""
