@@ -9,22 +9,23 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import ConfigDict, Field, create_model
 
-from api.auth import AuthError, KeyStore, Principal
+from api.access import KeyCheck
+from api.auth import KeyStore, Principal
 from api.deps import ModelDep, PublisherDep
 from api.emit import Emitter
 from api.limits import BodyLimit
 from api.metrics import ApiMetrics
 from api.model import NonFiniteOutput, ServedModel, features_model
-from api.publisher import EventPublisher
+from api.publisher import EventPublisher, SpoolFull
 from api.schemas import (
     BatchItem,
     BatchResponse,
@@ -56,6 +57,15 @@ ROUTES = {
 }
 
 
+async def _spool_full(request: Request, exc: Exception) -> JSONResponse:
+    """Durable mode: an event that cannot be stored is not acknowledged."""
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"{exc}: nothing was acknowledged; retry later"},
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """Like FastAPI's handler, without echoing the input: NaN in an echo breaks JSON."""
     assert isinstance(exc, RequestValidationError)
@@ -66,6 +76,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+RECEIVED_AT = "inferstream_received_perf"
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
@@ -81,6 +92,8 @@ class _RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
+        # request.state reads scope["state"]: the event's HTTP latency counts from here
+        scope.setdefault("state", {})[RECEIVED_AT] = start
 
         async def _send(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -102,31 +115,40 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The key lacks the route's role"},
     413: {"model": ErrorBody, "description": "Body over the size limit"},
     422: {"model": ValidationErrorBody, "description": "Invalid input; loc names the field"},
-    429: {"model": ErrorBody, "description": "The key is over its rate limit"},
+    503: {"model": ErrorBody, "description": "Durable mode only: the event spool is full"},
+    429: {
+        "model": ErrorBody,
+        "description": "The key is over its rate limit (a batch costs one token per item)",
+        "headers": {"Retry-After": {"description": "Seconds until a token", "schema": {"type": "integer"}}},
+    },
 }
 
 
-def _auth_dependencies(keys: KeyStore | None, role: str) -> list[Any]:
-    """Route dependencies that authenticate (and put the Principal on
-    ``request.state.principal``); none when auth is off: each dependency costs
-    FastAPI ~30 us a request."""
+def _security_docs(keys: KeyStore | None) -> list[Any]:
+    """Route dependencies that only declare the key schemes in the OpenAPI schema (the
+    check itself is :class:`api.access.KeyCheck`, before the body is read); none when
+    auth is off: each dependency costs FastAPI ~30 us a request."""
     if keys is None:
         return []
-    header = APIKeyHeader(name="X-API-Key", auto_error=False)
-    bearer = HTTPBearer(auto_error=False)
+    return [
+        Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
+        Security(HTTPBearer(auto_error=False)),
+    ]
 
-    async def authenticate(
-        request: Request,
-        key: Annotated[str | None, Security(header)],
-        cred: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> None:
-        try:
-            request.state.principal = keys.authenticate(key or (cred.credentials if cred else None), role)
-        except AuthError as exc:
-            extra = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            raise HTTPException(exc.status, exc.detail, headers=extra) from None
 
-    return [Depends(authenticate)]
+def _roles(settings: ApiSettings) -> dict[str, str]:
+    """Path → the role its key needs (with auth on)."""
+    roles = {
+        "/v1/predict": "predict",
+        "/v1/predict/batch": "predict",
+        "/v1/feedback": "feedback",
+        "/v1/models": "predict",
+    }
+    if settings.metrics_access == "key":
+        roles["/metrics"] = "metrics"
+    if settings.docs_access == "key":
+        roles["/openapi.json"] = "predict"
+    return roles
 
 
 def _key_store(settings: ApiSettings) -> KeyStore | None:
@@ -178,10 +200,20 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         masker=_masker(settings),
     )
     synthetic_header = settings.synthetic_header.lower()
+    docs_pages = settings.docs_access == "open" or (keys is None and settings.docs_access != "off")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         model = _load_model(settings.models_dir, meta, fast=settings.fast_inference)
+        log.info(
+            "serving model %s version %s on http://%s:%d; events to topic %s via KAFKA_BOOTSTRAP_SERVERS=%s",
+            model.name,
+            model.version,
+            settings.host,
+            settings.port,
+            settings.events_topic,
+            settings.kafka_bootstrap_servers,
+        )
         pub = publisher or _build_publisher(settings, metrics)
         metrics.watch(pub)
         await pub.start()
@@ -211,10 +243,14 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             "flags synthetic traffic."
         ),
         lifespan=lifespan,
-        exception_handlers={RequestValidationError: _validation_error},
+        exception_handlers={RequestValidationError: _validation_error, SpoolFull: _spool_full},
+        # with keys required, /openapi.json needs one and the HTML pages are not served:
+        # a browser loading them cannot send the key
+        openapi_url=None if settings.docs_access == "off" else "/openapi.json",
+        docs_url="/docs" if docs_pages else None,
+        redoc_url="/redoc" if docs_pages else None,
     )
-    predict_role = _auth_dependencies(keys, "predict")
-    feedback_role = _auth_dependencies(keys, "feedback")
+    predict_role = feedback_role = _security_docs(keys)
 
     def is_synthetic(request: Request) -> bool:
         if request.headers.get(synthetic_header, "").lower() in ("1", "true", "yes"):
@@ -226,12 +262,16 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         principal: Principal | None = getattr(request.state, "principal", None)
         return principal.name if principal is not None else None
 
+    def received_perf(request: Request) -> float | None:
+        return getattr(request.state, RECEIVED_AT, None)
+
     def infer(
         model: ServedModel,
         features: dict[str, Any],
         publisher: EventPublisher,
         synthetic: bool,
         client_id: str | None = None,
+        received_perf: float | None = None,
     ) -> tuple[uuid.UUID, Any, str | None]:
         """Predict and emit the event; returns (event id, inference or None, error)."""
         received = events.utcnow()
@@ -258,6 +298,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             error=error,
             synthetic=synthetic,
             client_id=client_id,
+            http_latency_ms=None if received_perf is None else (time.perf_counter() - received_perf) * 1000.0,
         )
         emitter.emit(publisher, event_id, event)
         return event_id, result, error
@@ -278,7 +319,10 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         publisher: PublisherDep,
     ) -> Any:
         features = body.features.model_dump()  # type: ignore[attr-defined]
-        event_id, result, error = infer(model, features, publisher, is_synthetic(request), client_of(request))
+        event_id, result, error = infer(
+            model, features, publisher, is_synthetic(request), client_of(request), received_perf(request)
+        )
+        await publisher.durable()  # durable mode: the event is fsynced before any answer
         if result is None and error and error.startswith(NonFiniteOutput.__name__):
             # valid numbers the model cannot compute with: the client's to fix, and an error event
             return JSONResponse(
@@ -314,9 +358,14 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         publisher: PublisherDep,
     ) -> Any:
         synthetic, client = is_synthetic(request), client_of(request)
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if keys is not None and principal is not None:
+            keys.charge(principal, len(body.items) - 1)  # type: ignore[attr-defined]  # a token each
         out: list[BatchItem] = []
         for item in body.items:  # type: ignore[attr-defined]
-            event_id, result, error = infer(model, item.features.model_dump(), publisher, synthetic, client)
+            event_id, result, error = infer(
+                model, item.features.model_dump(), publisher, synthetic, client, received_perf(request)
+            )
             if result is None:
                 out.append(BatchItem(prediction_id=event_id, status="error", error=error))
             else:
@@ -328,6 +377,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
                         scores=result.scores,
                     )
                 )
+        await publisher.durable()
         return BatchResponse(model_name=model.name, model_version=model.version, predictions=out)
 
     @app.post(
@@ -352,6 +402,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             "model_name": model.name,
         }
         publisher.offer(body.prediction_id.bytes, events.encode(event), topic=settings.feedback_topic)
+        await publisher.durable()
         return {"feedback_id": feedback_id, "prediction_id": body.prediction_id}
 
     @app.get("/v1/models", response_model=list[ModelInfo], responses=_ERRORS, dependencies=predict_role)
@@ -389,6 +440,8 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         return Response(metrics.render(), media_type=metrics.content_type)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    if keys is not None:  # outside BodyLimit: no key, no body read
+        app.add_middleware(KeyCheck, keys=keys, roles=_roles(settings))  # type: ignore[arg-type]
     app.add_middleware(_RequestMetrics, metrics=metrics, routes=ROUTES)  # type: ignore[arg-type]
     return app
 
@@ -428,6 +481,8 @@ def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublish
         on_delivered=metrics.delivery_latency.observe,
         partitioning=settings.partitioning,
         client=settings.kafka_client,
+        stall_s=settings.broker_stall_s,
+        durable=settings.durable,
     )
 
 

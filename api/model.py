@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from api.fastpath import compile_linear
 from common.artifact import FeatureSpec, ModelMetadata
+from common.events import TEXT_PATTERN
 
 _TYPES: dict[str, Any] = {
     "number": float,
@@ -25,7 +26,8 @@ def features_model(meta: ModelMetadata, max_abs: float = 1e12) -> type[BaseModel
     """A strict pydantic model of exactly the model's features: missing, extra or
     mistyped → 422. Strict mode: "1.5" is not a number and true is not a number; NaN,
     Infinity (and 1e999, which parses to inf) are refused, and so are numbers beyond
-    ``max_abs``: finite but huge inputs overflow the model's arithmetic to NaN."""
+    ``max_abs``: finite but huge inputs overflow the model's arithmetic to NaN.
+    Category strings follow the event contract's :data:`common.events.Text` rule."""
     fields: dict[str, Any] = {f.name: (_TYPES[f.type], _field_for(f, max_abs)) for f in meta.features}
     return create_model(  # type: ignore[call-overload,no-any-return]
         f"Features_{meta.name.replace('-', '_')}_v{meta.version}",
@@ -46,7 +48,8 @@ def _field_for(f: FeatureSpec, max_abs: float) -> Any:
     if f.type == "integer":
         return Field(ge=-int(max_abs), le=int(max_abs), description=_describe(f))
     if f.type == "category":
-        return Field(min_length=1, max_length=256, description=_describe(f))
+        # the event contract's strings: no NUL or other C0 control (a sink cannot store NUL)
+        return Field(min_length=1, max_length=256, pattern=TEXT_PATTERN, description=_describe(f))
     return Field(description=_describe(f))
 
 

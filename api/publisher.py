@@ -19,8 +19,24 @@ Delivery (an event is in Kafka, in the spool, or counted as dropped with a reaso
   itself (a memory append; the background task writes the buffer out every
   ``spool_sync_interval_s``). Spool full: dropped, counted as
   ``dropped{reason="spool_full"}``.
+- A hung broker (up, but not answering: SIGSTOP, a stalled disk, a black-holed network)
+  is noticed by the age of the batch in flight: unacknowledged after ``stall_s``, the
+  broker is marked down (``broker_connected`` false, as ``/readyz`` reports), the batch
+  is spooled and everything after it goes to the spool at once instead of waiting in
+  memory for the send timeout. The stalled send is left to finish in the background (a
+  "straggler", up to the send timeout); if the broker does acknowledge it after all, its
+  records are skipped when the spool is replayed, so a short hang duplicates nothing.
+  Probes run beside the publishing loop (which spools meanwhile), so a slow or hung
+  probe never holds events in memory either.
 - ``stop()`` (SIGTERM): drain the queue to Kafka for up to ``drain_timeout_s``, spool
   what is left, fsync, release the spool.
+
+Durable mode (``durable=True``, opt-in): ``offer`` appends every event to the spool
+instead of the queue, and the request awaits :meth:`EventPublisher.durable` before it
+answers: one task writes the spool buffer and fsyncs it for every request waiting at
+that moment (group commit: concurrent requests share one fsync). The spool is then the
+only queue: the background task replays it to Kafka. A SIGKILL of the process loses
+nothing that was answered; a full spool raises :class:`SpoolFull` (the API answers 503).
 
 Duplicates: a batch whose acknowledgement never arrived (timeout, cancellation at
 shutdown) is spooled and replayed, so if the broker did write it, it arrives twice.
@@ -35,7 +51,7 @@ import enum
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +60,10 @@ from api.senders import Record, Sender, SenderUnavailable, make_sender
 from api.spool import Spool
 
 log = logging.getLogger(__name__)
+
+
+class SpoolFull(Exception):
+    """Durable mode: the spool cannot take the event, so it cannot be acknowledged."""
 
 
 class State(enum.Enum):
@@ -59,6 +79,7 @@ class PublisherStats:
     spooled: int = 0
     replayed: int = 0
     failed_sends: int = 0
+    stalled_sends: int = 0  # batches unacknowledged after stall_s (broker hung)
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -83,13 +104,18 @@ class EventPublisher:
         on_delivered: Callable[[float], None] | None = None,
         partitioning: str = "sticky",
         client: str = "aiokafka",
+        stall_s: float = 1.5,
+        durable: bool = False,
     ) -> None:
         """``spool``: this process's own (open) spool; without one, events that cannot
         be delivered are counted as dropped (``no_spool``). ``adopted``: spools of dead
         processes to replay first. ``on_delivered(seconds)``: called once per acknowledged
         batch with the age of its oldest event (the delivery-latency histogram).
         ``partitioning`` and ``client`` ("aiokafka" or "confluent"): see
-        :mod:`api.senders`."""
+        :mod:`api.senders`. ``stall_s``: a batch (or a probe) unanswered this long means
+        the broker is hung. ``durable``: see the module docstring (needs a spool)."""
+        if durable and spool is None:
+            raise ValueError("durable mode needs a spool")
         self.topic = topic
         self.stats = PublisherStats()
         self.broker_connected = False
@@ -99,6 +125,8 @@ class EventPublisher:
         self._batch_max = batch_max_events
         self._linger_s = linger_ms / 1000.0
         self._send_timeout_s = send_timeout_s
+        self._stall_s = min(stall_s, send_timeout_s)
+        self._durable = durable
         self._probe_interval_s = probe_interval_s
         self._sync_interval_s = spool_sync_interval_s
         self._on_delivered = on_delivered
@@ -122,6 +150,16 @@ class EventPublisher:
         self._state = State.UNOPENED
         self._pending: list[Record] = []  # taken from the queue, not yet acknowledged or spooled
         self._next_probe = 0.0
+        self._probe_task: asyncio.Task[None] | None = None
+        self._stragglers: set[asyncio.Task[None]] = set()
+        # (topic, key, hash(value)) of spooled records a straggler got acknowledged
+        self._landed_late: Counter[tuple[str, bytes, int]] = Counter()
+        # durable mode: group commit of the spool
+        self._appended = 0  # spool appends made by offer (durable mode)
+        self._synced = 0  # of which written and fsynced
+        self._commit_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._commit_wanted = asyncio.Event()
+        self._spool_ready = asyncio.Event()
 
     # -- request path -------------------------------------------------------------
     def offer(self, key: bytes, value: bytes, topic: str | None = None) -> bool:
@@ -130,6 +168,14 @@ class EventPublisher:
         if self._state is not State.OPEN:
             self.stats.dropped["closed"] += 1
             return False
+        if self._durable:
+            assert self.spool is not None
+            if not self.spool.append(topic, key, value):
+                self.stats.dropped["spool_full"] += 1
+                raise SpoolFull(f"the event spool is full ({self.spool.max_bytes} bytes)")
+            self._appended += 1
+            self.stats.enqueued += 1
+            return True
         try:
             self._queue.put_nowait((topic, key, value, time.monotonic()))
         except asyncio.QueueFull:
@@ -137,6 +183,17 @@ class EventPublisher:
                 return False
         self.stats.enqueued += 1
         return True
+
+    async def durable(self) -> None:
+        """Durable mode: return once every event offered so far is written to the spool
+        and fsynced (one fsync for every request waiting at that moment). Otherwise a
+        no-op."""
+        if not self._durable or self._synced >= self._appended:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._commit_waiters.append((self._appended, future))
+        self._commit_wanted.set()
+        await future
 
     def count_dropped(self, reason: str, n: int = 1) -> None:
         """For events the caller decides not to offer (sampling); counted here so
@@ -167,7 +224,8 @@ class EventPublisher:
         self._task = asyncio.create_task(self._run(), name="event-publisher")
         self._task.add_done_callback(self._on_task_done)
         if self.spool is not None:
-            self._syncer = asyncio.create_task(self._sync_loop(), name="spool-sync")
+            loop = self._commit_loop() if self._durable else self._sync_loop()
+            self._syncer = asyncio.create_task(loop, name="spool-sync")
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -175,19 +233,24 @@ class EventPublisher:
             self._task = None
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
-        """Stop accepting, deliver what is queued (up to the timeout), spool the rest,
+        """Stop accepting, deliver what is queued or spooled (up to the timeout), spool the rest,
         fsync, close. Idempotent."""
         if self._state is State.CLOSED:
             return
         self._state = State.CLOSED
         if self._task is not None:
             deadline = time.monotonic() + drain_timeout_s
-            # polls two conditions and a deadline
-            while self.queue_depth and time.monotonic() < deadline and not self._task.done():  # noqa: ASYNC110
+            # polls conditions and a deadline
+            while self._undelivered() and time.monotonic() < deadline and not self._task.done():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in (self._probe_task, *self._stragglers):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -202,7 +265,17 @@ class EventPublisher:
         for s in (self.spool, *self._adopted):
             if s is not None:
                 s.close()
+        for _, future in self._commit_waiters:  # close() wrote and fsynced their events
+            if not future.done():
+                future.set_result(None)
+        self._commit_waiters = []
         await self._drop_sender()
+
+    def _undelivered(self) -> bool:
+        # the spool too, while the broker answers or a probe may find it: events spooled
+        # while the first probe ran (or, in durable mode, all of them) are delivered now
+        reachable = self.broker_connected or self._probe_task is not None
+        return bool(self.queue_depth) or reachable and self._spooling()
 
     # -- background -------------------------------------------------------------------
     def _drain_queue(self) -> list[Record]:
@@ -249,11 +322,12 @@ class EventPublisher:
 
     async def _run(self) -> None:
         while True:
-            backlog = self._spooling()
-            if not self.broker_connected and time.monotonic() >= self._next_probe:
-                await self._probe()
-            up = self.broker_connected
-            if backlog and up:
+            if not self.broker_connected:
+                self._maybe_probe()
+            # a straggler may yet be acknowledged: replay once it has settled, so that
+            # what it delivered is known and skipped
+            up = self.broker_connected and not self._stragglers
+            if self._spooling() and up:
                 # keep order: new events queue up behind the spool until it is replayed
                 self._pending += self._drain_queue()
                 for topic, key, value, _ in self._pending:
@@ -261,7 +335,10 @@ class EventPublisher:
                 self._pending = []
                 await self._replay_chunk()
                 continue
-            await self._take(None if up else self._probe_interval_s)
+            if self._durable:
+                await self._wait_for_spool(None if up else self._probe_interval_s)
+                continue
+            await self._take(None if up else min(self._probe_interval_s, self._stall_s))
             if not self._pending:
                 continue
             if not up or self.spool is not None and not self.spool.empty:
@@ -278,6 +355,14 @@ class EventPublisher:
                 self._spool_append(topic, key, value, "send_failed")
             self._pending = []
 
+    async def _wait_for_spool(self, wait_s: float | None) -> None:
+        """Durable mode: wait for the next group commit, then linger to gather a chunk."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._spool_ready.wait(), wait_s)
+        if self._spool_ready.is_set():
+            self._spool_ready.clear()
+            await asyncio.sleep(self._linger_s)
+
     async def _replay_chunk(self) -> None:
         source = next(s for s in (*self._adopted, self.spool) if s is not None and not s.empty)
         records, token = source.read(self._batch_max * 4)
@@ -286,9 +371,12 @@ class EventPublisher:
                 source.close()
                 self._adopted.remove(source)
             return
-        failed = await self._deliver([(t, k, v, 0.0) for t, k, v in records])
-        if failed:
-            return  # not committed: the whole chunk is read again after the next probe
+        if self._landed_late:
+            records = self._skip_landed(records)
+        if records:
+            failed = await self._deliver([(t, k, v, 0.0) for t, k, v in records])
+            if failed:
+                return  # not committed: the whole chunk is read again after the next probe
         source.commit(token)
         self.stats.replayed += len(records)
         self.stats.published += len(records)
@@ -297,19 +385,42 @@ class EventPublisher:
             source.close()
             self._adopted.remove(source)
 
+    def _skip_landed(self, records: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes, bytes]]:
+        """Drop the spooled copies of records a straggler got acknowledged after all."""
+        out = []
+        for rec in records:
+            mark = (rec[0], rec[1], hash(rec[2]))
+            if self._landed_late[mark] > 0:
+                self._landed_late[mark] -= 1
+                if not self._landed_late[mark]:
+                    del self._landed_late[mark]
+                continue
+            out.append(rec)
+        return out
+
+    def _maybe_probe(self) -> None:
+        if self._probe_task is None and time.monotonic() >= self._next_probe:
+            self._probe_task = asyncio.create_task(self._probe(), name="kafka-probe")
+
     async def _probe(self) -> None:
-        """Open a client and fetch metadata; on failure, try again after an interval."""
-        self._next_probe = time.monotonic() + self._probe_interval_s
-        sender = self._sender or make_sender(self._client, **self._sender_kwargs)
-        self._sender = sender
+        """Open a client and fetch metadata; on failure, try again after an interval.
+        Runs beside the publishing loop, which spools meanwhile."""
         try:
-            await sender.open()
-        except SenderUnavailable as exc:
-            log.warning("Kafka unreachable (%s); spooling, next try in %.1fs", exc, self._probe_interval_s)
-            await self._drop_sender()
-            return
-        self.broker_connected = True
-        log.info("Kafka reachable")
+            self._next_probe = time.monotonic() + self._probe_interval_s
+            sender = self._sender or make_sender(self._client, **self._sender_kwargs)
+            self._sender = sender
+            try:
+                await sender.open()
+            except SenderUnavailable as exc:
+                log.warning(
+                    "Kafka unreachable (%s); spooling, next try in %.1fs", exc, self._probe_interval_s
+                )
+                await self._drop_sender()
+                return
+            self.broker_connected = True
+            log.info("Kafka reachable")
+        finally:
+            self._probe_task = None
 
     async def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
@@ -319,10 +430,26 @@ class EventPublisher:
 
     async def _deliver(self, records: list[Record]) -> list[Record]:
         """Send; returns the records whose batches were not acknowledged. Any failure
-        marks the broker down (a new client is opened by the next probe)."""
-        assert self._sender is not None
+        marks the broker down (a new client is opened by the next probe). A send not
+        answered within ``stall_s`` counts as failed at once and finishes as a
+        straggler."""
+        sender = self._sender
+        assert sender is not None
+        send = asyncio.ensure_future(sender.send(records))
+        done, _ = await asyncio.wait({send}, timeout=self._stall_s)
+        if not done:
+            self.stats.stalled_sends += 1
+            log.warning(
+                "%d events unacknowledged after %.1fs: broker hung; spooling", len(records), self._stall_s
+            )
+            self._sender = None
+            self.broker_connected = False
+            task = asyncio.create_task(self._straggle(sender, send, records), name="kafka-straggler")
+            self._stragglers.add(task)
+            task.add_done_callback(self._stragglers.discard)
+            return records
         try:
-            failed, error = await asyncio.wait_for(self._sender.send(records), self._send_timeout_s + 2)
+            failed, error = send.result()
         except Exception as exc:  # noqa: BLE001 - whatever the client raised, the batch goes to the spool
             failed, error = records, exc
         if failed:
@@ -331,15 +458,73 @@ class EventPublisher:
             await self._drop_sender()
         return failed
 
+    async def _straggle(
+        self,
+        sender: Sender,
+        send: asyncio.Future[tuple[list[Record], BaseException | None]],
+        records: list[Record],
+    ) -> None:
+        """Let a stalled send finish (up to the send timeout), remember what it got
+        acknowledged after all, close its client."""
+        try:
+            try:
+                failed, _ = await asyncio.wait_for(send, self._send_timeout_s + 2 - self._stall_s)
+            except Exception:  # noqa: BLE001 - timed out or failed: the spooled copies are replayed
+                return
+            not_acked = Counter((t, k, hash(v)) for t, k, v, _ in failed)
+            late = 0
+            for t, k, v, _ in records:
+                mark = (t, k, hash(v))
+                if not_acked[mark] > 0:
+                    not_acked[mark] -= 1
+                else:
+                    self._landed_late[mark] += 1
+                    late += 1
+            if late:
+                log.info(
+                    "%d stalled events were acknowledged after all; their spooled copies are skipped", late
+                )
+        finally:
+            await sender.close()
+
     async def _sync_loop(self) -> None:
         """Write the spool buffer and fsync it every interval: this bounds what a crash
         of the process (or the machine) can lose. fsync runs in a worker thread."""
         assert self.spool is not None
         while True:
             await asyncio.sleep(self._sync_interval_s)
-            self.spool.flush()
-            for fd in self.spool.take_unsynced():
-                try:
-                    await asyncio.to_thread(os.fsync, fd)
-                finally:
-                    os.close(fd)
+            await self._write_and_sync()
+
+    async def _write_and_sync(self) -> None:
+        assert self.spool is not None
+        self.spool.flush()
+        for fd in self.spool.take_unsynced():
+            try:
+                await asyncio.to_thread(os.fsync, fd)
+            finally:
+                os.close(fd)
+
+    async def _commit_loop(self) -> None:
+        """Durable mode's group commit: whoever is waiting when an fsync starts is
+        answered by it; requests arriving meanwhile wait for the next one. Also runs
+        every sync interval, for the spool appends no request waits on."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_wanted.wait(), self._sync_interval_s)
+            self._commit_wanted.clear()
+            upto = self._appended
+            waiters = self._commit_waiters
+            self._commit_waiters = []
+            try:
+                await self._write_and_sync()
+            except OSError as exc:
+                log.error("spool write or fsync failed: %r", exc)
+                for _, future in waiters:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self._synced = upto
+            for _, future in waiters:
+                if not future.done():
+                    future.set_result(None)
+            self._spool_ready.set()

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.events import Text
+
 
 class PredictResponse(BaseModel):
     prediction_id: uuid.UUID = Field(description="Also the event id in inference-events")
@@ -33,7 +35,7 @@ class BatchResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prediction_id: uuid.UUID = Field(description="The prediction_id a /v1/predict call returned")
-    label: bool | int | float | str = Field(description="The observed ground truth")
+    label: bool | int | float | Text = Field(description="The observed ground truth")
 
 
 class FeedbackResponse(BaseModel):

@@ -51,6 +51,17 @@ class ApiSettings(CommonSettings):
         default=10.0, gt=0, description="a batch unacknowledged this long is spooled"
     )
     probe_interval_s: float = Field(default=1.0, gt=0, description="how often a down broker is retried")
+    broker_stall_s: float = Field(
+        default=1.5,
+        gt=0,
+        description="a batch unacknowledged this long means the broker is hung: events go to "
+        "the spool from then on, /readyz says broker_connected false",
+    )
+    durable: bool = Field(
+        default=False,
+        description="each event is written to the spool and fsynced (group commit) before the "
+        "answer: a SIGKILL loses nothing answered; costs latency (see api/README.md)",
+    )
     drain_timeout_s: float = Field(default=10.0, ge=0, description="at shutdown; the rest is spooled")
 
     # request surface
@@ -61,7 +72,20 @@ class ApiSettings(CommonSettings):
         default_factory=list,
         description='JSON: [{"name": "...", "sha256": "<hex>", "roles": ["predict", "feedback"]}]',
     )
-    rate_limit_per_key: float = Field(default=0.0, ge=0, description="requests/s per API key; 0 = off")
+    rate_limit_per_key: float = Field(
+        default=0.0, ge=0, description="predictions/s per API key (a batch costs one per item); 0 = off"
+    )
+    metrics_access: str = Field(
+        default="key",
+        pattern="^(key|open)$",
+        description="with auth on, 'key': /metrics needs a key with the 'metrics' role; 'open': anyone",
+    )
+    docs_access: str = Field(
+        default="key",
+        pattern="^(key|open|off)$",
+        description="with auth on, 'key': /openapi.json needs a key with the 'predict' role and "
+        "/docs, /redoc are not served; 'open': all three open; 'off': none served (auth on or off)",
+    )
     batch_max_items: int = Field(default=100, ge=1, le=10_000)
     synthetic_header: str = Field(default="X-Inferstream-Synthetic", description="'true' flags synthetic")
     # what is published

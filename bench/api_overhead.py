@@ -9,6 +9,8 @@ what the request path does with the event:
     none         nothing (the baseline)
     inferstream  inferstream's publisher: queue hand-off, background batches, spool
     inferstream_confluent  the same publisher with its confluent-kafka (librdkafka) client
+    inferstream_durable  the publisher in durable mode (INFERSTREAM_DURABLE): each event
+                 written and fsynced to the spool (group commit) before the answer
     pg_sync      a synchronous PostgreSQL insert per request (the old prototype)
     aiokafka     ``await producer.send_and_wait()`` before the response
     ceiling      a POST that only validates the same body (no model, no event)
@@ -49,7 +51,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ["none", "inferstream", "inferstream_confluent", "pg_sync", "aiokafka"]
+VARIANTS = ["none", "inferstream", "inferstream_confluent", "inferstream_durable", "pg_sync", "aiokafka"]
 TOPIC = "inference-events"
 PG_SCHEMA = "bench_api_overhead"
 
@@ -106,6 +108,7 @@ def _serve(args: argparse.Namespace) -> None:
         auth_enabled=False,
         events_topic=TOPIC,
         kafka_client="confluent" if args.variant == "inferstream_confluent" else "aiokafka",
+        durable=args.variant == "inferstream_durable",
     )
     common_kw: dict[str, Any] = dict(bootstrap_servers=args.bootstrap, topic=TOPIC)
 
@@ -155,7 +158,7 @@ def _serve(args: argparse.Namespace) -> None:
             return True
 
     publisher: EventPublisher | None
-    if args.variant in ("inferstream", "inferstream_confluent"):
+    if args.variant in ("inferstream", "inferstream_confluent", "inferstream_durable"):
         publisher = None  # the app builds its own, exactly as in production
     elif args.variant == "pg_sync":
         publisher = PgSyncPublisher(**common_kw)
@@ -432,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cpu_delta(v, load) if v != 'ceiling' else float('nan'):9.0f} "
                 f"{sum(x['errors'] for x in rows):7.0f}"
             )
+    if "inferstream_durable" in variants:
+        print(
+            f"durable: rps_ratio={ratio('inferstream_durable', 'saturation'):.3f} "
+            f"p99_delta_ms_half_load={delta('inferstream_durable', 'half'):.2f} "
+            f"p99_delta_ms_saturation={delta('inferstream_durable', 'saturation'):.2f}"
+        )
     if "inferstream" not in variants:
         return 0
     vs_ceiling = _median(

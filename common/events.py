@@ -9,6 +9,16 @@ The pydantic model is the contract and generates ``schemas/inference_event.v1.js
 The request path does not build the model (4 us an event); it builds the same dict
 with :func:`build_event` and encodes it with :func:`encode` (1 us). A test proves both
 produce events the model accepts and round-trips unchanged.
+
+Strings: every string a client can put into an event (category features, feedback
+labels) is :data:`Text`: valid Unicode (no lone surrogates; pydantic refuses them when
+decoding) without C0 control characters other than tab, line feed and carriage return.
+NUL is what forces the rule: PostgreSQL's ``json``/``jsonb`` cannot hold ``\u0000``
+and ``text`` cannot hold a NUL byte, so one such event stopped the audit consumer. The
+other C0 controls are storable but are no feature value or label anyone means to
+send; refusing them keeps CSV exports, logs and terminals of every reader safe too.
+The API answers 422 naming the field; the JSON Schema carries the rule as a
+``pattern``.
 """
 
 from __future__ import annotations
@@ -18,10 +28,10 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION = 1
 EVENTS_TOPIC = "inference-events"
@@ -31,7 +41,10 @@ ALERTS_TOPIC = "inference-alerts"
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / f"inference_event.v{SCHEMA_VERSION}.json"
 
-FeatureValue = float | int | str | bool | None
+# no C0 control character but tab, LF, CR (ECMA 262 and Rust regex alike)
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN)]
+FeatureValue = float | int | Text | bool | None
 
 
 def uuid7() -> uuid.UUID:
@@ -62,6 +75,12 @@ class InferenceEvent(BaseModel):
         default=None, description="Class probabilities by class label, for classifiers"
     )
     latency_ms: float = Field(ge=0, description="Time spent inside the model, milliseconds")
+    http_latency_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="Time inside the API from receiving the request to this answer being ready, "
+        "milliseconds (excludes the network and the server's accept queue)",
+    )
     status: Literal["ok", "error"]
     error: str | None = Field(default=None, description="Why the inference failed")
     synthetic: bool = Field(default=False, description="Synthetic traffic, excluded by monitors")
@@ -84,6 +103,7 @@ def build_event(
     error: str | None = None,
     synthetic: bool = False,
     client_id: str | None = None,
+    http_latency_ms: float | None = None,
 ) -> dict[str, Any]:
     """The wire form of an :class:`InferenceEvent`, built without pydantic."""
     return {
@@ -96,6 +116,7 @@ def build_event(
         "prediction": prediction,
         "scores": scores,
         "latency_ms": latency_ms,
+        "http_latency_ms": http_latency_ms,
         "status": status,
         "error": error,
         "synthetic": synthetic,
@@ -144,7 +165,7 @@ class FeedbackEvent(BaseModel):
     feedback_id: uuid.UUID = Field(description="UUIDv7 of this feedback")
     prediction_id: uuid.UUID = Field(description="event_id of the inference it labels")
     event_time: datetime = Field(description="When the API received the feedback (UTC)")
-    label: bool | int | float | str = Field(description="The ground truth")
+    label: bool | int | float | Text = Field(description="The ground truth")
     model_name: str | None = Field(default=None, description="Model that made the prediction, if known")
 
 

@@ -59,7 +59,7 @@ class AuditSink:
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
         self._migrated = False
-        self._rows: list[tuple[Any, ...]] = []
+        self._rows: list[tuple[tuple[Any, ...], ConsumerRecord[bytes, bytes]]] = []  # (row, source)
         self._next: dict[TopicPartition, int] = {}
         self._pending_dead: list[DeadLetter] = []
         self._dead: list[DeadLetter] = []
@@ -119,7 +119,9 @@ class AuditSink:
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         gone = set(partitions)
-        self._rows = [r for r in self._rows if TopicPartition(r[-3], r[-2]) not in gone]
+        self._rows = [
+            (row, rec) for row, rec in self._rows if TopicPartition(rec.topic, rec.partition) not in gone
+        ]
         self._pending_dead = [
             d for d in self._pending_dead if TopicPartition(d.topic, d.partition) not in gone
         ]
@@ -155,7 +157,7 @@ class AuditSink:
                     DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, str(exc))
                 )
                 continue
-            self._rows.append(row)
+            self._rows.append((row, rec))
         self._next[tp] = records[-1].offset + 1
 
     def take_dead_letters(self) -> list[DeadLetter]:
@@ -165,7 +167,7 @@ class AuditSink:
     def flush(self) -> dict[TopicPartition, tuple[int, str]]:
         if self._rows:
             try:
-                self._insert(self._rows)
+                self._insert_or_bisect(self._rows)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.close()
                 raise SinkUnavailable(
@@ -179,6 +181,25 @@ class AuditSink:
         self._dead.extend(self._pending_dead)
         self._pending_dead = []
         return commits
+
+    def _insert_or_bisect(self, rows: list[tuple[tuple[Any, ...], ConsumerRecord[bytes, bytes]]]) -> None:
+        """Insert the rows; a value PostgreSQL cannot store (a NUL in text or jsonb: its
+        JSON cannot hold \\u0000) fails the whole batch with a DataError, so the batch
+        is halved until that row is alone, and it becomes a dead letter with the reason.
+        k such rows cost ~2k·log2(n) extra transactions; the usual batch costs one."""
+        try:
+            self._insert([row for row, _ in rows])
+        except psycopg.DataError as exc:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                self._insert_or_bisect(rows[:half])
+                self._insert_or_bisect(rows[half:])
+                return
+            rec = rows[0][1]
+            reason = f"PostgreSQL cannot store it: {exc.__class__.__name__}: {str(exc).strip()}"[:500]
+            self._pending_dead.append(
+                DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
+            )
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         conn = self._connection()

@@ -1,28 +1,54 @@
 """Dead letters: records no sink can store, routed to ``inference-events.dlq``.
 
-The dead letter keeps the original key and value untouched; its source coordinates,
-the reason and the consumer group travel as headers (``dlq.topic``, ``dlq.partition``,
-``dlq.offset``, ``dlq.reason``, ``dlq.group``), so a replay tool can put it back.
+A dead letter keeps the original key and value; its source coordinates, the reason, the
+consumer group, the value's size and sha256 travel as headers (``dlq.topic``,
+``dlq.partition``, ``dlq.offset``, ``dlq.reason``, ``dlq.group``, ``dlq.size``,
+``dlq.sha256``), so a replay tool can put it back and check it.
+
+A dead letter always fits the DLQ topic: when the record would be larger than the
+limit (the ``max_message_bytes`` setting, lowered to the DLQ topic's own
+``max.message.bytes``, read at start), its value is replaced by a preview of its first
+:data:`PREVIEW_BYTES` bytes and the header ``dlq.truncated: value`` is set; ``dlq.size``
+and ``dlq.sha256`` still describe the whole original, which stays readable at its
+coordinates for the source topic's retention. A key over :data:`MAX_KEY_BYTES` is
+previewed the same way (``dlq.key_size``, ``dlq.key_sha256``, ``dlq.truncated: key,value``).
 
 Durability: :meth:`DeadLetterProducer.publish` returns only when every dead letter is
 acknowledged by the in-sync replicas (acks=all); the runner commits the source offsets
-after that. A crash between the two republishes them: dead letters are at least once,
-keyed by their coordinates for deduplication.
+after that. When some are not acknowledged it raises NotAcknowledged holding only
+those: a retry never sends an acknowledged letter again. A crash between publishing
+and committing republishes them: dead letters are at least once, keyed by their
+coordinates for deduplication.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from consumers.errors import SinkUnavailable
+from common.errors import DependencyUnavailable
+from common.topics import start_admin
+from consumers.errors import NotAcknowledged
 
 log = logging.getLogger(__name__)
+
+PREVIEW_BYTES = 4096  # enough to see what a record was; the original stays in its topic
+MAX_KEY_BYTES = 1024
+# Kafka's default max.message.bytes is 1 MiB (plus batch overhead); stay well below it
+DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024
+_BATCH_BYTES = 16 * 1024  # aiokafka's default batch size: dead letters are batched up to it
+
+Headers = list[tuple[str, bytes]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,14 +60,37 @@ class DeadLetter:
     value: bytes | None
     reason: str
 
-    def headers(self, group: str) -> list[tuple[str, bytes]]:
+    def headers(self, group: str) -> Headers:
+        value = self.value or b""
         return [
             ("dlq.topic", self.topic.encode()),
             ("dlq.partition", str(self.partition).encode()),
             ("dlq.offset", str(self.offset).encode()),
             ("dlq.reason", self.reason.encode()[:1000]),
             ("dlq.group", group.encode()),
+            ("dlq.size", str(len(value)).encode()),
+            ("dlq.sha256", hashlib.sha256(value).hexdigest().encode()),
         ]
+
+    def fitted(self, group: str, limit: int) -> tuple[bytes | None, bytes | None, Headers] | None:
+        """(key, value, headers) of the dead letter as a record of at most ``limit``
+        bytes, previewed if needed; None if not even a preview fits."""
+        key, value, headers = self.key, self.value, self.headers(group)
+        if _size(key, value, headers) <= limit:
+            return key, value, headers
+        truncated = ["value"]
+        if key is not None and len(key) > MAX_KEY_BYTES:
+            headers += [
+                ("dlq.key_size", str(len(key)).encode()),
+                ("dlq.key_sha256", hashlib.sha256(key).hexdigest().encode()),
+            ]
+            key = key[:MAX_KEY_BYTES]
+            truncated.insert(0, "key")
+        headers.append(("dlq.truncated", ",".join(truncated).encode()))
+        room = limit - _size(key, b"", headers)
+        if room < 0:
+            return None
+        return key, (value or b"")[: min(PREVIEW_BYTES, room)], headers
 
 
 def coordinates(
@@ -52,12 +101,42 @@ def coordinates(
     return h["dlq.topic"], int(h["dlq.partition"]), int(h["dlq.offset"]), h["dlq.reason"]
 
 
+def _size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """The record's size as the producer and the broker count it (batch overhead included)."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
+
+
+async def topic_max_message_bytes(bootstrap_servers: str, topic: str) -> int | None:
+    """The topic's ``max.message.bytes``, or None if the broker does not say."""
+    admin = await start_admin(bootstrap_servers)
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    for response in responses:
+        for _err, _msg, _type, _name, entries in response.resources:
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and entry[1]:
+                    return int(entry[1])
+    return None
+
+
 class DeadLetterProducer:
     """Publishes dead letters durably. ``start``/``stop`` are safe to call twice."""
 
-    def __init__(self, *, bootstrap_servers: str, topic: str, group: str, client_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        group: str,
+        client_id: str,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.topic = topic
         self.group = group
+        self.bootstrap_servers = bootstrap_servers
+        self.limit = max_message_bytes
         self._kwargs = dict(
             bootstrap_servers=bootstrap_servers,
             client_id=f"{client_id}-dlq",
@@ -69,9 +148,20 @@ class DeadLetterProducer:
         self.published = 0
 
     async def start(self) -> None:
-        if self._producer is None:
-            self._producer = AIOKafkaProducer(**self._kwargs)
-            await self._producer.start()
+        if self._producer is not None:
+            return
+        # Kafka refuses a record over the topic's limit; Tansu has none: honour it here
+        try:
+            topic_limit = await topic_max_message_bytes(self.bootstrap_servers, self.topic)
+        except (KafkaError, DependencyUnavailable) as exc:
+            log.warning("max.message.bytes of %s unknown (%r): using %d", self.topic, exc, self.limit)
+        else:
+            if topic_limit is not None and topic_limit < self.limit:
+                log.info("dead letters sized for %s max.message.bytes=%d", self.topic, topic_limit)
+                self.limit = topic_limit
+        producer = AIOKafkaProducer(**self._kwargs, max_batch_size=max(1, min(_BATCH_BYTES, self.limit)))
+        await producer.start()
+        self._producer = producer
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -82,34 +172,83 @@ class DeadLetterProducer:
                 log.warning("dead-letter producer stop: %r", exc)
 
     async def publish(self, letters: list[DeadLetter]) -> None:
-        """Every letter acknowledged, or SinkUnavailable (then publish all again)."""
+        """Every letter acknowledged, or NotAcknowledged holding the ones that were not."""
         if not letters:
             return
-        records = [(self.topic, letter.value, letter.key, letter.headers(self.group)) for letter in letters]
-        await self._send_all(records, f"dead-letter topic {self.topic}")
-        self.published += len(letters)
-        for letter in letters:
+
+        def record(letter: DeadLetter) -> tuple[str, bytes | None, bytes | None, Headers]:
+            fitted = letter.fitted(self.group, self.limit)
+            if fitted is None:
+                # what Kafka would answer; Tansu has no limit of its own
+                raise MessageSizeTooLargeError(
+                    f"dead letter {letter.topic}[{letter.partition}]@{letter.offset} does not fit "
+                    f"{self.limit} bytes even as a preview: raise max.message.bytes of {self.topic}"
+                )
+            key, value, headers = fitted
+            if value is not letter.value:
+                log.warning(
+                    "dead letter %s[%d]@%d of %d bytes sent as a %d-byte preview",
+                    letter.topic,
+                    letter.partition,
+                    letter.offset,
+                    len(letter.value or b""),
+                    len(value or b""),
+                )
+            return self.topic, value, key, headers
+
+        sent, unsent, error = await self._send_each(letters, record)
+        self.published += len(sent)
+        for letter in sent:
             log.warning(
                 "dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
+            )
+        if unsent:
+            raise NotAcknowledged(
+                f"dead-letter topic {self.topic}: {len(unsent)} of {len(letters)} not acknowledged: {error}",
+                unsent,
             )
 
     async def publish_outputs(self, outputs: list[Any]) -> None:
         """A sink's own output records (``topic``, ``key``, ``value``, ``headers``),
-        acknowledged, or SinkUnavailable (then publish all again)."""
+        acknowledged, or NotAcknowledged holding the ones that were not."""
         if not outputs:
             return
-        await self._send_all([(o.topic, o.value, o.key, list(o.headers)) for o in outputs], "output topic")
+        _, unsent, error = await self._send_each(
+            outputs, lambda o: (o.topic, o.value, o.key, list(o.headers))
+        )
+        if unsent:
+            raise NotAcknowledged(
+                f"output topic: {len(unsent)} of {len(outputs)} not acknowledged: {error}", unsent
+            )
 
-    async def _send_all(self, records: list[tuple[str, bytes | None, bytes | None, Any]], what: str) -> None:
-        """Send (topic, value, key, headers) records and wait for every acknowledgement."""
+    async def _send_each(
+        self, items: list[T], record: Callable[[T], tuple[str, bytes | None, bytes | None, Headers]]
+    ) -> tuple[list[T], list[T], BaseException | None]:
+        """Send every item's record and wait for each acknowledgement: (the items
+        acknowledged, the others in order, the first error)."""
         if self._producer is None:
             await self.start()
         assert self._producer is not None
-        try:
-            futures = [
-                await self._producer.send(topic, value, key=key, headers=headers)
-                for topic, value, key, headers in records
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise SinkUnavailable(f"{what} unreachable: {exc!r}") from exc
+        pending: list[tuple[T, asyncio.Future[Any] | None, BaseException | None]] = []
+        for item in items:
+            try:
+                topic, value, key, headers = record(item)
+                future = await self._producer.send(topic, value, key=key, headers=headers)
+                pending.append((item, future, None))
+            except KafkaError as exc:
+                pending.append((item, None, exc))
+        sent: list[T] = []
+        unsent: list[T] = []
+        first: BaseException | None = None
+        for item, future, error in pending:
+            if future is not None:
+                try:
+                    await future
+                except KafkaError as exc:
+                    error = exc
+            if error is None:
+                sent.append(item)
+            else:
+                unsent.append(item)
+                first = first or error
+        return sent, unsent, first

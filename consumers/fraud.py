@@ -43,10 +43,14 @@ class _Welford:
     m2: float = 0.0
 
     def add(self, x: float) -> None:
-        self.n += 1
+        """Fold ``x`` in, unless it would overflow the variance (|x| beyond ~1e154, e.g.
+        a 1e308 the contract allows): one such value would blind the score for good."""
+        n = self.n + 1
         d = x - self.mean
-        self.mean += d / self.n
-        self.m2 += d * (x - self.mean)
+        mean = self.mean + d / n
+        m2 = self.m2 + d * (x - mean)
+        if math.isfinite(x * x) and math.isfinite(mean) and math.isfinite(m2):
+            self.n, self.mean, self.m2 = n, mean, m2
 
     def z(self, x: float) -> float:
         if self.n < 2:
@@ -115,8 +119,16 @@ class FraudSink:
                 )
                 continue
             client = _client(rec, ev)
-            self._score_rate(client, when, ev)
-            self._score_features(client, ev)
+            try:
+                self._score_rate(client, when, ev)
+                self._score_features(client, ev)
+            except (ArithmeticError, ValueError, TypeError) as exc:
+                # a value the event contract lets through but the scores cannot take
+                reason = f"cannot be scored: {exc.__class__.__name__}: {exc}"[:500]
+                self._pending_dead.append(
+                    DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
+                )
+                continue
             self.scored += 1
         self._pending += len(records)
         self._next[tp] = records[-1].offset + 1

@@ -28,7 +28,7 @@ from common.events import SCHEMA_VERSION
 from common.lakewrite import PartitionBatch, app_id, commit_batch, next_offsets
 from consumers.deadletters import DeadLetter
 from consumers.runner import incarnation_of
-from consumers.validate import PoisonError, decode_event
+from consumers.validate import PoisonError, decode_event, nesting
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ _FIXED_SCHEMA: dict[str, Any] = {
     "model_version": pl.String,
     "prediction": pl.String,
     "latency_ms": pl.Float64,
+    "http_latency_ms": pl.Float64,
     "status": pl.String,
     "error": pl.String,
     "synthetic": pl.Boolean,
@@ -57,6 +58,9 @@ _MAX_SCHEMAS = 256
 _ShapeKey = tuple[bytes, bytes, int]
 _UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _WIRE_TIME = "%Y-%m-%dT%H:%M:%S%.fZ"
+# polars' supertype search over nested structs grows exponentially with their depth
+# (measured: 32 levels 29 ms, 48 levels 0.2 s, 200 levels hours): deeper junk is a dead letter
+_MAX_NESTING = 16
 
 
 class _PartitionState:
@@ -223,10 +227,33 @@ class LakeSink:
         for key, group in groups.items():
             df = self._parse_group(key, group, dead)
             if df is not None and df.height:
-                frames.append(df)
+                frames.append((df, group))
         if not frames:
             return None
-        return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+        if len(frames) == 1:
+            return frames[0][0]
+        # the largest shape first; a shape whose fields cannot share a column type with
+        # what is kept (junk under a feature's name) is dead-lettered, the rest lands
+        frames.sort(key=lambda f: -f[0].height)
+        kept = frames[0][0]
+        for df, group in frames[1:]:
+            try:
+                both = pl.concat([kept, df], how="diagonal_relaxed")
+                changed = [
+                    c
+                    for part in (kept, df)
+                    for c, dtype in part.schema.items()
+                    if not _widens(dtype, both.schema[c])
+                ]
+                if changed:  # e.g. a number feature would be stored as text for the whole batch
+                    raise pl.exceptions.SchemaError(f"column {changed[0]} would change type")
+            except pl.exceptions.PolarsError as exc:
+                reason = f"fields of types conflicting with the rest of the batch: {exc}"[:500]
+                offsets = set(df["kafka_offset"])
+                dead.extend(_dead(rec, reason) for rec in group.records if rec.offset in offsets)
+                continue
+            kept = both
+        return kept
 
     @staticmethod
     def _homogeneous(records: list[ConsumerRecord[bytes, bytes]]) -> dict[_ShapeKey | None, _Group] | None:
@@ -278,7 +305,8 @@ class LakeSink:
             records: list[ConsumerRecord[bytes, bytes]] = []
             for rec in group.records:
                 try:
-                    decode_event(rec.value)
+                    if nesting(decode_event(rec.value)) > _MAX_NESTING:
+                        raise PoisonError(f"nested deeper than {_MAX_NESTING} levels")
                 except PoisonError as exc:
                     dead.append(_dead(rec, str(exc)))
                     continue
@@ -353,13 +381,16 @@ class LakeSink:
         bad = pl.col("schema_version").is_null() | (pl.col("schema_version") != SCHEMA_VERSION)
         for c in _REQUIRED:
             bad = bad | pl.col(c).is_null()
-        bad = bad | pl.col("_t").is_null() | ~pl.col("event_id").str.contains(_UUID_RE)
+        # an hour directory is named through a Python datetime: years 1-9999 only
+        year = pl.col("_t").dt.year()
+        bad = bad | pl.col("_t").is_null() | (year < 1) | (year > 9999)
+        bad = bad | ~pl.col("event_id").str.contains(_UUID_RE)
         df = df.with_columns(bad.alias("_bad"))
         if df["_bad"].any():
             by_offset = {r.offset: r for r in group.records}
             for row in (
                 df.filter(pl.col("_bad"))
-                .select(["kafka_offset", "schema_version", "_t", *_REQUIRED])
+                .select("kafka_offset", "schema_version", pl.col("_t").dt.year().alias("_year"), *_REQUIRED)
                 .iter_rows(named=True)
             ):
                 dead.append(_dead(by_offset[row["kafka_offset"]], _reason(row)))
@@ -373,6 +404,21 @@ class LakeSink:
         ).drop("_t", "_bad", "kafka_timestamp_ms")
 
 
+def _widens(old: pl.DataType, new: pl.DataType) -> bool:
+    """Whether values of type ``old`` keep their kind as ``new``: the same type, a wider
+    number, a struct with more fields, or anything in place of nulls."""
+    if old == new or old == pl.Null:
+        return True
+    if old.is_numeric() and new.is_numeric():
+        return True
+    if isinstance(old, pl.Struct) and isinstance(new, pl.Struct):
+        fields = {f.name: f.dtype for f in new.fields}
+        return all(f.name in fields and _widens(f.dtype, fields[f.name]) for f in old.fields)
+    if isinstance(old, pl.List) and isinstance(new, pl.List):
+        return _widens(old.inner, new.inner)
+    return False
+
+
 def _dead(rec: ConsumerRecord[bytes, bytes], reason: str) -> DeadLetter:
     return DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
 
@@ -384,6 +430,8 @@ def _reason(row: dict[str, Any]) -> str:
     for c in _REQUIRED:
         if row[c] is None:
             return f"missing field {c}"
-    if row["_t"] is None:
+    if row["_year"] is None:
         return "event_time is not an ISO 8601 time"
+    if not 1 <= row["_year"] <= 9999:
+        return "event_time is outside the years 1-9999"
     return f"event_id {str(row['event_id'])[:40]!r} is not a UUID"

@@ -3,11 +3,12 @@ several runners in one process do not collide)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 
 class ConsumerMetrics:
     def __init__(self, group: str, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # no `_created` twin per counter
         self.registry = registry or CollectorRegistry()
         self.group = group
         labels = ["group"]
@@ -48,6 +49,19 @@ class ConsumerMetrics:
         self.pending = Gauge(
             "inferstream_consumer_pending_records",
             "Records added but not yet durable",
+            labels,
+            registry=self.registry,
+        ).labels(group)
+
+        self.stuck = Gauge(
+            "inferstream_consumer_stuck",
+            "1 when nothing was committed for stuck_after_s while records wait",
+            labels,
+            registry=self.registry,
+        ).labels(group)
+        self.seconds_since_progress = Gauge(
+            "inferstream_consumer_seconds_since_progress",
+            "Seconds since the last commit (or since the last moment with nothing to read)",
             labels,
             registry=self.registry,
         ).labels(group)

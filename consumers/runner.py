@@ -6,7 +6,10 @@ publish the batch's dead letters (acknowledged) → commit the offsets. A rebala
 flushes and commits before partitions are revoked. SIGTERM flips ``running``; the loop
 ends with one final flush and commit. Auto-commit is off; nothing is committed that
 the sink has not made durable. A failing flush is retried with backoff, forever, while
-nothing is committed (the sink keeps the batch; consumption pauses meanwhile).
+nothing is committed (the sink keeps the batch; consumption pauses meanwhile); dead
+letters that stay unacknowledged for ``dlq_retry_timeout_s`` end the run with
+DeadLettersStuck instead (see ``_flush_with_backoff``). ``health()`` says "stuck" when
+nothing was committed for ``stuck_after_s`` while records wait.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from common.errors import DependencyUnavailable
 from consumers.deadletters import DeadLetter, DeadLetterProducer
+from consumers.errors import DeadLettersStuck, NotAcknowledged
 from consumers.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, offset in (resume or {}).items():
                 self.runner.consumer.seek(tp, offset)
             self.runner.ready.update(assigned)
+            self.runner.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
         log.info(
             "assigned group=%s partitions=%s", self.runner.group_id, sorted(tp.partition for tp in assigned)
         )
@@ -101,6 +106,8 @@ class ConsumerRunner:
         dlq: DeadLetterProducer | None = None,
         metrics: ConsumerMetrics | None = None,
         max_poll_records: int = 10_000,
+        dlq_retry_timeout_s: float = 120.0,
+        stuck_after_s: float = 60.0,
     ) -> None:
         self.sink = sink
         # fault injection only: widens the window between "durable" and "committed"
@@ -115,6 +122,8 @@ class ConsumerRunner:
         self.max_batch_bytes = max_batch_bytes
         self.max_poll_records = min(max_poll_records, max_batch_rows)
         self.dlq = dlq
+        self.dlq_retry_timeout_s = dlq_retry_timeout_s
+        self.stuck_after_s = stuck_after_s
         self.metrics = metrics or ConsumerMetrics(group_id)
         self.records = 0
         self.batches = 0
@@ -128,6 +137,11 @@ class ConsumerRunner:
         self._outputs: list[Any] = []
         self._position: dict[TopicPartition, int] = {}
         self.ready: set[TopicPartition] = set()  # assigned and known to the sink
+        # health: what this runner last committed, and when it last made progress
+        self.committed_offsets: dict[TopicPartition, int | None] = {}
+        self._progress_at = time.monotonic()
+        self.stuck = False
+        self.lag_behind_commits: int | None = None
         # a sink whose flush() may run while add() is called keeps the loop fetching
         self.pipelined = bool(getattr(sink, "pipelined", False))
         self._flush_task: asyncio.Task[None] | None = None
@@ -234,14 +248,22 @@ class ConsumerRunner:
             if self._dead:
                 if self.dlq is None:
                     raise RuntimeError("poison records but no dead-letter producer")
-                await self.dlq.publish(self._dead)
-                self.dead_letters += len(self._dead)
-                self.metrics.dead_letters.inc(len(self._dead))
+                try:
+                    await self.dlq.publish(self._dead)
+                except NotAcknowledged as exc:
+                    self._count_dead_letters(len(self._dead) - len(exc.unsent))
+                    self._dead = exc.unsent  # only these are sent again
+                    raise
+                self._count_dead_letters(len(self._dead))
                 self._dead = []
             if self._outputs:
                 if self.dlq is None:
                     raise RuntimeError("a sink produced records but there is no producer")
-                await self.dlq.publish_outputs(self._outputs)
+                try:
+                    await self.dlq.publish_outputs(self._outputs)
+                except NotAcknowledged as exc:
+                    self._outputs = exc.unsent
+                    raise
                 self._outputs = []
             if not self._to_commit:
                 return
@@ -258,6 +280,8 @@ class ConsumerRunner:
                 return
             self.batches += 1
             self.metrics.batches.inc()
+            self._progress_at = time.monotonic()
+            self.committed_offsets.update({tp: off for tp, (off, _) in offsets.items()})
             elapsed = time.perf_counter() - start
             self.metrics.flush_seconds.observe(elapsed)
             log.debug("committed group=%s offsets=%s seconds=%.3f", self.group_id, offsets, elapsed)
@@ -275,6 +299,7 @@ class ConsumerRunner:
             self._dead = [d for d in self._dead if TopicPartition(d.topic, d.partition) not in gone]
             for tp in gone:
                 self._position.pop(tp, None)
+                self.committed_offsets.pop(tp, None)
                 self.metrics.forget_partition(tp.topic, tp.partition)
 
     def stop(self) -> None:
@@ -289,6 +314,8 @@ class ConsumerRunner:
         if self.dlq is not None:
             await self.dlq.start()
         self.consumer.subscribe(self.topics, listener=_Listener(self))
+        self._progress_at = time.monotonic()
+        watch = asyncio.create_task(self._watch_health())
         try:
             while self.running:
                 batch = await self.consumer.getmany(
@@ -328,6 +355,7 @@ class ConsumerRunner:
             await self._flush_with_backoff()
             self._update_lag(force=True)
         finally:
+            watch.cancel()
             if self._flush_task is not None:  # the loop failed: nothing more gets committed
                 self._flush_task.cancel()
                 self._flush_task = None
@@ -365,8 +393,78 @@ class ConsumerRunner:
             if high is not None and pos is not None:
                 self.metrics.set_lag(tp.topic, tp.partition, max(0, high - pos))
 
+    def health(self) -> dict[str, Any]:
+        """``status`` "stuck" or "ok", for the health endpoint (any thread may call it)."""
+        return {
+            "status": "stuck" if self.stuck else "ok",
+            "group": self.group_id,
+            "seconds_since_progress": round(time.monotonic() - self._progress_at, 1),
+            "stuck_after_s": self.stuck_after_s,
+            "lag_behind_commits": self.lag_behind_commits,
+        }
+
+    async def _watch_health(self) -> None:
+        """Stuck: no commit for ``stuck_after_s`` while records wait past the committed
+        offsets (a growing lag, or one that never shrinks). Idle with nothing to read is
+        progress. The lag is asked of the broker: a wedged loop fetches nothing, so the
+        fetch high watermark would stand still."""
+        period = min(1.0, self.stuck_after_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            since = time.monotonic() - self._progress_at
+            self.metrics.seconds_since_progress.set(since)
+            if since < self.stuck_after_s:
+                self._set_stuck(False)
+                continue
+            try:
+                lag = await self._lag_behind_commits()
+            except KafkaError as exc:
+                log.warning("health: lag unknown group=%s error=%r", self.group_id, exc)
+                continue
+            self.lag_behind_commits = lag
+            if lag == 0:
+                self._progress_at = time.monotonic()
+            self._set_stuck(lag > 0)
+
+    async def _lag_behind_commits(self) -> int:
+        parts = list(self.consumer.assignment())
+        if not parts:
+            return 0
+        end = await self.consumer.end_offsets(parts)
+        base = {tp: self.committed_offsets.get(tp) for tp in parts}
+        never = [tp for tp, off in base.items() if off is None]
+        if never:
+            base.update(await self.consumer.beginning_offsets(never))
+        total = 0
+        for tp in parts:
+            # Tansu's ListOffsets end lags a batch behind; its fetch high watermark does not
+            high = max(end.get(tp) or 0, self.consumer.highwater(tp) or 0)
+            total += max(0, high - (base[tp] or 0))
+        return total
+
+    def _set_stuck(self, stuck: bool) -> None:
+        if stuck and not self.stuck:
+            log.error(
+                "stuck group=%s: no commit for %.0fs while %s records wait (INFERSTREAM_STUCK_AFTER_S=%g)",
+                self.group_id,
+                time.monotonic() - self._progress_at,
+                self.lag_behind_commits,
+                self.stuck_after_s,
+            )
+        self.stuck = stuck
+        self.metrics.stuck.set(1 if stuck else 0)
+
+    def _count_dead_letters(self, n: int) -> None:
+        self.dead_letters += n
+        self.metrics.dead_letters.inc(n)
+
     async def _flush_with_backoff(self) -> None:
+        """Flush and commit, retrying with backoff. A sink that cannot flush is retried
+        for as long as it takes; dead letters (or outputs) not acknowledged for
+        ``dlq_retry_timeout_s`` end the loop with DeadLettersStuck instead: the process
+        exits non-zero with the source offsets uncommitted past them."""
         delay = 0.2
+        unacknowledged_since: float | None = None
         while True:
             try:
                 await self.flush_and_commit()
@@ -374,6 +472,17 @@ class ConsumerRunner:
             except (OSError, DependencyUnavailable) as exc:
                 # nothing was committed; the sink (and the runner) still hold the batch
                 self.metrics.flush_failures.inc()
+                if isinstance(exc, NotAcknowledged):
+                    now = time.monotonic()
+                    unacknowledged_since = unacknowledged_since or now
+                    if now - unacknowledged_since >= self.dlq_retry_timeout_s:
+                        raise DeadLettersStuck(
+                            f"{exc}; gave up after {now - unacknowledged_since:.1f}s "
+                            f"(INFERSTREAM_DLQ_RETRY_TIMEOUT_S={self.dlq_retry_timeout_s:g}), "
+                            "nothing committed past them"
+                        ) from exc
+                else:
+                    unacknowledged_since = None
                 log.error("flush failed group=%s error=%r retry_in_s=%.1f", self.group_id, exc, delay)
                 if not self.running:
                     raise

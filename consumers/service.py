@@ -7,11 +7,10 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import start_http_server
-
 from common.errors import ConfigError
 from common.topics import ensure_topics
 from consumers.deadletters import DeadLetterProducer
+from consumers.health import start_http_endpoint
 from consumers.metrics import ConsumerMetrics
 from consumers.runner import ConsumerRunner, Sink
 from consumers.settings import ConsumerSettings
@@ -66,9 +65,6 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         },
     )
     metrics = ConsumerMetrics(group)
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
-        log.info("metrics on :%d/metrics", settings.metrics_port)
     client_id = f"{settings.kafka_client_id}-{name}"
     runner = ConsumerRunner(
         bootstrap_servers=bootstrap,
@@ -83,10 +79,21 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         client_id=client_id,
         pause_before_commit_s=settings.fault_pause_before_commit_s,
         dlq=DeadLetterProducer(
-            bootstrap_servers=bootstrap, topic=settings.dlq_topic, group=group, client_id=client_id
+            bootstrap_servers=bootstrap,
+            topic=settings.dlq_topic,
+            group=group,
+            client_id=client_id,
+            max_message_bytes=settings.dlq_max_message_bytes,
         ),
         metrics=metrics,
+        dlq_retry_timeout_s=settings.dlq_retry_timeout_s,
+        stuck_after_s=settings.stuck_after_s,
     )
+    if settings.metrics_port is not None:
+        start_http_endpoint(settings.metrics_port, metrics.registry, runner.health)
+        log.info(
+            "metrics on :%d/metrics, health on :%d/healthz", settings.metrics_port, settings.metrics_port
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runner.stop)

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from common.events import ALERTS_TOPIC, DLQ_TOPIC
 from common.settings import CommonSettings
+from consumers.deadletters import DEFAULT_MAX_MESSAGE_BYTES
 
 
 class ConsumerSettings(CommonSettings):
@@ -21,6 +22,22 @@ class ConsumerSettings(CommonSettings):
         default=0.0, ge=0, description="Fault injection for crash tests: pause between flush and commit"
     )
     dlq_topic: str = Field(default=DLQ_TOPIC, description="Where poison records go")
+    dlq_max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        ge=1024,
+        description="Largest dead-letter record (lowered to the DLQ topic's max.message.bytes); "
+        "a larger poison record is sent as a preview with its size and sha256",
+    )
+    dlq_retry_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long unacknowledged dead letters are retried before the consumer exits non-zero",
+    )
+    stuck_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="/healthz says stuck after this long without a commit while records wait",
+    )
     alerts_topic: str = Field(default=ALERTS_TOPIC, description="Where the fraud scorer publishes")
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve Prometheus /metrics on this port (unset: off)"

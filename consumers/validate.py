@@ -51,6 +51,19 @@ def check_event(row: Any) -> dict[str, Any]:
     return row
 
 
+def nesting(value: Any) -> int:
+    """How deep JSON containers nest in ``value`` (a scalar: 0, ``{"a": 1}``: 1)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse_time(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)

@@ -26,7 +26,7 @@ from common import lake
 from flows import bi_aggregates as agg
 from flows.quality import read_feedback
 from flows.settings import FlowSettings
-from warehouse import tables
+from warehouse import dashboard, tables
 from warehouse.base import Warehouse, open_warehouse
 from warehouse.settings import WarehouseSettings
 
@@ -50,6 +50,7 @@ class BiLoadResult:
     event_rows: int
     feedback_rows: int
     quality_rows: int
+    dashboard: Path | None = None
 
 
 def partition_hour(part: Partition) -> datetime:
@@ -78,7 +79,7 @@ def pending_partitions(wh: Warehouse, where: lake.Lake | Path | str) -> dict[Par
     loaded = {
         p: (size, mtime)
         for p, size, mtime in wh.query(
-            f"SELECT path, size, mtime_ns FROM {wh.schema}.{tables.LOADED_FILES.name}"
+            f"SELECT path, size, mtime_ns FROM {tables.LOADED_FILES.qualified(wh.schema)}"
         )
     }
     return {
@@ -107,7 +108,10 @@ def load_partition(
     )
     with wh.transaction():
         n = wh.upsert(tables.EVENTS.name, agg.events_rows(df))
+        wh.upsert(tables.EVENT_FEATURES.name, agg.feature_value_rows(df))
+        wh.upsert(tables.EVENT_SCORES.name, agg.score_rows(df))
         wh.upsert(tables.HOURLY.name, agg.hourly_rows(df, hour))
+        wh.upsert(tables.PREDICTION_MIX.name, agg.prediction_mix_rows(df, hour))
         wh.upsert(tables.FEATURE_STATS.name, agg.feature_rows(df, hour))
         wh.upsert(tables.LOADED_FILES.name, loaded)
     return n
@@ -116,7 +120,7 @@ def load_partition(
 @task(cache_policy=NO_CACHE)
 def load_feedback_and_quality(wh: Warehouse, where: lake.Lake | Path | str) -> tuple[int, int]:
     """Ground truth by prediction id, and daily accuracy of the predictions it labels."""
-    fb = read_feedback(where)
+    fb = read_feedback(where, with_time=True)
     if fb.is_empty():
         return 0, 0
     with wh.transaction():
@@ -126,6 +130,12 @@ def load_feedback_and_quality(wh: Warehouse, where: lake.Lake | Path | str) -> t
             q = q.with_columns(pl.col("labelled").cast(pl.Int64), pl.col("accuracy").cast(pl.Float64))
             wh.upsert(tables.DAILY_QUALITY.name, q)
     return fb.height, q.height
+
+
+@task(cache_policy=NO_CACHE)
+def write_dashboard(wh: Warehouse, path: Path) -> Path:
+    """``reports/dashboard.html`` from the views just loaded (``warehouse.dashboard``)."""
+    return dashboard.write(wh, path)
 
 
 def load_once(wh: Warehouse, where: lake.Lake | Path | str) -> BiLoadResult:
@@ -143,10 +153,11 @@ def bi_load_flow(data_dir: str | None = None) -> BiLoadResult:
     """Load new lake files into the warehouse (INFERSTREAM_WAREHOUSE_BACKEND);
     ``data_dir`` overrides INFERSTREAM_DATA_DIR."""
     override = {"data_dir": Path(data_dir)} if data_dir else {}
-    where = FlowSettings(**override).lake()  # type: ignore[arg-type]
+    settings = FlowSettings(**override)  # type: ignore[arg-type]
     wh = open_warehouse(WarehouseSettings(**override))  # type: ignore[arg-type]
     try:
-        result = load_once(wh, where)
+        result = load_once(wh, settings.lake())
+        result.dashboard = write_dashboard(wh, settings.reports_root / "dashboard.html")
     finally:
         wh.close()
     get_run_logger().info("BI load: %s", result)

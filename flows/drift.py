@@ -31,6 +31,7 @@ from common import artifact
 from common.errors import ConfigError
 from flows import drift_calc, index, report
 from flows.alert import post_alert
+from flows.drift_metrics import push_drift
 from flows.lake_reader import read_window
 from flows.quality import classification_quality, join_labels, read_feedback
 from flows.reference import (
@@ -227,8 +228,8 @@ def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata)
 
 # DuckDB allows one writing process: the BI load may hold the file for a moment
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10)
-def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window) -> int:
-    """Results (run, column, method, score, threshold, verdict) into the warehouse."""
+def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window, report_html: Path) -> int:
+    """Results (run, column, method, score, threshold, verdict, report) into the warehouse."""
     if not summary["columns"]:
         return 0
     df = pl.DataFrame(
@@ -247,6 +248,7 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
                 "threshold": float(c["threshold"]),
                 "drifted": bool(c["drifted"]),
                 "run_verdict_drift": bool(summary["verdict"]["drift"]),
+                "report_url": report_html.resolve().as_uri(),
             }
             for c in summary["columns"]
         ],
@@ -261,6 +263,12 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
         return wh.upsert(tables.DRIFT_RESULTS.name, df)
     finally:
         wh.close()
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def push_scores(gateway: str, summary: dict[str, Any]) -> None:
+    """Drift scores to the Pushgateway, for alert rules (``flows.drift_metrics``)."""
+    push_drift(gateway, summary)
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
@@ -314,7 +322,9 @@ def drift_flow(
     run_time = datetime.now(UTC)
     run_id = str(flow_run.get_id() or f"local-{run_time:%Y%m%dT%H%M%S%f}")
     html, js, summary = write_report(settings, inputs, win, results, verdict, tl, run_time, run_id)
-    record_results(ws, summary, win)
+    record_results(ws, summary, win, html)
+    if settings.pushgateway_url:
+        push_scores(settings.pushgateway_url, summary)
     log.info("drift report: %s (%s)", html, summary["verdict"]["reason"])
     if not verdict.drift:
         msg = "no drift" if inputs.current.height else "no current rows in the window"

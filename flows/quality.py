@@ -20,9 +20,12 @@ from common import lake
 FEEDBACK_TABLE = lake.FEEDBACK_TABLE
 
 
-def read_feedback(where: lake.Lake | Path | str) -> pl.DataFrame:
-    """``event_id``, ``label`` (text): one row per prediction id; empty if no feedback."""
+def read_feedback(where: lake.Lake | Path | str, *, with_time: bool = False) -> pl.DataFrame:
+    """``event_id``, ``label`` (text): one row per prediction id; empty if no feedback.
+    ``with_time`` adds ``feedback_time`` (null where the table lacks it)."""
     empty = pl.DataFrame(schema={"event_id": pl.String, "label": pl.String})
+    if with_time:
+        empty = empty.with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("feedback_time"))
     con = duckdb.connect()
     try:
         if not lake.register_duckdb(con, where, FEEDBACK_TABLE):
@@ -34,8 +37,14 @@ def read_feedback(where: lake.Lake | Path | str) -> pl.DataFrame:
                 f"{where}: feedback files need columns event_id and label, found {sorted(names)}"
             )
         order = "feedback_time DESC" if "feedback_time" in names else "1"
+        time_col = ""
+        if with_time:
+            has = "feedback_time" in names
+            time_col = ", " + ("feedback_time" if has else "CAST(NULL AS TIMESTAMPTZ)") + " AS feedback_time"
+            con.execute("SET TimeZone = 'UTC'")
         df = con.sql(
-            f"SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(label AS VARCHAR) AS label FROM {src} "
+            "SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(label AS VARCHAR) AS label"
+            f"{time_col} FROM {src} "
             f"QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY {order}) = 1"
         ).pl()
     finally:

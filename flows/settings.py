@@ -24,6 +24,10 @@ class FlowSettings(CommonSettings):
         ge=1_000,
         description="Rows per side given to Evidently for the report's charts (statistics use all rows)",
     )
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="If set (host:port or URL), each drift run pushes its scores to this Pushgateway",
+    )
     lake_retention_days: int = Field(
         default=30, ge=1, description="Lake partitions older than this are removed"
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -159,6 +161,21 @@ def read_dlq(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0)
     return asyncio.run(read())
 
 
+def committed(bootstrap: str, group: str, partitions: list[TopicPartition]) -> dict[int, int]:
+    """The group's committed offset of each partition that has one."""
+    from common.topics import start_admin
+
+    async def read() -> dict[int, int]:
+        admin = await start_admin(bootstrap)
+        try:
+            found = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        finally:
+            await admin.close()
+        return {tp.partition: m.offset for tp, m in found.items() if m is not None and m.offset >= 0}
+
+    return asyncio.run(read())
+
+
 def dlq_coordinates(records: list) -> dict[tuple[int, int], tuple[str, bytes | None]]:
     out = {}
     for rec in records:
@@ -307,3 +324,10 @@ class TcpProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Debian's promtool (installed by .ci/ensure-promtool); fails, never skips, without it."""
+    exe = shutil.which("promtool")
+    assert exe, "promtool is not installed: run .ci/ensure-promtool (make test does)"
+    return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False)

@@ -40,7 +40,10 @@ def api_schema(tmp_path_factory, trained_model, kafka_bootstrap):
     api = Child("api", ["api"], env, tmp / "api.log")
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", api)
-        yield schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
+        # the schema needs a key like the routes it describes (INFERSTREAM_DOCS_ACCESS=key)
+        yield schemathesis.openapi.from_url(
+            f"http://127.0.0.1:{port}/openapi.json", headers={"X-API-Key": KEY}
+        )
     finally:
         api.terminate()
         assert "Traceback" not in api.tail(200), api.tail(200)

@@ -23,7 +23,7 @@ from common.errors import ConfigError
 from common.events import FeedbackEvent, InferenceEvent
 from common.topics import ensure_topics
 
-from ..support import read_values
+from ..support import promtool, read_values
 
 
 def _settings(trained_model, kafka_bootstrap, topic, **extra) -> ApiSettings:
@@ -179,6 +179,76 @@ def test_api_keys_401_403_429_and_synthetic_role(trained_model, kafka_bootstrap,
         create_app(_settings(trained_model, kafka_bootstrap, topic, auth_enabled=True))
 
 
+def _auth_settings(trained_model, kafka_bootstrap, topic, **extra) -> ApiSettings:
+    keys = [
+        {"name": "app", "sha256": hash_key("good"), "roles": ["predict"]},
+        {"name": "scraper", "sha256": hash_key("scrape"), "roles": ["metrics"]},
+    ]
+    return _settings(trained_model, kafka_bootstrap, topic, auth_enabled=True, api_keys=keys, **extra)
+
+
+def test_a_batch_costs_a_token_per_prediction_and_429_says_when_to_retry(
+    trained_model, kafka_bootstrap, topic
+):
+    s = _auth_settings(trained_model, kafka_bootstrap, topic, rate_limit_per_key=2, batch_max_items=10)
+    key = {"X-API-Key": "good"}
+    items = [{"features": r} for r in trained_model.rows[:10]]
+    with TestClient(create_app(s)) as c:
+        r = c.post("/v1/predict/batch", json={"items": items}, headers=key)
+        assert r.status_code == 200, r.text
+        # 10 predictions against a bucket of 2: 8 tokens owed, refilled at 2/s
+        late = c.post("/v1/predict", json=items[0], headers=key)
+        assert late.status_code == 429, late.text
+        wait = int(late.headers["Retry-After"])
+        assert 4 <= wait <= 5, wait
+        assert f"retry in {wait}s" in late.json()["detail"]
+        # the other key has its own bucket
+        assert c.get("/metrics", headers={"X-API-Key": "scrape"}).status_code == 200
+
+
+def test_the_key_is_checked_before_the_body_and_guards_metrics_and_docs(
+    trained_model, kafka_bootstrap, topic
+):
+    malformed = {"content": b'{"features": {', "headers": {"content-type": "application/json"}}
+    with TestClient(create_app(_auth_settings(trained_model, kafka_bootstrap, topic))) as c:
+        for headers in ({}, {"X-API-Key": "bad"}, {"Authorization": "Bearer bad"}):
+            r = c.post(
+                "/v1/predict", content=malformed["content"], headers={**malformed["headers"], **headers}
+            )
+            assert r.status_code == 401, (headers, r.status_code, r.text)
+            assert r.headers["WWW-Authenticate"] == "Bearer"
+        wrong_role = c.post(
+            "/v1/predict",
+            content=malformed["content"],
+            headers={**malformed["headers"], "X-API-Key": "scrape"},
+        )
+        assert wrong_role.status_code == 403
+        # with a good key the body is parsed: the malformed JSON is now the error
+        r = c.post(
+            "/v1/predict", content=malformed["content"], headers={**malformed["headers"], "X-API-Key": "good"}
+        )
+        assert r.status_code == 422
+        # metrics: a key with the metrics role; schema: a predict key; the HTML pages are off
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers={"X-API-Key": "good"}).status_code == 403
+        assert "inferstream_requests_total" in c.get("/metrics", headers={"X-API-Key": "scrape"}).text
+        assert c.get("/openapi.json").status_code == 401
+        schema = c.get("/openapi.json", headers={"Authorization": "Bearer good"})
+        assert schema.status_code == 200 and "/v1/predict" in schema.json()["paths"]
+        assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+    opened = _auth_settings(trained_model, kafka_bootstrap, topic, metrics_access="open", docs_access="open")
+    with TestClient(create_app(opened)) as c:
+        assert c.get("/metrics").status_code == 200 and c.get("/openapi.json").status_code == 200
+        assert c.get("/docs").status_code == 200 and c.get("/redoc").status_code == 200
+        assert c.post("/v1/predict", json={"features": trained_model.rows[0]}).status_code == 401
+    with TestClient(
+        create_app(_auth_settings(trained_model, kafka_bootstrap, topic, docs_access="off"))
+    ) as c:
+        assert c.get("/openapi.json", headers={"X-API-Key": "good"}).status_code == 404
+        assert c.get("/docs").status_code == 404
+
+
 class _BrokenModel(ServedModel):
     def predict(self, features):  # type: ignore[no-untyped-def]
         raise ValueError("weights are corrupt")
@@ -205,3 +275,17 @@ def test_feedback_schema_file_is_in_sync_with_the_contract():
     from common.events import FEEDBACK_SCHEMA_PATH, feedback_json_schema_text
 
     assert FEEDBACK_SCHEMA_PATH.read_text() == feedback_json_schema_text(), "run `inferstream schema --write`"
+
+
+def test_metrics_pass_promtool_without_created_families_and_with_build_info(
+    trained_model, kafka_bootstrap, topic
+):
+    from importlib.metadata import version
+
+    with TestClient(create_app(_settings(trained_model, kafka_bootstrap, topic))) as c:
+        assert c.post("/v1/predict", json={"features": trained_model.rows[0]}).status_code == 200
+        text = c.get("/metrics").text
+    assert "_created" not in text
+    assert 'inferstream_build_info{python="' in text and f'version="{version("inferstream")}"}} 1.0' in text
+    check = promtool("check", "metrics", stdin=text)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -51,6 +51,8 @@ def test_predictions_become_valid_events_in_kafka(client, trained_model, kafka_b
     first = by_id[ids[0]]
     assert first.features == trained_model.rows[0]
     assert first.status == "ok" and first.latency_ms > 0
+    # time inside the API covers the model's time plus parsing, validation and routing
+    assert all(e.http_latency_ms is not None and e.http_latency_ms > e.latency_ms for e in events)
     assert first.client_id is None  # authentication is off in this fixture
 
 
@@ -130,3 +132,66 @@ def test_events_name_the_client_when_authentication_is_on(settings, trained_mode
     event = InferenceEvent.model_validate_json(raw)
     assert str(event.event_id) == r.json()["prediction_id"]
     assert event.client_id == "team-a"
+
+
+def test_strings_a_sink_cannot_store_get_a_422_naming_the_field(
+    client, trained_model, kafka_bootstrap, topic
+):
+    """The campaign's ``"salary_range": "a\\u0000b"`` (a category of its model; here the
+    test model's ``size_band``) stopped the audit consumer: PostgreSQL cannot hold NUL."""
+    row = trained_model.rows[0]
+    body = json.dumps({"features": {**row, "size_band": "PLACEHOLDER"}})
+    refused = {
+        "NUL": r"a\u0000b",
+        "other C0 control": r"a\u001bb",
+        "lone surrogate": r"a\ud800b",
+    }
+    for name, escaped in refused.items():
+        r = client.post(
+            "/v1/predict",
+            content=body.replace("PLACEHOLDER", escaped),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, (name, r.text)
+        assert r.json()["detail"][0]["loc"] == ["body", "features", "size_band"], (name, r.text)
+    batch = client.post("/v1/predict/batch", json={"items": [{"features": {**row, "size_band": "a\u0000b"}}]})
+    assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == [
+        "body",
+        "items",
+        0,
+        "features",
+        "size_band",
+    ]
+    label = client.post(
+        "/v1/feedback", json={"prediction_id": "01900000-0000-7000-8000-000000000000", "label": "a\u0000b"}
+    )
+    assert label.status_code == 422 and label.json()["detail"][0]["loc"][:2] == ["body", "label"], label.text
+    # valid Unicode, tabs and newlines included, is served and published unchanged
+    fine = "é 中文 🙂\tline\nbreak"
+    ok = client.post("/v1/predict", json={"features": {**row, "size_band": fine}})
+    assert ok.status_code == 200, ok.text
+    (raw,) = read_values(kafka_bootstrap, topic, 1)
+    event = InferenceEvent.model_validate_json(raw)
+    assert str(event.event_id) == ok.json()["prediction_id"] and event.features["size_band"] == fine
+
+
+def test_api_process_logs_its_address_model_and_version_at_start(
+    trained_model, kafka_bootstrap, topic, tmp_path
+):
+    from common.broker import free_port
+    from inferstream.procs import Child, wait_ready
+
+    from ..support import api_env, wait_for_log
+
+    port = free_port()
+    child = Child("api", ["api"], api_env(trained_model, kafka_bootstrap, topic, port), tmp_path / "api.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", child)
+        wait_for_log(
+            child,
+            f"serving model {trained_model.name} version {trained_model.version} on http://127.0.0.1:{port}; "
+            f"events to topic {topic} via KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap}",
+            timeout_s=5,
+        )
+    finally:
+        child.terminate()

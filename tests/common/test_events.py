@@ -65,3 +65,35 @@ def test_keys_spread_evenly_over_partitions():
     counts = Counter(partitioner(events.event_key(str(events.uuid7())), parts, parts) for _ in range(8000))
     assert set(counts) == set(parts)
     assert max(counts.values()) < 1.15 * 2000 and min(counts.values()) > 0.85 * 2000
+
+
+def test_the_contract_refuses_strings_a_sink_cannot_store():
+    import pydantic
+
+    def event(features: dict) -> bytes:
+        return events.encode(
+            events.build_event(
+                event_id=events.uuid7(),
+                event_time=events.utcnow(),
+                model_name="m",
+                model_version="1",
+                features=features,
+                prediction=1,
+                scores=None,
+                latency_ms=0.1,
+            )
+        )
+
+    for bad in ("a\x00b", "\x07", "x\x1f"):
+        try:
+            events.InferenceEvent.model_validate_json(event({"f": bad}))
+        except pydantic.ValidationError as exc:
+            assert exc.errors()[0]["loc"][:2] == ("features", "f")
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+    assert events.InferenceEvent.model_validate_json(event({"f": "é\t中\n🙂"})).features["f"] == "é\t中\n🙂"
+    schema = json.loads(events.SCHEMA_PATH.read_text())
+    strings = [
+        s for s in schema["properties"]["features"]["additionalProperties"]["anyOf"] if s["type"] == "string"
+    ]
+    assert strings == [{"type": "string", "pattern": events.TEXT_PATTERN}]

@@ -68,6 +68,18 @@ def test_rate_and_outlier_scores_alert_once_each():
     assert len(replayed) == 2 and sorted(o.key for o in replayed) == sorted(o.key for o in outputs)
 
 
+def test_a_value_near_the_float_limit_does_not_blind_the_outlier_score():
+    sink = FraudSink(alerts_topic="alerts", rate_threshold=10**6, zscore_threshold=6, min_samples=100)
+    recs = [_rec(0, seconds=0, x=1e308, client="c"), _rec(1, seconds=1, x=-1e200, client="c")]
+    recs += [_rec(2 + i, seconds=2 + i, x=10 + (i % 7) * 0.1, client="c") for i in range(200)]
+    recs.append(_rec(202, seconds=202, x=500.0, client="c"))
+    sink.add(TP, recs)
+    assert sink.flush() == {TP: (203, "")}
+    alerts = [orjson.loads(o.value) for o in sink.take_outputs()]
+    assert [(a["kind"], a["detail"]["value"]) for a in alerts] == [("feature_outlier", 500.0)]
+    assert sink.take_dead_letters() == []
+
+
 def _api_counter(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     total = 0.0

@@ -64,6 +64,7 @@ def _write_lake(
             "prediction": frame["prediction"].cast(pl.String),
             "scores": pl.DataFrame({"0": 1.0 - frame["score"], "1": frame["score"]}).to_struct("scores"),
             "latency_ms": [1.0 + (i % 7) for i in range(n)],
+            "http_latency_ms": [10.0 + (i % 13) for i in range(n)],
             "status": ["ok"] * n,
             "error": pl.Series([None] * n, dtype=pl.String),
             "synthetic": [synthetic] * n,
@@ -177,3 +178,4 @@ def warehouse_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "postgres":
         with psycopg.connect(PG_DSN, autocommit=True) as con:
             con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            con.execute(f"DROP SCHEMA IF EXISTS {schema}_internal CASCADE")

@@ -27,7 +27,7 @@ def _snapshot(ws) -> dict[str, list[tuple]]:
         for t in tables.ALL:
             cols = [c for c in t.column_names if c != "loaded_at"]
             out[t.name] = wh.query(
-                f"SELECT {', '.join(cols)} FROM {wh.schema}.{t.name} ORDER BY {', '.join(t.key)}"
+                f"SELECT {', '.join(cols)} FROM {t.qualified(wh.schema)} ORDER BY {', '.join(t.key)}"
             )
         return out
     finally:
@@ -71,7 +71,7 @@ def test_bi_load_twice_gives_same_tables(prefect_harness, env, model_lake, write
     lat10 = [1.0 + (i % 7) for i in range(300)][:n10]
     assert hourly[0][7] == pytest.approx(np.percentile(lat10, 50))
     assert hourly[0][9] == pytest.approx(np.percentile(lat10, 99))
-    mix = orjson.loads(hourly[0][10])
+    mix = orjson.loads(hourly[0][13])
     assert sum(mix.values()) == n10
     fstats = {(f[2].astimezone(UTC).hour, f[3]): f for f in snap1[tables.FEATURE_STATS.name]}
     mean10 = first.head(n10)["mean_radius"].mean()

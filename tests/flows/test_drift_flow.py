@@ -112,7 +112,9 @@ def test_drifted_window_fails_with_named_state_and_alerts(drifted_run):
     assert "DRIFT" in index and f"{run_dir.name}/report.html" in index
     con = duckdb.connect(str(m.data_dir / "warehouse.duckdb"), read_only=True)
     rows = con.execute("SELECT column_name, drifted FROM bi.drift_results").fetchall()
+    links = con.execute("SELECT DISTINCT report_url FROM bi.drift_results").fetchall()
     con.close()
+    assert links == [((run_dir / "report.html").resolve().as_uri(),)]
     assert {c for c, d in rows if d} == drifted
     assert len(rows) == len(summary["columns"])
     doc = orjson.loads((run_dir / "report.json").read_bytes())
