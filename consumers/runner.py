@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
-        """Partitions now owned, with their committed offset and commit metadata."""
+    def assigned(
+        self, partitions: dict[TopicPartition, tuple[int | None, str]]
+    ) -> dict[TopicPartition, int] | None:
+        """Partitions now owned, with their committed offset and commit metadata.
+        A sink that keeps its own progress (the lake table) returns where to resume
+        each partition; the runner seeks there (the group's commit is then a hint)."""
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None: ...
 
@@ -82,7 +86,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                 return
         committed = await runner.committed(assigned)
         async with runner.lock:
-            runner.sink.assigned(committed)
+            # in a thread: a sink may read its own store (the lake table) to answer
+            resume = await asyncio.to_thread(runner.sink.assigned, committed)
+            for tp, offset in (resume or {}).items():
+                runner.consumer.seek(tp, offset)
             runner.ready.update(assigned)
             runner.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
             history = int(getattr(runner.sink, "history_records", 0))

@@ -28,9 +28,10 @@ def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
         from consumers.lake import LakeSink
 
         topics = [settings.events_topic, settings.feedback_topic]
+        group = settings.group_id or name
         sinks = {
-            settings.events_topic: LakeSink(settings.lake_dir),
-            settings.feedback_topic: FeedbackLakeSink(settings.lake_dir),
+            settings.events_topic: LakeSink(settings.lake(), group=group),
+            settings.feedback_topic: FeedbackLakeSink(settings.lake(), group=group),
         }
         return RoutingSink(sinks), topics
     if name == "audit":

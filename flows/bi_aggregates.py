@@ -1,34 +1,36 @@
 """Rows for the BI tables, computed from one lake partition (one model, one hour).
 
 A partition holds every event of its hour (the lake partitions by event time), so its
-aggregates can be recomputed whole from its files and replace the previous ones: that
-is what makes a re-run load nothing twice.
+aggregates can be recomputed whole from the table's current snapshot of it and replace
+the previous ones: that is what makes a re-run load nothing twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
 import orjson
 import polars as pl
 
-from common.lake import HIVE_TYPES_SQL
+from common import lake
 
 
-def read_partition_files(files: Sequence[Path]) -> pl.DataFrame:
-    """The events of these files, deduplicated by event id (a replay after a topic
-    re-creation can land an event twice under different file names)."""
-    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+def read_partition(where: lake.Lake | Path | str, model: str, day: date, hour: int) -> pl.DataFrame:
+    """The events of one (model, date, hour) partition. The lander lands one row per
+    event id; the dedupe here keeps that true for tables written otherwise (a migrated
+    lake, a second incarnation of a topic whose copies fall outside the lander's check)."""
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        if not lake.register_duckdb(con, where, lake.EVENTS_TABLE):
+            return pl.DataFrame()
         return con.sql(
-            f"SELECT * EXCLUDE (date, hour, model) FROM read_parquet([{listing}], hive_partitioning = true, "
-            f"hive_types = {HIVE_TYPES_SQL}, union_by_name = true) "
-            "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_offset) = 1"
+            f"SELECT * EXCLUDE (date, hour, model) FROM {lake.EVENTS_TABLE} "
+            "WHERE model = $model AND date = $day AND hour = $hour "
+            "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_offset) = 1",
+            params={"model": model, "day": day, "hour": hour},
         ).pl()
     finally:
         con.close()

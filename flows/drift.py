@@ -98,7 +98,7 @@ def load_inputs(
 
     def lake_window(w: Window) -> pl.DataFrame:
         df = read_window(
-            settings.lake_dir,
+            settings.lake(),
             model_name,
             w,
             features,
@@ -161,7 +161,7 @@ def write_report(
         else inputs.reference
     )
     # quality: current predictions that got ground truth through feedback
-    feedback = read_feedback(settings.lake_dir)
+    feedback = read_feedback(settings.lake())
     labelled = join_labels(inputs.current, feedback)
     art_dir = artifact.resolve_dir(settings.models_dir, meta.name, meta.version)
     perf = performance.estimate_quality(art_dir, meta, inputs.current, feedback)

@@ -13,9 +13,6 @@ from common.settings import CommonSettings
 
 
 class FlowSettings(CommonSettings):
-    lake_group_id: str = Field(
-        default="lake", description="Consumer group of the lake lander (compaction merges what it committed)"
-    )
     reports_dir: Path | None = Field(
         default=None, description="Root of drift reports; default <data_dir>/reports"
     )
@@ -33,6 +30,12 @@ class FlowSettings(CommonSettings):
     )
     lake_retention_days: int = Field(
         default=30, ge=1, description="Lake partitions older than this are removed"
+    )
+    lake_vacuum_hours: int = Field(
+        default=24,
+        ge=0,
+        description="Data files no table snapshot has referenced for this long are deleted; "
+        "keep it above the longest query",
     )
 
     @property

@@ -172,7 +172,7 @@ def _cmd_kafka_status(args: argparse.Namespace) -> int:
     from consumers.status import collect, registry, render
 
     s = ConsumerSettings()
-    status = asyncio.run(collect(s.require_bootstrap(), s.lake_dir))
+    status = asyncio.run(collect(s.require_bootstrap(), s.lake()))
     if args.json:
         print(json.dumps(status.as_dict(), indent=2))
     elif args.prometheus:
@@ -185,21 +185,32 @@ def _cmd_kafka_status(args: argparse.Namespace) -> int:
 def _cmd_compact(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from consumers.compaction import committed_offsets, compact_closed_hours
+    from common import lake, lakemaint
     from consumers.settings import ConsumerSettings
 
-    s = ConsumerSettings()
-    committed = asyncio.run(committed_offsets(s.require_bootstrap(), s.group_id or "lake"))
+    where = ConsumerSettings().lake()
     cutoff = datetime.now(UTC) - timedelta(hours=args.older_than_hours)
-    changed = 0
-    for result in compact_closed_hours(s.lake_dir, committed, cutoff):
-        changed += result.changed
-        if result.changed:
-            print(
-                f"{result.hour_dir}: {result.merged_files} files -> 1 ({result.rows} rows), "
-                f"kept {result.kept_files}"
-            )
-    print(f"compacted {changed} hour(s)")
+    for table in lake.TABLES:
+        removed, added = lakemaint.compact(where, table, cutoff)
+        lakemaint.checkpoint(where, table)
+        print(f"{table}: {removed} files compacted into {added}")
+    return 0
+
+
+def _cmd_lake(args: argparse.Namespace) -> int:
+    from common.settings import CommonSettings
+
+    settings = CommonSettings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    if args.lake_command == "sql":
+        from common.lakesql import query
+
+        print(query(settings.lake(), args.sql))
+        return 0
+    from common.lakemigrate import migrate
+
+    source = args.source or settings.lake_dir
+    for line in migrate(source, settings.lake(), group=args.group):
+        print(line)
     return 0
 
 
@@ -332,7 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sink", choices=["lake", "audit", "fraud"], help="which consumer group to run")
     c.set_defaults(func=_cmd_consume)
 
-    cp = sub.add_parser("compact", help="merge each lake hour's small files into one (idempotent)")
+    lk = sub.add_parser("lake", help="the lake's Delta tables: query, migrate")
+    lksub = lk.add_subparsers(dest="lake_command", required=True)
+    lq = lksub.add_parser("sql", help="run one DuckDB query; the tables are views named after them")
+    lq.add_argument("sql", help="e.g. 'SELECT model_version, count(*) FROM inference_events GROUP BY 1'")
+    lq.add_argument("--data-dir", type=Path, default=None)
+    lq.set_defaults(func=_cmd_lake)
+    lm = lksub.add_parser(
+        "migrate", help="import a lake of hive-partitioned Parquet files (the old layout), exactly once"
+    )
+    lm.add_argument("--source", type=Path, default=None, help="old lake directory (default: <data dir>/lake)")
+    lm.add_argument("--group", default="lake", help="the lake consumer group whose files these are")
+    lm.add_argument("--data-dir", type=Path, default=None)
+    lm.set_defaults(func=_cmd_lake)
+
+    cp = sub.add_parser("compact", help="compact each closed lake hour's files (optimize; idempotent)")
     cp.add_argument("--older-than-hours", type=float, default=1.0, help="only hours that ended this long ago")
     cp.set_defaults(func=_cmd_compact)
 

@@ -167,7 +167,9 @@ def test_report_opens_in_headless_chromium_and_shows_drift_tables(drifted_run, t
     assert f"{m.name} v{m.version} DRIFT" in index
 
 
-def test_identical_window_completes_without_alert(prefect_harness, model_lake, write_lake, monkeypatch):
+def test_identical_window_completes_without_alert(
+    prefect_harness, model_lake, write_lake, feedback_writer, monkeypatch
+):
     m = model_lake
     rows = m.predict(m.reference)
     ids = write_lake(m.data_dir / "lake", m.name, m.version, rows, m.features)
@@ -181,8 +183,7 @@ def test_identical_window_completes_without_alert(prefect_harness, model_lake, w
         .cast(pl.String)
         .alias("label")
     )
-    (m.data_dir / "lake" / "inference_feedback").mkdir(parents=True)
-    truth.write_parquet(m.data_dir / "lake" / "inference_feedback" / "part-0.parquet")
+    feedback_writer(m.data_dir / "lake", truth)
     with Webhook() as hook:
         monkeypatch.setenv("INFERSTREAM_DRIFT_WEBHOOK_URL", hook.url)
         state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
