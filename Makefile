@@ -23,6 +23,7 @@ test: $(STAMP)
 	./.ci/ensure-postgres
 	./.ci/ensure-java
 	./.ci/ensure-chromium
+	./.ci/ensure-promtool
 	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)

@@ -76,6 +76,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+RECEIVED_AT = "inferstream_received_perf"
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
@@ -91,6 +92,8 @@ class _RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
+        # request.state reads scope["state"]: the event's HTTP latency counts from here
+        scope.setdefault("state", {})[RECEIVED_AT] = start
 
         async def _send(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -202,6 +205,15 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         model = _load_model(settings.models_dir, meta, fast=settings.fast_inference)
+        log.info(
+            "serving model %s version %s on http://%s:%d; events to topic %s via KAFKA_BOOTSTRAP_SERVERS=%s",
+            model.name,
+            model.version,
+            settings.host,
+            settings.port,
+            settings.events_topic,
+            settings.kafka_bootstrap_servers,
+        )
         pub = publisher or _build_publisher(settings, metrics)
         metrics.watch(pub)
         await pub.start()
@@ -250,12 +262,16 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         principal: Principal | None = getattr(request.state, "principal", None)
         return principal.name if principal is not None else None
 
+    def received_perf(request: Request) -> float | None:
+        return getattr(request.state, RECEIVED_AT, None)
+
     def infer(
         model: ServedModel,
         features: dict[str, Any],
         publisher: EventPublisher,
         synthetic: bool,
         client_id: str | None = None,
+        received_perf: float | None = None,
     ) -> tuple[uuid.UUID, Any, str | None]:
         """Predict and emit the event; returns (event id, inference or None, error)."""
         received = events.utcnow()
@@ -282,6 +298,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             error=error,
             synthetic=synthetic,
             client_id=client_id,
+            http_latency_ms=None if received_perf is None else (time.perf_counter() - received_perf) * 1000.0,
         )
         emitter.emit(publisher, event_id, event)
         return event_id, result, error
@@ -302,7 +319,9 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         publisher: PublisherDep,
     ) -> Any:
         features = body.features.model_dump()  # type: ignore[attr-defined]
-        event_id, result, error = infer(model, features, publisher, is_synthetic(request), client_of(request))
+        event_id, result, error = infer(
+            model, features, publisher, is_synthetic(request), client_of(request), received_perf(request)
+        )
         await publisher.durable()  # durable mode: the event is fsynced before any answer
         if result is None and error and error.startswith(NonFiniteOutput.__name__):
             # valid numbers the model cannot compute with: the client's to fix, and an error event
@@ -344,7 +363,9 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             keys.charge(principal, len(body.items) - 1)  # type: ignore[attr-defined]  # a token each
         out: list[BatchItem] = []
         for item in body.items:  # type: ignore[attr-defined]
-            event_id, result, error = infer(model, item.features.model_dump(), publisher, synthetic, client)
+            event_id, result, error = infer(
+                model, item.features.model_dump(), publisher, synthetic, client, received_perf(request)
+            )
             if result is None:
                 out.append(BatchItem(prediction_id=event_id, status="error", error=error))
             else:

@@ -10,6 +10,8 @@ in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the workers start,
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import version
 from pathlib import Path
 
 from prometheus_client import (
@@ -18,12 +20,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 
 from api.publisher import EventPublisher
 
+_VERSION = version("inferstream")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _STAT_COUNTERS = ("enqueued", "published", "spooled", "replayed", "failed_sends", "stalled_sends")
 
@@ -32,8 +36,17 @@ class ApiMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        # counters without a `_created` twin each: nobody graphs process start times
+        disable_created_metrics()
         self.multiprocess_dir = multiprocess_dir
         self.registry = r = CollectorRegistry()
+        Gauge(
+            "inferstream_build_info",
+            "Always 1; labels say which inferstream and Python serve",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode="max",
+        ).labels(_VERSION, platform.python_version()).set(1)
         self.requests = Counter("inferstream_requests", "HTTP requests", ["route", "status"], registry=r)
         self.latency = Histogram(
             "inferstream_request_seconds",

@@ -1,6 +1,6 @@
 """What logging every prediction costs the API, measured with wrk.
 
-    .venv/bin/python bench/api_overhead.py [--rounds 3] [--duration 10]
+    .venv/bin/python bench/api_overhead.py [--broker tansu|kafka|both] [--rounds 3] [--duration 10]
 
 Starts the same app (uvicorn, one worker, a 32-feature logistic regression on
 scikit-learn's breast-cancer data) five times, each on its own port, differing only in
@@ -23,8 +23,13 @@ measured in the same round, and the server's CPU time per request (from /proc, a
 threads: less sensitive than throughput to other load on a shared machine), then one
 last line for inferstream's publisher.
 
+The variants that talk to Kafka (inferstream, inferstream_confluent, aiokafka) run once
+per broker chosen with ``--broker`` (bench/brokers.py), named ``variant@tansu`` (the
+embedded Tansu) and ``variant@kafka`` (a 1-node Apache Kafka, idempotent producer on);
+the baselines run once. The last line has ``<broker>_rps_ratio=…`` etc. per broker.
+
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, database test; override with
-INFERSTREAM_BENCH_PG_DSN) and runs its own Tansu broker.
+INFERSTREAM_BENCH_PG_DSN) and starts its own brokers (Java 17+ for Apache Kafka).
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import brokers  # noqa: E402 - bench/ is on the path when this file runs
+
 VARIANTS = ["none", "inferstream", "inferstream_confluent", "inferstream_durable", "pg_sync", "aiokafka"]
+# run once per broker
+KAFKA_VARIANTS = {"inferstream", "inferstream_confluent", "inferstream_durable", "aiokafka"}
 TOPIC = "inference-events"
 PG_SCHEMA = "bench_api_overhead"
 
@@ -99,16 +108,18 @@ def _serve(args: argparse.Namespace) -> None:
     from api.settings import ApiSettings
     from common import artifact
 
+    variant, _, broker = args.variant.partition("@")
     settings = ApiSettings(
         data_dir=args.data_dir,
-        spool_dir=args.data_dir / f"spool-{args.variant}",
+        spool_dir=args.data_dir / f"spool-{variant}-{broker}",
         kafka_bootstrap_servers=args.bootstrap,
         model_name="bench",
         model_version=args.version,
         auth_enabled=False,
         events_topic=TOPIC,
-        kafka_client="confluent" if args.variant == "inferstream_confluent" else "aiokafka",
-        durable=args.variant == "inferstream_durable",
+        kafka_client="confluent" if variant == "inferstream_confluent" else "aiokafka",
+        kafka_enable_idempotence=broker != "tansu",  # Tansu has no idempotent producer
+        durable=variant == "inferstream_durable",
     )
     common_kw: dict[str, Any] = dict(bootstrap_servers=args.bootstrap, topic=TOPIC)
 
@@ -158,11 +169,11 @@ def _serve(args: argparse.Namespace) -> None:
             return True
 
     publisher: EventPublisher | None
-    if args.variant in ("inferstream", "inferstream_confluent", "inferstream_durable"):
+    if variant in ("inferstream", "inferstream_confluent", "inferstream_durable"):
         publisher = None  # the app builds its own, exactly as in production
-    elif args.variant == "pg_sync":
+    elif variant == "pg_sync":
         publisher = PgSyncPublisher(**common_kw)
-    elif args.variant == "aiokafka":
+    elif variant == "aiokafka":
         publisher = AwaitingPublisher(**common_kw)
     else:
         publisher = NullPublisher(**common_kw)
@@ -183,7 +194,7 @@ def _serve(args: argparse.Namespace) -> None:
     app.post("/bench/validate")(validate_only)
 
     asgi: Any = app
-    if args.variant == "aiokafka":
+    if variant == "aiokafka":
         inner = app
 
         async def awaiting(scope: Any, receive: Any, send: Any) -> None:
@@ -306,6 +317,7 @@ def _median(xs: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    brokers.add_argument(p)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     p.add_argument("--connections", type=int, default=32)
@@ -327,26 +339,35 @@ def main(argv: list[str] | None = None) -> int:
         _serve(args)
         return 0
 
-    from common.broker import EmbeddedBroker, free_port
+    from common.broker import free_port
     from common.topics import ensure_topics
 
-    variants = ["none", *[v for v in args.variants.split(",") if v in VARIANTS and v != "none"]]
+    names = brokers.selected(args.broker)
+    variants = ["none"]
+    for v in args.variants.split(","):
+        if v in VARIANTS and v != "none":
+            variants += [f"{v}@{b}" for b in names] if v in KAFKA_VARIANTS else [v]
     wrk = _ensure_wrk()
     _prepare_pg(args.pg_dsn)
     work = Path(tempfile.mkdtemp(prefix="inferstream-bench-"))
     version, row = _train(work)
     body = orjson.dumps({"features": row})
-    broker = EmbeddedBroker(log_path=work / "tansu.log").start()
-    asyncio.run(ensure_topics(broker.bootstrap_servers, {TOPIC: 4}))
+    stack = contextlib.ExitStack()
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
+        bootstrap: dict[str, str] = {}
+        for b in names:
+            print(f"starting {brokers.LABELS[b]}", flush=True)
+            (work / b).mkdir()
+            bootstrap[b] = stack.enter_context(brokers.running(b, work / b))
+            asyncio.run(ensure_topics(bootstrap[b], {TOPIC: 4}))
         for v in variants:
             port = free_port()
             log = work / f"{v}.log"
             with open(log, "wb") as fh:
                 proc = subprocess.Popen(
                     [sys.executable, __file__, "--serve", "--variant", v, "--port", str(port),
-                     "--data-dir", str(work), "--bootstrap", broker.bootstrap_servers,
+                     "--data-dir", str(work), "--bootstrap", bootstrap[v.partition("@")[2] or names[0]],
                      "--version", version, "--pg-dsn", args.pg_dsn],
                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
@@ -370,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = _wrk(wrk, url[v], sat_script, args.connections, args.duration, pid)
                 results.setdefault((v, "saturation"), []).append(res)
                 print(
-                    f"round {r + 1} {v:<22} saturation {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
+                    f"round {r + 1} {v:<28} saturation {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
                     flush=True,
                 )
                 if v == "ceiling":
@@ -378,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = _wrk(wrk, url[v], half_script, half_conns, args.duration, pid)
                 results.setdefault((v, "half"), []).append(res)
                 print(
-                    f"round {r + 1} {v:<22} half       {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
+                    f"round {r + 1} {v:<28} half       {res['rps']:8.0f} rps p99 {res['p99']:7.2f} ms",
                     flush=True,
                 )
     finally:
@@ -390,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        broker.stop()
+        stack.close()
 
     def per_round(v: str, load: str, key: str) -> list[float]:
         return [x[key] for x in results[(v, load)]]
@@ -417,8 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.rounds} rounds x {args.duration:g} s, medians; ratios and deltas are per round against 'none'"
     )
+    for b in names:
+        print(f"@{b}: {brokers.LABELS[b]}")
     print(
-        f"{'variant':<22} {'load':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'variant':<28} {'load':<10} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'rps/none':>9} {'p99 Δ ms':>9} {'cpu us/req':>10} {'cpu Δ us':>9} {'errors':>7}"
     )
     for v in [*variants, "ceiling"]:
@@ -427,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows = results[(v, load)]
             print(
-                f"{v:<22} {load:<10} {_median([x['rps'] for x in rows]):8.0f} "
+                f"{v:<28} {load:<10} {_median([x['rps'] for x in rows]):8.0f} "
                 f"{_median([x['p50'] for x in rows]):8.2f} {_median([x['p99'] for x in rows]):8.2f} "
                 f"{ratio(v, load) if v != 'ceiling' else float('nan'):9.3f} "
                 f"{delta(v, load) if v != 'ceiling' else float('nan'):9.2f} "
@@ -435,31 +458,35 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cpu_delta(v, load) if v != 'ceiling' else float('nan'):9.0f} "
                 f"{sum(x['errors'] for x in rows):7.0f}"
             )
-    if "inferstream_durable" in variants:
-        print(
-            f"durable: rps_ratio={ratio('inferstream_durable', 'saturation'):.3f} "
-            f"p99_delta_ms_half_load={delta('inferstream_durable', 'half'):.2f} "
-            f"p99_delta_ms_saturation={delta('inferstream_durable', 'saturation'):.2f}"
+    last = []
+    for b in names:
+        v = f"inferstream@{b}"
+        if (v, "saturation") not in results:
+            continue
+        vs_ceiling = _median(
+            [
+                a / c
+                for a, c in zip(
+                    per_round(v, "saturation", "rps"), per_round("ceiling", "saturation", "rps"), strict=True
+                )
+            ]
         )
-    if "inferstream" not in variants:
-        return 0
-    vs_ceiling = _median(
-        [
-            a / b
-            for a, b in zip(
-                per_round("inferstream", "saturation", "rps"),
-                per_round("ceiling", "saturation", "rps"),
-                strict=True,
+        last.append(
+            f"{b}_rps_ratio={ratio(v, 'saturation'):.3f} "
+            f"{b}_p99_delta_ms_half_load={delta(v, 'half'):.2f} "
+            f"{b}_p99_delta_ms_saturation={delta(v, 'saturation'):.2f} "
+            f"{b}_predict_vs_ceiling={vs_ceiling:.3f} "
+            f"{b}_cpu_us_per_event_saturation={cpu_delta(v, 'saturation'):.0f}"
+        )
+        d = f"inferstream_durable@{b}"
+        if (d, "saturation") in results:
+            print(
+                f"durable@{b}: rps_ratio={ratio(d, 'saturation'):.3f} "
+                f"p99_delta_ms_half_load={delta(d, 'half'):.2f} "
+                f"p99_delta_ms_saturation={delta(d, 'saturation'):.2f}"
             )
-        ]
-    )
-    print(
-        f"rps_ratio={ratio('inferstream', 'saturation'):.3f} "
-        f"p99_delta_ms_half_load={delta('inferstream', 'half'):.2f} "
-        f"p99_delta_ms_saturation={delta('inferstream', 'saturation'):.2f} "
-        f"predict_vs_ceiling={vs_ceiling:.3f} "
-        f"cpu_us_per_event_saturation={cpu_delta('inferstream', 'saturation'):.0f}"
-    )
+    if last:
+        print(" ".join(last))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

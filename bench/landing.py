@@ -1,4 +1,4 @@
-"""Landing benchmark: how fast the lake lander turns Kafka records into Parquet.
+"""Landing benchmark: how fast the lake lander turns Kafka records into Delta table commits.
 
 In one run, against one broker (the embedded Tansu unless KAFKA_BOOTSTRAP_SERVERS is
 set):
@@ -6,13 +6,20 @@ set):
 1. produce N realistic events (30 numeric features of scikit-learn's bundled
    breast-cancer data, a category and a boolean; confluent-kafka, lz4);
 2. raw consume: aiokafka ``getmany`` over all N doing nothing (the ceiling);
-3. landing: the real ``ConsumerRunner`` + ``LakeSink`` (parse, validate, Parquet,
-   fsync, rename, commit) over the same N, in a fresh consumer group;
-4. freshness: a steady produce rate for a while with the lander running; per event,
-   the time from its event_time to the moment its Parquet file became visible.
+3. landing: the real ``ConsumerRunner`` + ``LakeSink`` (parse, validate, dedupe by
+   event id against the table, Parquet, one Delta commit with the offsets, group
+   commit) over the same N, in a fresh consumer group, on ``file://`` and on ``s3://``
+   (a local SeaweedFS, ``common.seaweed``);
+4. freshness (file://): a steady produce rate for a while with the lander running; per
+   event, the time from its event_time to the moment the table version holding it
+   became visible to a reader;
+5. table metadata (file://): ``--meta-commits`` small commits as the lander makes
+   them (one per flush), then the log's size and the time to open the table and list
+   its files, before and after maintenance (compaction, checkpoint, log cleanup).
 
-Usage: ``python bench/landing.py [--events 1000000] [--rate 20000] [--fresh-seconds 20]``
-The last line is ``landing_events_per_s=… ratio_to_raw=… freshness_p99_s=…``.
+Usage: ``python bench/landing.py [--events 1000000] [--rate 20000] [--fresh-seconds 20]
+[--meta-commits 600] [--no-s3]``. The last line is
+``landing_events_per_s=… ratio_to_raw=… freshness_p99_s=…``.
 """
 
 from __future__ import annotations
@@ -26,15 +33,19 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 from sklearn.datasets import load_breast_cancer
 
-from common import events, lake
+from common import events, lake, lakemaint
 from common.broker import EmbeddedBroker
+from common.lakewrite import PartitionBatch, commit_batch
+from common.seaweed import SeaweedS3
 from common.topics import ensure_topics
 from consumers.lake import LakeSink
 from consumers.runner import ConsumerRunner
@@ -131,19 +142,20 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
         await consumer.stop()
 
 
-def runner_for(bootstrap: str, topic: str, lake_dir: Path) -> ConsumerRunner:
+def runner_for(bootstrap: str, topic: str, where: lake.Lake) -> ConsumerRunner:
+    group = f"bench-{uuid.uuid4().hex[:8]}"
     return ConsumerRunner(
         bootstrap_servers=bootstrap,
         topics=[topic],
-        group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        sink=LakeSink(lake_dir),
+        group_id=group,
+        sink=LakeSink(where, group=group),
         max_batch_rows=50_000,
         max_batch_age_s=2.0,
     )
 
 
-async def land(bootstrap: str, topic: str, n: int, lake_dir: Path) -> float:
-    runner = runner_for(bootstrap, topic, lake_dir)
+async def land(bootstrap: str, topic: str, n: int, where: lake.Lake) -> float:
+    runner = runner_for(bootstrap, topic, where)
     task = asyncio.create_task(runner.run())
     start = None
     while runner.records < n:
@@ -159,29 +171,39 @@ async def land(bootstrap: str, topic: str, n: int, lake_dir: Path) -> float:
 
 
 class Watcher(threading.Thread):
-    """Records when each Parquet file first became visible (polls every 20 ms)."""
+    """Records when each table version first became visible to a reader (polls every 20 ms)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, where: lake.Lake) -> None:
         super().__init__(daemon=True)
-        self.root = root
-        self.seen: dict[Path, float] = {}
+        self.where = where
+        self.seen: dict[int, float] = {}
         self.running = True
 
     def run(self) -> None:
+        dt = None
         while self.running:
-            now = time.time()
-            if self.root.exists():
-                for path in self.root.rglob("*.parquet"):
-                    self.seen.setdefault(path, now)
+            if dt is None:
+                dt = self.where.open(lake.EVENTS_TABLE)
+            else:
+                dt.update_incremental()
+            if dt is not None:
+                self.seen.setdefault(dt.version(), time.time())
             time.sleep(0.02)
 
 
+def _paths(where: lake.Lake, version: int) -> set[str]:
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(where.uri(lake.EVENTS_TABLE), version=version)
+    return set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
+
+
 def freshness(
-    bootstrap: str, topic: str, lake_dir: Path, rows: list[dict[str, object]], rate: float, seconds: float
+    bootstrap: str, topic: str, where: lake.Lake, rows: list[dict[str, object]], rate: float, seconds: float
 ) -> tuple[float, float, int]:
-    watcher = Watcher(lake.table_dir(lake_dir))
+    watcher = Watcher(where)
     watcher.start()
-    runner = runner_for(bootstrap, topic, lake_dir)
+    runner = runner_for(bootstrap, topic, where)
     n = int(rate * seconds)
 
     async def main() -> None:
@@ -200,11 +222,59 @@ def freshness(
     watcher.running = False
     watcher.join()
     lags = []
-    for path, seen in watcher.seen.items():
-        times = pl.read_parquet(path, columns=["event_time"])["event_time"]
-        lags.append(seen - times.dt.epoch("us").cast(pl.Float64) / 1e6)
+    seen = sorted(watcher.seen.items())
+    for i, (version, at) in enumerate(seen):
+        before = _paths(where, seen[i - 1][0]) if i else set()
+        for path in _paths(where, version) - before:
+            times = pl.read_parquet(Path(where.uri(lake.EVENTS_TABLE)) / path, columns=["event_time"])
+            lags.append(at - times["event_time"].dt.epoch("us").cast(pl.Float64) / 1e6)
     all_lags = pl.concat(lags)
     return float(all_lags.quantile(0.5)), float(all_lags.quantile(0.99)), all_lags.len()
+
+
+def metadata(where: lake.Lake, rows: list[dict[str, object]], commits: int) -> list[tuple[str, str, str]]:
+    """``commits`` lander-sized commits (1,000 events over 4 partitions, like a 2 s
+    flush at 500 events/s), then the table metadata before and after maintenance."""
+    from consumers.lake import LakeSink as _Sink
+
+    sink = _Sink(where, group="meta")
+    offsets = [0] * PARTITIONS
+    for _ in range(commits):
+        frames, parts = [], []
+        for p in range(PARTITIONS):
+            values = [make_value(rows)[1] for _ in range(250)]
+            df = pl.read_ndjson(b"\n".join(values)).with_columns(
+                pl.lit(p, pl.Int32).alias("kafka_partition"),
+                pl.int_range(offsets[p], offsets[p] + 250, dtype=pl.Int64).alias("kafka_offset"),
+                pl.col("event_time").str.to_datetime(time_unit="us", time_zone="UTC"),
+            )
+            offsets[p] += 250
+            frames.append(df)
+            parts.append(PartitionBatch(f"meta/t/{p}/x", p, offsets[p]))
+        commit_batch(where, lake.EVENTS_TABLE, sink._partitioned(frames), parts, time_column="event_time")  # noqa: SLF001
+    log_dir = Path(where.uri(lake.EVENTS_TABLE)) / "_delta_log"
+
+    def measure() -> tuple[int, int, int, int, float]:
+        start = time.perf_counter()
+        size = lake.table_size(where, lake.EVENTS_TABLE)
+        lake.dataset(where, lake.EVENTS_TABLE)
+        opened = time.perf_counter() - start
+        logs = list(log_dir.glob("*.json"))
+        ckpt = sum(f.stat().st_size for f in log_dir.glob("*.checkpoint*.parquet"))
+        assert size is not None
+        return len(logs), sum(f.stat().st_size for f in logs), ckpt, size.files, opened
+
+    before = measure()
+    lakemaint.compact(where, lake.EVENTS_TABLE, datetime.now(UTC) + timedelta(hours=2))
+    lakemaint.checkpoint(where, lake.EVENTS_TABLE)
+    after = measure()
+    names = ["commit files in _delta_log", "their bytes", "checkpoint bytes", "live data files"]
+    names.append("open + list (s)")
+
+    def fmt(x: float) -> str:
+        return f"{x:,.3f}" if isinstance(x, float) else f"{x:,}"
+
+    return [(name, fmt(b), fmt(a)) for name, b, a in zip(names, before, after, strict=True)]
 
 
 def main() -> None:
@@ -212,6 +282,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=20_000, help="steady produce rate of the freshness phase")
     ap.add_argument("--fresh-seconds", type=float, default=20)
+    ap.add_argument("--meta-commits", type=int, default=600, help="commits of the table metadata phase")
+    ap.add_argument("--no-s3", action="store_true", help="skip landing on s3:// (SeaweedFS)")
     args = ap.parse_args()
     rows = feature_rows()
     broker = None
@@ -231,48 +303,63 @@ def main() -> None:
             f"({n / produce_s:,.0f}/s, confluent-kafka, lz4)"
         )
         raw_s = asyncio.run(raw_consume(bootstrap, topic, n))
+        landed: dict[str, tuple[float, lake.TableSize]] = {}
         with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
-            lake_dir = Path(tmp)
-            land_s = asyncio.run(land(bootstrap, topic, n, lake_dir))
-            files = list(lake.table_dir(lake_dir).rglob("*.parquet"))
-            parquet_bytes = sum(f.stat().st_size for f in files)
-            landed = (
-                pl.scan_parquet(lake.parquet_glob(lake_dir), hive_partitioning=False)
-                .select(pl.len())
-                .collect()
-                .item()
-            )
+            where = lake.Lake(tmp)
+            land_s = asyncio.run(land(bootstrap, topic, n, where))
+            landed["file://"] = (land_s, lake.table_size(where, lake.EVENTS_TABLE))  # type: ignore[assignment]
+            if not args.no_s3:
+                store = SeaweedS3(Path(tmp) / "seaweedfs")
+                try:
+                    store.start()
+                    s3 = lake.Lake(f"s3://{store.bucket}/bench", store.storage_options())
+                    s3_s = asyncio.run(land(bootstrap, topic, n, s3))
+                    landed["s3:// (SeaweedFS, loopback)"] = (s3_s, lake.table_size(s3, lake.EVENTS_TABLE))  # type: ignore[assignment]
+                finally:
+                    store.stop()
         with tempfile.TemporaryDirectory(prefix="bench-fresh-") as tmp:
             p50, p99, fresh_n = freshness(
-                bootstrap, fresh_topic, Path(tmp), rows, args.rate, args.fresh_seconds
+                bootstrap, fresh_topic, lake.Lake(tmp), rows, args.rate, args.fresh_seconds
             )
+        with tempfile.TemporaryDirectory(prefix="bench-meta-") as tmp:
+            meta = metadata(lake.Lake(tmp), rows, args.meta_commits)
     finally:
         if broker is not None:
             broker.stop()
-    raw_rate, land_rate = n / raw_s, n / land_s
+    raw_rate = n / raw_s
     mb = value_bytes / 1e6
     print()
-    print("| phase | events | seconds | events/s | MB/s (JSON values) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| phase | events | seconds | events/s | x raw | MB/s (JSON values) |")
+    print("|---|---:|---:|---:|---:|---:|")
     print(
-        f"| raw consume (getmany, nothing else) | {n:,} | {raw_s:.2f} | {raw_rate:,.0f} | {mb / raw_s:.1f} |"
+        f"| raw consume (getmany, nothing else) | {n:,} | {raw_s:.2f} | {raw_rate:,.0f} | 1.00 "
+        f"| {mb / raw_s:.1f} |"
     )
-    print(
-        f"| landing (parse, Parquet, fsync, commit) | {landed:,} | {land_s:.2f} | {land_rate:,.0f} "
-        f"| {mb / land_s:.1f} |"
-    )
+    for name, (secs, size) in landed.items():
+        rate = n / secs
+        print(
+            f"| landing to {name} | {size.rows:,} | {secs:.2f} | {rate:,.0f} | {rate / raw_rate:.2f} "
+            f"| {mb / secs:.1f} |"
+        )
     print()
-    print(
-        f"Parquet: {len(files)} files, {parquet_bytes / 1e6:.1f} MB, "
-        f"{parquet_bytes / n * 1e6 / 1e6:.1f} MB per million events "
-        f"(JSON on the wire: {value_bytes / n * 1e6 / 1e6:.1f} MB per million)"
-    )
+    for name, (_, size) in landed.items():
+        print(
+            f"{name}: {size.version + 1} commits, {size.files} data files, {size.bytes / 1e6:.1f} MB "
+            f"({size.bytes / n:.0f} B per event; JSON on the wire {value_bytes / n:.0f} B)"
+        )
+        if size.rows != n:
+            print(f"WARNING: {size.rows:,} rows landed for {n:,} events")
     print(
         f"freshness at a steady {args.rate:,.0f} events/s for {args.fresh_seconds:.0f}s ({fresh_n:,} events, "
-        f"max batch age 2 s): p50 {p50:.2f}s, p99 {p99:.2f}s"
+        f"max batch age 2 s, file://): p50 {p50:.2f}s, p99 {p99:.2f}s"
     )
-    if landed != n:
-        print(f"WARNING: {landed:,} rows landed for {n:,} events")
+    print()
+    print(f"table metadata after {args.meta_commits} lander commits (file://), before and after maintenance:")
+    print("| | before | after compaction + checkpoint |")
+    print("|---|---:|---:|")
+    for name, before, after in meta:
+        print(f"| {name} | {before} | {after} |")
+    land_rate = n / landed["file://"][0]
     print(
         f"landing_events_per_s={land_rate:.0f} ratio_to_raw={land_rate / raw_rate:.2f} "
         f"freshness_p99_s={p99:.2f}"

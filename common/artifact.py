@@ -3,7 +3,10 @@
     <models>/<name>/<version>/
         model.joblib       fitted scikit-learn estimator (predict / predict_proba)
         metadata.json      name, version, created_at, target, classes, feature schema, metrics
-        reference.parquet  the training reference rows (features, target, prediction, score)
+        reference.parquet  the training reference rows (features, target, prediction, score;
+                           multiclass: one ``score_<class>`` column per class too)
+        calibration.json   classifiers: CBPE's calibrators fitted on the reference
+                           (``monitoring.cbpe.CBPE.calibration_json``)
 
 Versions are positive integers as text ("1", "2", ...); "latest" resolves to the highest.
 A version directory is written under a temporary name and renamed, so a reader never
@@ -121,6 +124,15 @@ def load(models_dir: Path, name: str, version: str = "latest") -> tuple[ModelMet
     return read_metadata(path), joblib.load(path / "model.joblib")
 
 
+CALIBRATION = "calibration.json"
+
+
+def read_calibration(path: Path) -> dict[str, Any] | None:
+    """The stored CBPE calibration, or None (a regressor, or an artifact older than it)."""
+    f = path / CALIBRATION
+    return orjson.loads(f.read_bytes()) if f.is_file() else None
+
+
 def next_version(models_dir: Path, name: str) -> str:
     found = versions(models_dir, name)
     return str(int(found[-1]) + 1) if found else "1"
@@ -131,6 +143,7 @@ def save(
     metadata: ModelMetadata,
     estimator: Any,
     reference: Any | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
     """Write an artifact atomically; ``reference`` is a polars or pandas DataFrame."""
     import joblib
@@ -143,6 +156,8 @@ def save(
     try:
         joblib.dump(estimator, tmp / "model.joblib")
         (tmp / "metadata.json").write_bytes(orjson.dumps(metadata.to_json(), option=orjson.OPT_INDENT_2))
+        if calibration is not None:
+            (tmp / CALIBRATION).write_bytes(orjson.dumps(calibration, option=orjson.OPT_INDENT_2))
         if reference is not None:
             if hasattr(reference, "write_parquet"):
                 reference.write_parquet(tmp / "reference.parquet")

@@ -75,6 +75,12 @@ class InferenceEvent(BaseModel):
         default=None, description="Class probabilities by class label, for classifiers"
     )
     latency_ms: float = Field(ge=0, description="Time spent inside the model, milliseconds")
+    http_latency_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="Time inside the API from receiving the request to this answer being ready, "
+        "milliseconds (excludes the network and the server's accept queue)",
+    )
     status: Literal["ok", "error"]
     error: str | None = Field(default=None, description="Why the inference failed")
     synthetic: bool = Field(default=False, description="Synthetic traffic, excluded by monitors")
@@ -97,6 +103,7 @@ def build_event(
     error: str | None = None,
     synthetic: bool = False,
     client_id: str | None = None,
+    http_latency_ms: float | None = None,
 ) -> dict[str, Any]:
     """The wire form of an :class:`InferenceEvent`, built without pydantic."""
     return {
@@ -109,6 +116,7 @@ def build_event(
         "prediction": prediction,
         "scores": scores,
         "latency_ms": latency_ms,
+        "http_latency_ms": http_latency_ms,
         "status": status,
         "error": error,
         "synthetic": synthetic,

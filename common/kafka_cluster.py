@@ -426,7 +426,11 @@ def _terminate(node: KafkaNode, timeout_s: float) -> None:
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding; never one
+    starting with "-", which the storage tool's argument parser reads as an option."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

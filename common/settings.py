@@ -9,11 +9,15 @@ conventional ``KAFKA_BOOTSTRAP_SERVERS``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.events import EVENTS_TOPIC, FEEDBACK_TOPIC
+
+if TYPE_CHECKING:
+    from common.lake import Lake
 
 
 class CommonSettings(BaseSettings):
@@ -29,10 +33,45 @@ class CommonSettings(BaseSettings):
     feedback_topic: str = FEEDBACK_TOPIC
     events_partitions: int = Field(default=4, ge=1)
     kafka_client_id: str = "inferstream"
+    lake_url: str | None = Field(
+        default=None,
+        description="Root of the lake's Delta tables: file:///dir or s3://bucket/prefix "
+        "(default: <data_dir>/lake)",
+    )
+    # object storage of an s3:// lake (passed to delta-rs as storage_options)
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL, e.g. http://seaweedfs:8333")
+    s3_region: str = Field(default="us-east-1", description="S3 region")
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key id")
+    s3_secret_access_key: str | None = Field(default=None, description="S3 secret access key")
+    s3_conditional_put: str | None = Field(
+        default="etag",
+        description="How concurrent writers of one table are made safe on S3: 'etag' (conditional "
+        "put, the store must honour If-Match/If-None-Match) or unset with a locking provider",
+    )
 
     @property
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
+
+    def lake(self) -> Lake:
+        """Where the lake's tables are, with the object store's options."""
+        from common.lake import Lake
+
+        if not self.lake_url:
+            return Lake(str(self.lake_dir.resolve()))
+        options: dict[str, str] = {}
+        if self.lake_url.startswith("s3://"):
+            options["AWS_REGION"] = self.s3_region
+            if self.s3_endpoint:
+                options["AWS_ENDPOINT_URL"] = self.s3_endpoint
+                options["AWS_ALLOW_HTTP"] = str(self.s3_endpoint.startswith("http://")).lower()
+            if self.s3_access_key_id:
+                options["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
+            if self.s3_secret_access_key:
+                options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key
+            if self.s3_conditional_put:
+                options["conditional_put"] = self.s3_conditional_put
+        return Lake(self.lake_url, options)
 
     @property
     def models_dir(self) -> Path:

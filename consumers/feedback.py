@@ -1,6 +1,6 @@
 """Feedback (ground truth from ``inference-feedback``) in its own lake table,
-``inference_feedback``, with the lake sink's file discipline (coordinate names, temp
-file, fsync, rename, orphan cleanup): it subclasses the lake sink and replaces only
+``inference_feedback``, landed exactly once like the events (offsets in the table
+commit, one row per ``feedback_id``): it subclasses the lake sink and replaces only
 how a batch becomes a frame.
 
 Columns, as ``flows.quality`` reads them: ``event_id`` (the prediction id the label
@@ -13,18 +13,20 @@ is low-volume, so records are decoded one by one.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import polars as pl
 from aiokafka import ConsumerRecord, TopicPartition
 
+from common import lake
 from common.events import SCHEMA_VERSION
 from consumers.deadletters import DeadLetter
 from consumers.lake import LakeSink
 from consumers.validate import UUID_RE, PoisonError, decode_object, parse_time
 
-FEEDBACK_TABLE = "inference_feedback"
+FEEDBACK_TABLE = lake.FEEDBACK_TABLE
 
 _SCHEMA = {
     "event_id": pl.String,
@@ -61,9 +63,12 @@ def decode_feedback(raw: bytes | None) -> dict[str, Any]:
 
 class FeedbackLakeSink(LakeSink):
     time_column = "feedback_time"
+    dedupe_key = "feedback_id"
 
-    def __init__(self, lake_dir: Any, table: str = FEEDBACK_TABLE) -> None:
-        super().__init__(lake_dir, table)
+    def __init__(
+        self, where: lake.Lake | Path | str, table: str = FEEDBACK_TABLE, *, group: str = "lake"
+    ) -> None:
+        super().__init__(where, table, group=group)
 
     def _frame(
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], dead: list[DeadLetter]
@@ -89,11 +94,13 @@ class RoutingSink:
         self.sinks = sinks
         self.pipelined = all(getattr(s, "pipelined", False) for s in sinks.values())
 
-    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
+    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
+        resume: dict[TopicPartition, int] = {}
         for topic, sink in self.sinks.items():
             mine = {tp: v for tp, v in partitions.items() if tp.topic == topic}
             if mine:
-                sink.assigned(mine)
+                resume.update(sink.assigned(mine) or {})
+        return resume
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         parts = list(partitions)

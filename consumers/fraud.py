@@ -13,12 +13,22 @@ Two scores, both O(1) an event:
   feature's running mean and variance (Welford), once ``min_samples`` were seen;
   above ``zscore_threshold`` alerts. Outliers are not folded into the statistics.
 
-Alerts are published (acks=all) before the offsets are committed: at least once; the
-alert id is derived from its cause, so a replayed alert carries the same id.
+Delivery: where the broker has transactions (Apache Kafka), the runner commits each
+batch's alerts and its consumed offsets in one transaction (consumers/transactions.py):
+exactly once for readers of ``inference-alerts`` with ``isolation_level="read_committed"``.
+Elsewhere (Tansu) alerts are published (acks=all) before the offsets are committed: at
+least once. Either way the alert id is derived from its cause, so a replayed alert
+carries the same id.
+
+The scores are state (running statistics, windows). So that a restarted scorer decides
+as the one it replaces, each assigned partition's last ``history_records`` records
+before the committed offset are replayed through :meth:`FraudSink.warm` first: they
+move the state but raise no alert (their alerts were committed with them).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections import deque
@@ -32,6 +42,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deadletters import DeadLetter
 from consumers.validate import PoisonError, decode_event, parse_time
+
+log = logging.getLogger(__name__)
 
 _ALERT_NS = uuid.UUID("6b0c3f1e-4d0a-4b7e-9a51-2f1c7e0d9a10")
 
@@ -93,8 +105,13 @@ class FraudSink:
         self._pending_dead: list[DeadLetter] = []
         self._dead: list[DeadLetter] = []
         self._pending = 0
+        self._warming = False
         self.scored = 0
         self.alerts = 0
+        # history a restarted scorer replays per partition: its first ``min_samples``
+        # values are folded in unscored (outliers too, as on a cold start), so several
+        # times that many let the rest outweigh them, as in the predecessor's statistics
+        self.history_records = 4 * min_samples
 
     # -- Sink protocol ----------------------------------------------------------------
     def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
@@ -109,14 +126,28 @@ class FraudSink:
         return self._pending
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        self._score(records)
+        self._pending += len(records)
+        self._next[tp] = records[-1].offset + 1
+
+    def warm(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Records before the committed offset: they update the scores' state only."""
+        self._warming = True
+        try:
+            self._score(records)
+        finally:
+            self._warming = False
+
+    def _score(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         for rec in records:
             try:
                 ev = decode_event(rec.value)
                 when = parse_time(ev["event_time"]).timestamp()
             except PoisonError as exc:
-                self._pending_dead.append(
-                    DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, str(exc))
-                )
+                if not self._warming:
+                    self._pending_dead.append(
+                        DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, str(exc))
+                    )
                 continue
             client = _client(rec, ev)
             try:
@@ -124,14 +155,14 @@ class FraudSink:
                 self._score_features(client, ev)
             except (ArithmeticError, ValueError, TypeError) as exc:
                 # a value the event contract lets through but the scores cannot take
-                reason = f"cannot be scored: {exc.__class__.__name__}: {exc}"[:500]
-                self._pending_dead.append(
-                    DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
-                )
+                if not self._warming:
+                    reason = f"cannot be scored: {exc.__class__.__name__}: {exc}"[:500]
+                    self._pending_dead.append(
+                        DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
+                    )
                 continue
-            self.scored += 1
-        self._pending += len(records)
-        self._next[tp] = records[-1].offset + 1
+            if not self._warming:
+                self.scored += 1
 
     def flush(self) -> dict[TopicPartition, tuple[int, str]]:
         """Nothing to make durable here: the alerts are published by the runner."""
@@ -211,6 +242,8 @@ class FraudSink:
         cause: str,
         detail: dict[str, Any],
     ) -> None:
+        if self._warming:
+            return  # committed together with the record that caused it
         alert_id = uuid.uuid5(_ALERT_NS, f"{kind}:{cause}")
         value = orjson.dumps(
             {
@@ -228,6 +261,7 @@ class FraudSink:
         )
         self._pending_alerts.append(Output(self.alerts_topic, alert_id.bytes, value))
         self.alerts += 1
+        log.debug("alert kind=%s event_id=%s score=%s", kind, ev["event_id"], score)
 
 
 def _client(rec: ConsumerRecord[bytes, bytes], ev: dict[str, Any]) -> str:

@@ -1,24 +1,21 @@
-"""Lake sink: micro-batches of inference events as zstd Parquet files.
+"""Lake sink: micro-batches of inference events appended to the events Delta table.
 
-Exactly-once without transactions: a file is named from its batch's coordinates
-(topic, incarnation, partition, first offset; see ``common.lake``). Offsets are
-committed only after every file of the batch is durable (temp name, fsync, rename,
-directory fsync). After a crash, the partition's next owner resumes at the committed
-offset C; before its first write it deletes the partition's files whose first offset is
->= C: those were written but never committed, and are about to be written again.
+Exactly-once through the table (``common.lakewrite``): each flush is one atomic table
+commit holding the batch's rows and, per Kafka partition, the next offset to consume.
+On assignment the sink answers where to resume from the table's offsets (the group's
+committed offset is only a hint, used where the table knows nothing); a replay of
+records the table already holds, or a second copy of an event id, lands nothing.
 
 The incarnation tells apart two lives of a topic name (offsets restart at 0 on
-re-creation, e.g. every restart of the in-memory test broker): see
-``ConsumerRunner.committed``.
+re-creation, e.g. every restart of the in-memory test broker): it is part of each
+partition's transaction id; see ``ConsumerRunner.committed``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from common import lake
 from common.events import SCHEMA_VERSION
+from common.lakewrite import PartitionBatch, app_id, commit_batch, next_offsets
 from consumers.deadletters import DeadLetter
-from consumers.lakelock import hour_lock
 from consumers.runner import incarnation_of
 from consumers.validate import PoisonError, decode_event, nesting
 
@@ -43,6 +40,7 @@ _FIXED_SCHEMA: dict[str, Any] = {
     "model_version": pl.String,
     "prediction": pl.String,
     "latency_ms": pl.Float64,
+    "http_latency_ms": pl.Float64,
     "status": pl.String,
     "error": pl.String,
     "synthetic": pl.Boolean,
@@ -65,21 +63,12 @@ _WIRE_TIME = "%Y-%m-%dT%H:%M:%S%.fZ"
 _MAX_NESTING = 16
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _PartitionState:
-    __slots__ = ("incarnation", "committed", "cleaned", "records", "first_offset", "next_offset")
+    __slots__ = ("incarnation", "committed", "records", "first_offset", "next_offset")
 
     def __init__(self, committed: int | None, incarnation: str) -> None:
         self.committed = committed
         self.incarnation = incarnation
-        self.cleaned = False
         self.records: list[ConsumerRecord[bytes, bytes]] = []
         self.first_offset: int | None = None
         self.next_offset: int | None = None
@@ -105,30 +94,41 @@ class LakeSink:
     """Parses batches with polars' NDJSON reader (one call per batch and shape, ~7 us an
     event, against ~35 us for a dict per record); poison records become dead letters."""
 
-    time_column = "event_time"  # the hive date/hour partitions come from it
+    time_column = "event_time"  # the date/hour partitions come from it
+    dedupe_key: str | None = "event_id"  # one row per event id
 
-    def __init__(self, lake_dir: Path, table: str = lake.EVENTS_TABLE) -> None:
-        self.lake_dir = lake_dir
+    def __init__(
+        self, where: lake.Lake | Path | str, table: str = lake.EVENTS_TABLE, *, group: str = "lake"
+    ) -> None:
+        self.lake = lake.location(where)
         self.table = table
-        self.root = lake.table_dir(lake_dir, table)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.group = group
         self._parts: dict[TopicPartition, _PartitionState] = {}
         self._schemas: dict[_ShapeKey, pl.Schema] = {}
         self._dead: list[DeadLetter] = []
         self._lock = threading.Lock()  # add() on the loop, flush() in a worker thread
         self.pipelined = True  # the runner may keep consuming while flush() runs
         self.poison = 0
-        self.files_written = 0
-        self._remove_temp_files()
+        self.commits = 0
+        self.duplicates = 0  # rows not landed: their event id was in the table already
 
-    def _remove_temp_files(self) -> None:
-        for tmp in self.root.rglob(f"*{lake.TMP_SUFFIX}"):
-            tmp.unlink(missing_ok=True)
+    def _app_id(self, tp: TopicPartition, incarnation: str) -> str:
+        return app_id(self.group, tp.topic, tp.partition, incarnation)
 
     # -- Sink protocol ----------------------------------------------------------------
-    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
-        for tp, (committed, metadata) in partitions.items():
-            self._parts[tp] = _PartitionState(committed, metadata)
+    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
+        """Where to resume each partition: the next offset the table holds for it (a
+        partition the table does not know resumes at the group's committed offset)."""
+        known = {self._app_id(tp, inc): tp for tp, (_, inc) in partitions.items() if inc}
+        table_says = next_offsets(self.lake, self.table, known)
+        with self._lock:
+            for tp, (committed, metadata) in partitions.items():
+                self._parts[tp] = _PartitionState(committed, metadata)
+        resume = {tp: off for tp, off in table_says.items() if off is not None}
+        for tp, off in resume.items():
+            if off != partitions[tp][0]:  # type: ignore[index]
+                log.info("resuming %s at %d from the table (group committed %s)", tp, off, partitions[tp][0])  # type: ignore[index]
+        return resume  # type: ignore[return-value]
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
@@ -168,39 +168,53 @@ class LakeSink:
                     continue
                 taken.append((tp, state, state.records, state.first_offset, state.next_offset))
                 state.records, state.first_offset, state.next_offset = [], None, None
-        written: list[tuple[Path, Path]] = []
         commits: dict[TopicPartition, tuple[int, str]] = {}
         dead: list[DeadLetter] = []
         try:
-            for tp, state, records, first, next_offset in taken:
-                if not state.cleaned:
-                    self._remove_uncommitted(tp, state.incarnation, first)
-                    state.cleaned = True
+            frames, parts = [], []
+            for tp, state, records, _first, next_offset in taken:
                 df = self._frame(tp, records, dead)
                 if df is not None and df.height:
-                    written.extend(self._write_partition(tp, state.incarnation, first, df))
+                    frames.append(df)
+                parts.append(PartitionBatch(self._app_id(tp, state.incarnation), tp.partition, next_offset))
                 commits[tp] = (next_offset, state.incarnation)
-            by_dir: dict[Path, list[tuple[Path, Path]]] = {}
-            for tmp, final in written:
-                by_dir.setdefault(final.parent, []).append((tmp, final))
-            for d, pairs in by_dir.items():
-                with hour_lock(d):  # compaction swaps hour directories under this lock
-                    for tmp, final in pairs:
-                        os.replace(tmp, final)  # FileNotFoundError if swapped meanwhile: retried
-                    fsync_dir(d)
+            frame = self._partitioned(frames)
+            result = commit_batch(
+                self.lake, self.table, frame, parts, time_column=self.time_column, key=self.dedupe_key
+            )
         except BaseException:
-            for tmp, _ in written:
-                tmp.unlink(missing_ok=True)
             with self._lock:  # put the batch back in front of what arrived meanwhile
                 for _tp, state, records, first, next_offset in taken:
                     state.records = records + state.records
                     state.first_offset = first
                     state.next_offset = state.next_offset or next_offset
             raise
-        self.files_written += len(written)
+        if result.replayed or result.duplicates:
+            log.info(
+                "table=%s not landed again: %d rows already at their offsets, %d event ids already landed",
+                self.table,
+                result.replayed,
+                result.duplicates,
+            )
+        self.commits += result.version is not None
+        self.duplicates += result.duplicates
         self.poison += len(dead)
         self._dead.extend(dead)
         return commits
+
+    def _partitioned(self, frames: list[pl.DataFrame]) -> pl.DataFrame | None:
+        if not frames:
+            return None
+        df = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+        t = pl.col(self.time_column)
+        return df.with_columns(
+            pl.when(pl.col("model_name") == "")
+            .then(pl.lit("_"))
+            .otherwise(pl.col("model_name").str.replace_all(r"[^A-Za-z0-9._-]", "_"))
+            .alias("model"),  # as lake.safe_segment
+            t.dt.date().alias("date"),
+            t.dt.hour().cast(pl.Int32).alias("hour"),
+        )
 
     # -- parsing ------------------------------------------------------------------------
     def _frame(
@@ -388,35 +402,6 @@ class LakeSink:
             .dt.replace_time_zone("UTC")
             .alias("kafka_timestamp"),
         ).drop("_t", "_bad", "kafka_timestamp_ms")
-
-    # -- internals ----------------------------------------------------------------------
-    def _remove_uncommitted(self, tp: TopicPartition, incarnation: str, first_offset: int) -> None:
-        pattern = f"{lake.safe_segment(tp.topic)}+{incarnation}+{tp.partition}+*.parquet"
-        for path in self.root.rglob(pattern):
-            coords = lake.parse_file_name(path.name)
-            if coords is not None and coords.first_offset >= first_offset:
-                log.warning("removing uncommitted file %s (it is being rewritten)", path)
-                with hour_lock(path.parent):
-                    path.unlink(missing_ok=True)
-
-    def _write_partition(
-        self, tp: TopicPartition, incarnation: str, first_offset: int, df: pl.DataFrame
-    ) -> list[tuple[Path, Path]]:
-        name = lake.file_name(tp.topic, incarnation, tp.partition, first_offset)
-        out = []
-        keyed = df.with_columns(pl.col(self.time_column).dt.truncate("1h").alias("_hour"))
-        for (model, hour), group in keyed.group_by(["model_name", "_hour"], maintain_order=True):
-            directory = lake.partition_dir(self.lake_dir, str(model), hour, self.table)  # type: ignore[arg-type]
-            directory.mkdir(parents=True, exist_ok=True)
-            final = directory / name
-            tmp = directory / f".{uuid.uuid4().hex}{lake.TMP_SUFFIX}"
-            with open(tmp, "wb") as fh:
-                group.drop("_hour").write_parquet(fh, compression="zstd")
-                fh.flush()
-                os.fsync(fh.fileno())
-            out.append((tmp, final))
-            log.debug("writing %s rows=%d", final.relative_to(self.root), group.height)
-        return out
 
 
 def _widens(old: pl.DataType, new: pl.DataType) -> bool:

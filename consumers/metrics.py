@@ -3,11 +3,12 @@ several runners in one process do not collide)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 
 class ConsumerMetrics:
     def __init__(self, group: str, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # no `_created` twin per counter
         self.registry = registry or CollectorRegistry()
         self.group = group
         labels = ["group"]

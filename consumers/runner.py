@@ -10,6 +10,14 @@ nothing is committed (the sink keeps the batch; consumption pauses meanwhile); d
 letters that stay unacknowledged for ``dlq_retry_timeout_s`` end the run with
 DeadLettersStuck instead (see ``_flush_with_backoff``). ``health()`` says "stuck" when
 nothing was committed for ``stuck_after_s`` while records wait.
+
+With a ``transactions`` committer (consumers/transactions.py) the sink's outputs, its
+dead letters and the offsets commit in one Kafka transaction instead: that replaces
+both the acknowledged publish and the consumer's own commit (exactly once).
+
+A sink with a ``history_records`` attribute above 0 is shown, on assignment, up to that
+many records of each partition before its committed offset (``sink.warm``), to rebuild
+state a previous owner had; they are never added, scored as new, or committed.
 """
 
 from __future__ import annotations
@@ -28,13 +36,18 @@ from common.errors import DependencyUnavailable
 from consumers.deadletters import DeadLetter, DeadLetterProducer
 from consumers.errors import DeadLettersStuck, NotAcknowledged
 from consumers.metrics import ConsumerMetrics
+from consumers.transactions import TransactionalCommitter, TransactionFenced
 
 log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
-        """Partitions now owned, with their committed offset and commit metadata."""
+    def assigned(
+        self, partitions: dict[TopicPartition, tuple[int | None, str]]
+    ) -> dict[TopicPartition, int] | None:
+        """Partitions now owned, with their committed offset and commit metadata.
+        A sink that keeps its own progress (the lake table) returns where to resume
+        each partition; the runner seeks there (the group's commit is then a hint)."""
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None: ...
 
@@ -61,13 +74,35 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.runner.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        committed = await self.runner.committed(assigned)
-        async with self.runner.lock:
-            self.runner.sink.assigned(committed)
-            self.runner.ready.update(assigned)
-            self.runner.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
+        runner = self.runner
+        if runner.transactions is not None:
+            # before reading the committed offsets: this aborts a predecessor's open
+            # transaction, whose offsets would otherwise be committed after our read
+            try:
+                await runner.assign_transactions()
+            except TransactionFenced as exc:
+                log.error("%s", exc)
+                runner.stop()  # the loop's last flush raises it again: the process exits
+                return
+        committed = await runner.committed(assigned)
+        async with runner.lock:
+            # in a thread: a sink may read its own store (the lake table) to answer
+            resume = await asyncio.to_thread(runner.sink.assigned, committed)
+            for tp, offset in (resume or {}).items():
+                runner.consumer.seek(tp, offset)
+            runner.ready.update(assigned)
+            runner.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
+            history = int(getattr(runner.sink, "history_records", 0))
+            for tp in assigned:
+                offset = committed[tp][0]
+                if history and offset:
+                    runner.warm_until[tp] = offset
+                    runner.consumer.seek(tp, max(0, offset - history))
         log.info(
-            "assigned group=%s partitions=%s", self.runner.group_id, sorted(tp.partition for tp in assigned)
+            "assigned group=%s partitions=%s committed=%s",
+            runner.group_id,
+            sorted(tp.partition for tp in assigned),
+            {tp.partition: committed[tp][0] for tp in sorted(assigned)},
         )
 
 
@@ -101,8 +136,11 @@ class ConsumerRunner:
         max_poll_records: int = 10_000,
         dlq_retry_timeout_s: float = 120.0,
         stuck_after_s: float = 60.0,
+        transactions: TransactionalCommitter | None = None,
     ) -> None:
         self.sink = sink
+        self.transactions = transactions
+        self.warm_until: dict[TopicPartition, int] = {}  # history shown to the sink, not added
         # fault injection only: widens the window between "durable" and "committed"
         # so that crash tests can land in it (a real crash there is rare but possible)
         self.pause_before_commit_s = pause_before_commit_s
@@ -238,6 +276,9 @@ class ConsumerRunner:
                 if not self.pipelined:
                     self._pending_records = self._pending_bytes = 0
                     self._oldest = None
+            if self.transactions is not None:
+                await self._commit_transaction(start)
+                return
             if self._dead:
                 if self.dlq is None:
                     raise RuntimeError("poison records but no dead-letter producer")
@@ -279,11 +320,54 @@ class ConsumerRunner:
             self.metrics.flush_seconds.observe(elapsed)
             log.debug("committed group=%s offsets=%s seconds=%.3f", self.group_id, offsets, elapsed)
 
+    async def _commit_transaction(self, start: float) -> None:
+        """Outputs, dead letters and offsets in one transaction; kept for the retry when
+        it fails (SinkUnavailable), so the next transaction carries them again."""
+        assert self.transactions is not None
+        if not (self._to_commit or self._dead or self._outputs):
+            return
+        await self.transactions.commit(
+            self._to_commit, self._dead, self._outputs, pause_before_commit_s=self.pause_before_commit_s
+        )
+        offsets, dead = self._to_commit, len(self._dead)
+        self._to_commit, self._dead, self._outputs = {}, [], []
+        self._count_dead_letters(dead)
+        self.batches += 1
+        self.metrics.batches.inc()
+        self._progress_at = time.monotonic()
+        self.committed_offsets.update({tp: off for tp, (off, _) in offsets.items()})
+        elapsed = time.perf_counter() - start
+        self.metrics.flush_seconds.observe(elapsed)
+        log.debug(
+            "committed in a transaction group=%s offsets=%s seconds=%.3f", self.group_id, offsets, elapsed
+        )
+
+    async def assign_transactions(self) -> None:
+        """The transactional producer of the current assignment, retried with backoff
+        while the broker is unreachable (aiokafka ignores a listener's exceptions)."""
+        assert self.transactions is not None
+        delay = 0.2
+        while True:
+            try:
+                await self.transactions.assigned(self.consumer.assignment())
+                return
+            except DependencyUnavailable as exc:
+                log.error(
+                    "transactional producer group=%s error=%r retry_in_s=%.1f", self.group_id, exc, delay
+                )
+                if not self.running:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     async def revoke(self, revoked: list[TopicPartition]) -> None:
         try:
             await self.flush_and_commit()
         except (OSError, DependencyUnavailable) as exc:
             log.error("flush on revoke failed group=%s error=%r: the next owner replays", self.group_id, exc)
+        except TransactionFenced as exc:
+            log.error("%s", exc)
+            self.stop()
         async with self.lock:
             gone = set(revoked)
             self.ready -= gone
@@ -292,6 +376,7 @@ class ConsumerRunner:
             self._dead = [d for d in self._dead if TopicPartition(d.topic, d.partition) not in gone]
             for tp in gone:
                 self._position.pop(tp, None)
+                self.warm_until.pop(tp, None)
                 self.committed_offsets.pop(tp, None)
                 self.metrics.forget_partition(tp.topic, tp.partition)
 
@@ -320,6 +405,14 @@ class ConsumerRunner:
                         # incarnation: the sink cannot name files yet. Fetch them again.
                         self.consumer.seek(tp, msgs[0].offset)
                         continue
+                    warm_until = self.warm_until.get(tp)
+                    if msgs and warm_until is not None:
+                        history = [m for m in msgs if m.offset < warm_until]
+                        msgs = [m for m in msgs if m.offset >= warm_until]
+                        if history:
+                            self.sink.warm(tp, history)  # type: ignore[attr-defined]
+                        if msgs:
+                            del self.warm_until[tp]
                     if msgs:
                         self.sink.add(tp, msgs)
                         n = len(msgs)
@@ -358,6 +451,8 @@ class ConsumerRunner:
                 log.warning("consumer stop: %r", exc)
             if self.dlq is not None:
                 await self.dlq.stop()
+            if self.transactions is not None:
+                await self.transactions.stop()
 
     async def _start_flush(self) -> None:
         """Flush in the background while the loop keeps fetching (the sink's Parquet

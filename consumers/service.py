@@ -14,6 +14,7 @@ from consumers.health import start_http_endpoint
 from consumers.metrics import ConsumerMetrics
 from consumers.runner import ConsumerRunner, Sink
 from consumers.settings import ConsumerSettings
+from consumers.transactions import TransactionalCommitter, probe
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,10 @@ def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
         from consumers.lake import LakeSink
 
         topics = [settings.events_topic, settings.feedback_topic]
+        group = settings.group_id or name
         sinks = {
-            settings.events_topic: LakeSink(settings.lake_dir),
-            settings.feedback_topic: FeedbackLakeSink(settings.lake_dir),
+            settings.events_topic: LakeSink(settings.lake(), group=group),
+            settings.feedback_topic: FeedbackLakeSink(settings.lake(), group=group),
         }
         return RoutingSink(sinks), topics
     if name == "audit":
@@ -49,6 +51,41 @@ def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
     raise ConfigError(f"unknown consumer {name!r}: choose one of {', '.join(SINKS)}")
 
 
+async def fraud_transactions(
+    settings: ConsumerSettings, bootstrap: str, group: str, client_id: str
+) -> TransactionalCommitter | None:
+    """The scorer's transactional committer, or None for at least once (logged in one
+    line either way). ``on`` without broker transactions is a ConfigError."""
+    mode = settings.fraud_transactions
+    if mode == "off":
+        log.info("fraud alerts at least once: INFERSTREAM_FRAUD_TRANSACTIONS=off")
+        return None
+    prefix = settings.fraud_transactional_id_prefix
+    refused = await probe(bootstrap, f"{prefix}.{group}.probe")
+    if refused is not None:
+        if mode == "on":
+            raise ConfigError(
+                f"the broker at {bootstrap} has no transactions ({refused}): "
+                "set INFERSTREAM_FRAUD_TRANSACTIONS=auto or off"
+            )
+        log.warning(
+            "the broker at %s has no transactions (%s): fraud alerts fall back to at least once "
+            "(published, then offsets committed)",
+            bootstrap,
+            refused,
+        )
+        return None
+    log.info("fraud alerts exactly once: alerts and offsets commit in one transaction")
+    return TransactionalCommitter(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        transactional_id_prefix=prefix,
+        dlq_topic=settings.dlq_topic,
+        client_id=client_id,
+        dead_letter_limit=settings.dlq_max_message_bytes,
+    )
+
+
 async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
     """Run the consumer ``name`` until SIGTERM/SIGINT; returns the stopped runner."""
     bootstrap = settings.require_bootstrap()
@@ -65,6 +102,9 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
     )
     metrics = ConsumerMetrics(group)
     client_id = f"{settings.kafka_client_id}-{name}"
+    transactions = (
+        await fraud_transactions(settings, bootstrap, group, client_id) if name == "fraud" else None
+    )
     runner = ConsumerRunner(
         bootstrap_servers=bootstrap,
         topics=topics,
@@ -87,6 +127,7 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         metrics=metrics,
         dlq_retry_timeout_s=settings.dlq_retry_timeout_s,
         stuck_after_s=settings.stuck_after_s,
+        transactions=transactions,
     )
     if settings.metrics_port is not None:
         start_http_endpoint(settings.metrics_port, metrics.registry, runner.health)

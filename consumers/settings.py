@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from common.events import ALERTS_TOPIC, DLQ_TOPIC
@@ -50,6 +52,16 @@ class ConsumerSettings(CommonSettings):
     fraud_window_s: float = Field(default=60.0, gt=0, description="Sliding window of the request-rate score")
     fraud_rate_threshold: float = Field(default=50.0, gt=0, description="Requests per window that alert")
     fraud_zscore_threshold: float = Field(default=6.0, gt=0, description="Feature outlier |z| that alerts")
+    fraud_transactions: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Alerts and offsets in one Kafka transaction (exactly once): auto = where the "
+        "broker has transactions, else at least once; on = required; off = at least once",
+    )
+    fraud_transactional_id_prefix: str = Field(
+        default="inferstream-fraud",
+        min_length=1,
+        description="Transactional ids are <prefix>.<group>.<digest of the assigned partitions>",
+    )
 
     def require_postgres(self) -> str:
         from common.errors import ConfigError

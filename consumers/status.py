@@ -1,7 +1,8 @@
 """Kafka health for ``inferstream kafka status``: brokers (online, offline) and their
 log directories' disk usage, topics, partitions, leaders and in-sync replicas (under-
 replicated and offline partitions), end offsets, committed offsets and lag per consumer
-group, and the lake's size on disk; as text, JSON, or Prometheus gauges.
+group, and the lake tables' size (live files of each Delta table's snapshot); as text,
+JSON, or Prometheus gauges.
 
 An offline broker is one that partitions name as a replica but the cluster's metadata
 no longer lists (Kafka fences a broker that stops heartbeating). A partition is under-
@@ -69,6 +70,8 @@ class LakeTableSize:
     table: str
     files: int
     bytes: int
+    rows: int
+    version: int
 
 
 @dataclass
@@ -113,7 +116,11 @@ class ClusterStatus:
 
 
 async def collect(
-    bootstrap: str, lake_dir: Path | None = None, *, include_internal: bool = False, timeout_s: float = 15
+    bootstrap: str,
+    where: lake.Lake | Path | None = None,
+    *,
+    include_internal: bool = False,
+    timeout_s: float = 15,
 ) -> ClusterStatus:
     admin = await start_admin(bootstrap, timeout_s)
     status = ClusterStatus(bootstrap)
@@ -168,12 +175,11 @@ async def collect(
         raise DependencyUnavailable(f"Kafka at {bootstrap} failed a metadata request: {exc!r}") from exc
     finally:
         await admin.close()
-    if lake_dir is not None:
-        root = lake_dir
-        if root.exists():
-            for table in sorted(p.name for p in root.iterdir() if p.is_dir()):
-                files = list(lake.table_dir(lake_dir, table).rglob("*.parquet"))
-                status.lake.append(LakeTableSize(table, len(files), sum(f.stat().st_size for f in files)))
+    if where is not None:
+        for table in lake.TABLES:
+            size = lake.table_size(where, table)
+            if size is not None:
+                status.lake.append(LakeTableSize(table, size.files, size.bytes, size.rows, size.version))
     return status
 
 
@@ -311,7 +317,10 @@ def render(status: ClusterStatus) -> str:
     for g in status.groups:
         totals[g.group] = totals.get(g.group, 0) + (g.lag or 0)
     lines += ["", "lag per group: " + (", ".join(f"{k}={v}" for k, v in totals.items()) or "no groups")]
-    lines += [f"lake {t.table}: {t.files} files, {t.bytes / 1e6:.1f} MB" for t in status.lake]
+    lines += [
+        f"lake {t.table}: {t.rows} rows, {t.files} files, {t.bytes / 1e6:.1f} MB, version {t.version}"
+        for t in status.lake
+    ]
     return "\n".join(lines)
 
 

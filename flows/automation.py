@@ -4,7 +4,8 @@
 
 It saves a Prefect Webhook block (``inferstream-drift-webhook``: the URL, JSON content
 type) and one automation (``inferstream: notify on drift``) that fires on every
-``inferstream.drift.detected`` and ``inferstream.drift.no-data`` event (``flows.artifacts``
+``inferstream.drift.detected``, ``inferstream.drift.quality-drop`` and
+``inferstream.drift.no-data`` event (``flows.artifacts``
 emits them, one per model and version run) and calls the block with the event as JSON:
 
     {"event": "inferstream.drift.detected", "occurred": "...", "resource": "inferstream.model.<m>.v<v>",
@@ -27,7 +28,7 @@ from flows.outcome import EVENTS, Outcome
 
 AUTOMATION_NAME = "inferstream: notify on drift"
 BLOCK_NAME = "inferstream-drift-webhook"
-NOTIFY_ON = (EVENTS[Outcome.DRIFT], EVENTS[Outcome.NO_DATA])
+NOTIFY_ON = (EVENTS[Outcome.DRIFT], EVENTS[Outcome.QUALITY_DROP], EVENTS[Outcome.NO_DATA])
 PAYLOAD = (
     '{"event": {{ event.event | tojson }}, "occurred": "{{ event.occurred }}", '
     '"resource": {{ event.resource.id | tojson }}, "payload": {{ event.payload | tojson }}}'
@@ -38,7 +39,8 @@ def definition(block_document_id: Any) -> Automation:
     """The automation, unsaved (tests read it; ``ensure`` creates it)."""
     return Automation(
         name=AUTOMATION_NAME,
-        description="POST the drift run's outcome to the inferstream-drift-webhook block on drift or no data",
+        description="POST the drift run's outcome to the inferstream-drift-webhook block on drift, "
+        "quality drop or no data",
         trigger=EventTrigger(
             expect=set(NOTIFY_ON),
             match={"prefect.resource.id": "inferstream.model.*"},

@@ -1,8 +1,10 @@
 """BI load flow: lake → warehouse, incremental and idempotent.
 
-The watermark is the set of lake files already loaded (path, size, mtime) kept in the
-warehouse itself (``bi_loaded_files``). A run finds new or rewritten files, reloads the
-whole (model, hour) partition each belongs to (events replaced by event id, hourly
+The watermark is the set of the events table's data files already loaded (path, size,
+modification time) kept in the warehouse itself (``bi_loaded_files``). Delta never
+rewrites a file in place: a commit or a compaction adds new files. A run lists the live
+files of the table's current snapshot, reloads the whole (model, hour) partition of
+each file not loaded yet (events replaced by event id, hourly
 aggregates and feature statistics replaced by their keys) and records the files, all
 in one transaction per partition: a crash mid-run repeats at most that partition, and
 a re-run with nothing new loads nothing.
@@ -10,13 +12,13 @@ a re-run with nothing new loads nothing.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -24,11 +26,12 @@ from common import lake
 from flows import bi_aggregates as agg
 from flows.quality import read_feedback
 from flows.settings import FlowSettings
-from warehouse import tables
+from warehouse import dashboard, tables
 from warehouse.base import Warehouse, open_warehouse
 from warehouse.settings import WarehouseSettings
 
-_PART_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{1,2})$")
+Partition = tuple[str, date, int]  # model (as in the table), date, hour
+LakeFile = tuple[str, int, int]  # path, size, modification time (ms)
 
 DAILY_QUALITY_SQL = """
 SELECT e.model_name, e.model_version, CAST(e.event_time AS DATE) AS day,
@@ -47,64 +50,77 @@ class BiLoadResult:
     event_rows: int
     feedback_rows: int
     quality_rows: int
+    dashboard: Path | None = None
 
 
-def partition_hour(part_dir: Path) -> datetime:
-    m = _PART_RE.search(part_dir.as_posix())
-    if not m:
-        raise ValueError(f"{part_dir} is not a lake partition (date=YYYY-MM-DD/hour=HH)")
-    return datetime.fromisoformat(m[1]).replace(hour=int(m[2]), tzinfo=UTC)
+def partition_hour(part: Partition) -> datetime:
+    _, day, hour = part
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def live_files(where: lake.Lake | Path | str) -> dict[Partition, list[LakeFile]]:
+    """The events table's live data files by partition (empty: no table yet)."""
+    dt = lake.location(where).open(lake.EVENTS_TABLE)
+    if dt is None:
+        return {}
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    out: dict[Partition, list[LakeFile]] = defaultdict(list)
+    for a in actions:
+        part = (a["partition.model"], a["partition.date"], int(a["partition.hour"]))
+        mtime = a["modification_time"]
+        ms = int(mtime.timestamp() * 1000) if isinstance(mtime, datetime) else int(mtime)
+        out[part].append((a["path"], int(a["size_bytes"]), ms))
+    return dict(out)
 
 
 @task(cache_policy=NO_CACHE)
-def pending_partitions(wh: Warehouse, lake_dir: Path) -> dict[Path, list[Path]]:
-    """Partitions with at least one file not loaded yet (or rewritten since)."""
+def pending_partitions(wh: Warehouse, where: lake.Lake | Path | str) -> dict[Partition, list[LakeFile]]:
+    """Partitions with at least one live file not loaded yet."""
     loaded = {
         p: (size, mtime)
         for p, size, mtime in wh.query(
-            f"SELECT path, size, mtime_ns FROM {wh.schema}.{tables.LOADED_FILES.name}"
+            f"SELECT path, size, mtime_ns FROM {tables.LOADED_FILES.qualified(wh.schema)}"
         )
     }
-    pending: dict[Path, list[Path]] = defaultdict(list)
-    root = lake.table_dir(lake_dir)
-    if not root.exists():
-        return {}
-    for f in sorted(root.rglob("*.parquet")):
-        st = f.stat()
-        if loaded.get(str(f)) != (st.st_size, st.st_mtime_ns):
-            pending[f.parent].append(f)
-    return dict(pending)
+    return {
+        part: files
+        for part, files in live_files(where).items()
+        if any(loaded.get(path) != (size, mtime) for path, size, mtime in files)
+    }
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def load_partition(wh: Warehouse, part_dir: Path) -> int:
+def load_partition(
+    wh: Warehouse, where: lake.Lake | Path | str, part: Partition, files: list[LakeFile]
+) -> int:
     """Replace one partition's events and aggregates; record its files as loaded."""
-    files = sorted(part_dir.glob("*.parquet"))
-    stats = [(f, f.stat()) for f in files]
-    df = agg.read_partition_files(files)
-    hour = partition_hour(part_dir)
+    df = agg.read_partition(where, *part)
+    hour = partition_hour(part)
     now = datetime.now(UTC)
     loaded = pl.DataFrame(
         {
-            "path": [str(f) for f, _ in stats],
-            "size": [st.st_size for _, st in stats],
-            "mtime_ns": [st.st_mtime_ns for _, st in stats],
-            "loaded_at": [now] * len(stats),
+            "path": [f[0] for f in files],
+            "size": [f[1] for f in files],
+            "mtime_ns": [f[2] for f in files],
+            "loaded_at": [now] * len(files),
         },
         schema_overrides={"loaded_at": pl.Datetime("us", "UTC")},
     )
     with wh.transaction():
         n = wh.upsert(tables.EVENTS.name, agg.events_rows(df))
+        wh.upsert(tables.EVENT_FEATURES.name, agg.feature_value_rows(df))
+        wh.upsert(tables.EVENT_SCORES.name, agg.score_rows(df))
         wh.upsert(tables.HOURLY.name, agg.hourly_rows(df, hour))
+        wh.upsert(tables.PREDICTION_MIX.name, agg.prediction_mix_rows(df, hour))
         wh.upsert(tables.FEATURE_STATS.name, agg.feature_rows(df, hour))
         wh.upsert(tables.LOADED_FILES.name, loaded)
     return n
 
 
 @task(cache_policy=NO_CACHE)
-def load_feedback_and_quality(wh: Warehouse, lake_dir: Path) -> tuple[int, int]:
+def load_feedback_and_quality(wh: Warehouse, where: lake.Lake | Path | str) -> tuple[int, int]:
     """Ground truth by prediction id, and daily accuracy of the predictions it labels."""
-    fb = read_feedback(lake_dir)
+    fb = read_feedback(where, with_time=True)
     if fb.is_empty():
         return 0, 0
     with wh.transaction():
@@ -116,13 +132,19 @@ def load_feedback_and_quality(wh: Warehouse, lake_dir: Path) -> tuple[int, int]:
     return fb.height, q.height
 
 
-def load_once(wh: Warehouse, lake_dir: Path) -> BiLoadResult:
+@task(cache_policy=NO_CACHE)
+def write_dashboard(wh: Warehouse, path: Path) -> Path:
+    """``reports/dashboard.html`` from the views just loaded (``warehouse.dashboard``)."""
+    return dashboard.write(wh, path)
+
+
+def load_once(wh: Warehouse, where: lake.Lake | Path | str) -> BiLoadResult:
     """One incremental load (the flow's body; also callable from tests and the demo)."""
-    pending = pending_partitions(wh, lake_dir)
+    pending = pending_partitions(wh, where)
     rows = 0
     for part in sorted(pending):
-        rows += load_partition(wh, part)
-    fb, q = load_feedback_and_quality(wh, lake_dir)
+        rows += load_partition(wh, where, part, pending[part])
+    fb, q = load_feedback_and_quality(wh, where)
     return BiLoadResult(sum(len(v) for v in pending.values()), len(pending), rows, fb, q)
 
 
@@ -131,10 +153,11 @@ def bi_load_flow(data_dir: str | None = None) -> BiLoadResult:
     """Load new lake files into the warehouse (INFERSTREAM_WAREHOUSE_BACKEND);
     ``data_dir`` overrides INFERSTREAM_DATA_DIR."""
     override = {"data_dir": Path(data_dir)} if data_dir else {}
-    lake_dir = FlowSettings(**override).lake_dir  # type: ignore[arg-type]
+    settings = FlowSettings(**override)  # type: ignore[arg-type]
     wh = open_warehouse(WarehouseSettings(**override))  # type: ignore[arg-type]
     try:
-        result = load_once(wh, lake_dir)
+        result = load_once(wh, settings.lake())
+        result.dashboard = write_dashboard(wh, settings.reports_root / "dashboard.html")
     finally:
         wh.close()
     get_run_logger().info("BI load: %s", result)

@@ -5,15 +5,22 @@ explicit ``start``/``end``), the reference (``artifact``: the training reference
 with the model; ``window``: a past window given by ``reference_start``/``_end``) and
 the columns. Synthetic traffic is left out unless ``include_synthetic``.
 
-Verdicts come from per-column tests on all rows (``flows.stats``, Evidently's default
+Verdicts come from per-column tests on all rows (``monitoring.stats``, Evidently's default
 tests reproduced); Evidently draws the report's charts from a stratified sample of at
 most ``INFERSTREAM_DRIFT_SAMPLE_ROWS`` rows a side, and the report says so.
 
-Outcome (``flows.outcome``): drift → Completed "Drift detected"; no drift → Completed
-"No drift"; no rows in the window → Failed "No data" (never green). Each run is named
-after its model, version and window (``car-loan v1 2026-11-29 19:00-20:00Z``), is tagged
-``model:<name>`` and ``version:<v>``, leaves three artifacts and an event
-(``flows.artifacts``), and on drift or no data POSTs a JSON alert to the optional
+Quality: for a classifier whose artifact holds CBPE's calibration, the window's
+quality is estimated per slice before any label (``flows.performance``), with the
+realized quality beside it where feedback has landed.
+
+Outcome (``flows.outcome``): drift → Completed "Drift detected"; an estimated quality
+drop without input drift → Completed "Quality drop estimated" (a finding, like drift);
+no drift → Completed "No drift"; no rows in the window → Failed "No data" (never
+green). Each run is named after its model, version and window (``car-loan v1
+2026-11-29 19:00-20:00Z``), is tagged ``model:<name>`` and ``version:<v>``, leaves three
+artifacts and an event (``flows.artifacts``), records its results with the report's
+URL in the warehouse, pushes its scores to the optional INFERSTREAM_PUSHGATEWAY_URL,
+and on drift, quality drop or no data POSTs a JSON alert to the optional
 INFERSTREAM_DRIFT_WEBHOOK_URL. Failed without the name "No data" means a real error.
 """
 
@@ -33,9 +40,10 @@ from prefect.states import State
 
 from common import artifact
 from common.errors import ConfigError
-from flows import artifacts, drift_calc, index, report, slices
+from flows import artifacts, drift_calc, index, performance, report, slices
 from flows import outcome as outcomes
 from flows.alert import post_alert
+from flows.drift_metrics import push_drift
 from flows.lake_reader import read_window
 from flows.quality import classification_quality, join_labels, read_feedback
 from flows.reference import (
@@ -48,13 +56,14 @@ from flows.reference import (
     score_label,
 )
 from flows.settings import FlowSettings
-from flows.stats import ColumnData, ColumnDrift
 from flows.window import Window, resolve
+from monitoring.stats import ColumnData, ColumnDrift
 from warehouse import tables
 from warehouse.base import open_warehouse
 from warehouse.settings import WarehouseSettings
 
 DRIFT_STATE_NAME = outcomes.STATE_NAMES[outcomes.Outcome.DRIFT]
+QUALITY_STATE_NAME = outcomes.STATE_NAMES[outcomes.Outcome.QUALITY_DROP]
 
 
 @dataclass
@@ -96,7 +105,7 @@ def load_inputs(
 
     def lake_window(w: Window) -> pl.DataFrame:
         df = read_window(
-            settings.lake_dir,
+            settings.lake(),
             model_name,
             w,
             features,
@@ -159,7 +168,11 @@ def write_report(
         else inputs.reference
     )
     # quality: current predictions that got ground truth through feedback
-    labelled = join_labels(inputs.current, read_feedback(settings.lake_dir))
+    feedback = read_feedback(settings.lake())
+    labelled = join_labels(inputs.current, feedback)
+    art_dir = artifact.resolve_dir(settings.models_dir, meta.name, meta.version)
+    perf = performance.estimate_quality(art_dir, meta, inputs.current, feedback)
+    perf_reason = performance.reason(perf)
     ref_labelled = _reference_with_target(settings, meta)
     quality = classification_quality(labelled, ref_labelled, "label", score_label(meta))
     drift_starts = {}
@@ -170,9 +183,14 @@ def write_report(
         if first is not None:
             drift_starts[name] = first
     features = [r for r in results if roles[r.column] == "feature"]
-    outcome = outcomes.decide(inputs.current.height, verdict.drift)
+    outcome = outcomes.decide(inputs.current.height, verdict.drift, perf_reason is not None)
     reason = outcomes.explain(
-        outcome, verdict.drifted_features, len(features), verdict.drift_share, verdict.prediction_drift
+        outcome,
+        verdict.drifted_features,
+        len(features),
+        verdict.drift_share,
+        verdict.prediction_drift,
+        perf_reason,
     )
     summary: dict[str, Any] = {
         "outcome": outcome.value,
@@ -190,7 +208,7 @@ def write_report(
             "reference_rows": ref_s.height,
             "note": _sample_note(inputs.current.height, cur_s.height, inputs.reference.height, ref_s.height),
         },
-        "verdict": {**asdict(verdict), "reason": reason},
+        "verdict": {**asdict(verdict), "quality_alert": perf_reason is not None, "reason": reason},
         "columns": [{**asdict(r), "role": roles[r.column]} for r in results],
         "timeline": [
             {"start": row.start.isoformat(), "rows": row.rows, "scores": row.scores, "drifted": row.drifted}
@@ -199,6 +217,7 @@ def write_report(
         "drift_starts": {k: v.isoformat() for k, v in drift_starts.items()},
         "prediction_mix": slices.prediction_mix(inputs.current, window),
         "quality": quality.to_json(),
+        "performance": perf,
     }
     run_dir = settings.reports_root / meta.name / run_time.strftime("%Y%m%dT%H%M%S.%fZ")
     if inputs.current.is_empty():
@@ -244,8 +263,8 @@ def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata)
 
 # DuckDB allows one writing process: the BI load may hold the file for a moment
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10)
-def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window) -> int:
-    """Results (run, column, method, score, threshold, verdict) into the warehouse."""
+def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window, report_url: str) -> int:
+    """Results (run, column, method, score, threshold, verdict, report URL) into the warehouse."""
     if not summary["columns"]:
         return 0
     df = pl.DataFrame(
@@ -264,6 +283,7 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
                 "threshold": float(c["threshold"]),
                 "drifted": bool(c["drifted"]),
                 "run_verdict_drift": bool(summary["verdict"]["drift"]),
+                "report_url": report_url,
             }
             for c in summary["columns"]
         ],
@@ -273,18 +293,46 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
             "window_end": pl.Datetime("us", "UTC"),
         },
     )
+    base = {
+        "model_name": summary["model"],
+        "model_version": summary["version"],
+        "window_start": window.start,
+        "window_end": window.end,
+        "run_id": summary["run_id"],
+        "run_time": datetime.fromisoformat(summary["run_time"]),
+    }
+    perf_rows = performance.warehouse_rows(summary.get("performance"), base)
     wh = open_warehouse(ws)
     try:
-        return wh.upsert(tables.DRIFT_RESULTS.name, df)
+        with wh.transaction():
+            n = wh.upsert(tables.DRIFT_RESULTS.name, df)
+            if not perf_rows.is_empty():
+                wh.upsert(tables.QUALITY_ESTIMATES.name, perf_rows)
+        return n
     finally:
         wh.close()
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def push_scores(gateway: str, summary: dict[str, Any]) -> None:
+    """Drift scores to the Pushgateway, for alert rules (``flows.drift_metrics``)."""
+    push_drift(gateway, summary)
+
+
+ALERTS = {
+    outcomes.Outcome.DRIFT: "drift_detected",
+    outcomes.Outcome.QUALITY_DROP: "quality_drop_estimated",
+    outcomes.Outcome.NO_DATA: "no_data",
+    outcomes.Outcome.NO_DRIFT: "no_drift",  # never sent
+}
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
 def send_alert(url: str, summary: dict[str, Any], html: Path, report_url: str) -> int:
     outcome = outcomes.of_summary(summary)
+    perf = summary.get("performance") or {}
     payload = {
-        "alert": "no_data" if outcome is outcomes.Outcome.NO_DATA else "drift_detected",
+        "alert": ALERTS[outcome],
         "outcome": outcome.value,
         "verdict": outcomes.LABELS[outcome],
         "rows": summary["current_rows"],
@@ -301,6 +349,7 @@ def send_alert(url: str, summary: dict[str, Any], html: Path, report_url: str) -
             for c in summary["columns"]
             if c["drifted"]
         ],
+        "estimated_quality_alerts": perf.get("alert_metrics", []),
         "report": str(html),
         "report_url": report_url,
     }
@@ -378,11 +427,14 @@ def drift_flow(
     run_time = datetime.now(UTC)
     run_id = str(flow_run.get_id() or f"local-{run_time:%Y%m%dT%H%M%S%f}")
     html, js, summary = write_report(settings, inputs, win, results, verdict, tl, run_time, run_id)
-    record_results(ws, summary, win)
     url = artifacts.report_url(html, settings.reports_root, settings.reports_base_url)
+    record_results(ws, summary, win, url)
+    if settings.pushgateway_url:
+        push_scores(settings.pushgateway_url, summary)
     outcome = outcomes.Outcome(publish(summary, url))
     log.info("%s: %s; report %s", outcomes.LABELS[outcome], summary["verdict"]["reason"], url)
-    if outcome is not outcomes.Outcome.NO_DRIFT and settings.drift_webhook_url:
+    log.info("estimated quality: %s", performance.log_line(summary["performance"]))
+    if outcome in outcomes.ALERTING and settings.drift_webhook_url:
         send_alert(settings.drift_webhook_url, summary, html, url)
     return outcomes.state(outcome, f"{summary['verdict']['reason']}; report {url}")
 

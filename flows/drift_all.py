@@ -71,7 +71,7 @@ def drift_all_flow(
     log = get_run_logger()
     settings = FlowSettings(**({"data_dir": Path(data_dir)} if data_dir else {}))  # type: ignore[arg-type]
     win = resolve(window, start, end)
-    traffic = models_with_traffic(settings.lake_dir, win, include_synthetic=include_synthetic)
+    traffic = models_with_traffic(settings.lake(), win, include_synthetic=include_synthetic)
     pairs = plan(traffic, models)
     log.info("window %s: traffic %s; running %s", window_span(win), traffic, pairs)
     if not pairs:
@@ -101,7 +101,7 @@ def drift_all_flow(
     if "failed" in names:
         return Failed(message=f"{len(names['failed'])} of {len(pairs)} drift runs failed; {summary}")
     # a silent model outweighs quiet ones: the scan is green only when every run is
-    for outcome in (outcomes.Outcome.DRIFT, outcomes.Outcome.NO_DATA):
+    for outcome in (outcomes.Outcome.DRIFT, outcomes.Outcome.QUALITY_DROP, outcomes.Outcome.NO_DATA):
         if outcomes.STATE_NAMES[outcome] in names:
             return outcomes.state(outcome, summary)
     return outcomes.state(outcomes.Outcome.NO_DRIFT, summary)

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from flows.reference import ColumnSpec, column_data
-from flows.stats import ColumnData, ColumnDrift, column_drift
+from flows.reference import ColumnSpec
+from monitoring.columns import column_data
+from monitoring.datadrift import compare as compare_columns
+from monitoring.stats import ColumnData, ColumnDrift, column_drift
 
 TIMELINE_SLICES = 12
 
@@ -54,18 +56,9 @@ def compare(
     specs: Sequence[ColumnSpec],
     methods: Mapping[str, str] | None = None,
 ) -> list[ColumnDrift]:
-    """One result per column present on both sides with data. The current window's
-    columns are taken one at a time (a 1M-row window is not copied whole)."""
-    out = []
-    for s in specs:
-        ref = reference.get(s.name)
-        if ref is None or ref.n == 0 or s.name not in current.columns:
-            continue
-        cur = column_data(current[s.name], s.kind, sort=False)
-        if cur.n == 0:
-            continue
-        out.append(column_drift(s.name, ref, cur, (methods or {}).get(s.name)))  # type: ignore[arg-type]
-    return out
+    """One result per column present on both sides with data (``monitoring.datadrift.compare``,
+    the implementation the public ``monitoring.drift`` uses)."""
+    return compare_columns(reference, current, {s.name: s.kind for s in specs}, methods)
 
 
 def verdict(results: Sequence[ColumnDrift], specs: Sequence[ColumnSpec], drift_share: float) -> Verdict:

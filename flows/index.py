@@ -107,7 +107,7 @@ const apply = () => {
     g.hidden = shown === 0;
   }
 };
-// ?model=<name>&verdict=<drift|no_drift|no_data> preselects the filters (a link to a view)
+// ?model=<name>&verdict=<drift|quality_drop|no_drift|no_data> preselects the filters (a link to a view)
 const params = new URLSearchParams(location.search);
 for (const [key, id] of [['model', 'filter-model'], ['verdict', 'filter-verdict']]) {
   const el = document.getElementById(id);

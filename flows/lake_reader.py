@@ -1,9 +1,10 @@
-"""Read one model's inference events for a time window from the Parquet lake.
+"""Read one model's inference events for a time window from the events Delta table.
 
-Only the partitions that can hold the window are scanned: the hive keys (model, date,
-hour) are filtered with explicit types (``common.lake.duckdb_source``), so DuckDB
-prunes directories before opening files, and only the requested feature fields are
-read out of the ``features`` struct.
+Only the files that can hold the window are scanned: DuckDB pushes the filters on the
+partition columns (model, date, hour) and on ``event_time`` down into the table's
+Arrow dataset (``common.lake.register_duckdb``), which skips files by their partition
+values and min/max statistics, and only the requested feature fields are read out of
+the ``features`` struct.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _ident(name: str) -> str:
 
 
 def read_window(
-    lake_dir: Path,
+    where: lake.Lake | Path | str,
     model: str,
     window: Window,
     features: Sequence[str],
@@ -44,12 +45,14 @@ def read_window(
     if score_label is not None:
         cols.append(f"scores.{_ident(score_label)} AS {SCORE}")
     empty = pl.DataFrame(schema={"event_id": pl.String, "event_time": pl.Datetime("us", "UTC")})
-    if not lake.has_files(lake_dir):
+    con = duckdb.connect()
+    if not lake.register_duckdb(con, where, lake.EVENTS_TABLE):
+        con.close()
         return empty
-    where = [
+    conds = [
         "model = $model",
         "model_name = $model_name",
-        # hive pruning: whole days, then the first and last day's hours
+        # partition pruning: whole days, then the first and last day's hours
         "date BETWEEN CAST($d0 AS DATE) AND CAST($d1 AS DATE)",
         "(date > CAST($d0 AS DATE) OR hour >= $h0)",
         "(date < CAST($d1 AS DATE) OR hour <= $h1)",
@@ -67,12 +70,11 @@ def read_window(
         "end": window.end,
     }
     if version is not None:
-        where.append("model_version = $version")
+        conds.append("model_version = $version")
         params["version"] = version
     if not include_synthetic:
-        where.append("NOT coalesce(synthetic, false)")
-    sql = f"SELECT {', '.join(cols)} FROM {lake.duckdb_source(lake_dir)} WHERE {' AND '.join(where)}"
-    con = duckdb.connect()
+        conds.append("NOT coalesce(synthetic, false)")
+    sql = f"SELECT {', '.join(cols)} FROM {lake.EVENTS_TABLE} WHERE {' AND '.join(conds)}"
     try:
         con.execute("SET TimeZone = 'UTC'")
         df = con.sql(sql, params=params).pl()

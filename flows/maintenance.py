@@ -1,14 +1,13 @@
-"""Maintenance flow (daily): lake compaction, then retention.
+"""Maintenance flow (daily): the lake tables' own operations (``common.lakemaint``),
+then the drift reports' retention.
 
-Compaction merges each closed hour's committed batch files into one
-(``consumers.compaction``: built aside and swapped in atomically under the hour's lock,
-which the lander takes too; files not yet committed by the lake group are left alone).
-It needs the lake group's committed offsets, so it is skipped, with a warning, when
-``KAFKA_BOOTSTRAP_SERVERS`` is not set.
+For each lake table: compaction of the hours that closed more than an hour ago
+(``optimize.compact``), retention (``delete`` of the partitions dated more than
+``INFERSTREAM_LAKE_RETENTION_DAYS`` days before today, UTC), ``vacuum`` of files
+unreferenced for ``INFERSTREAM_LAKE_VACUUM_HOURS``, and a checkpoint. All of them are
+table commits (or touch only unreferenced files): the landers keep landing meanwhile.
 
-Retention: partitions (``model=*/date=*``) whose date is more than
-``INFERSTREAM_LAKE_RETENTION_DAYS`` days before today (UTC) are removed whole. Drift
-reports (``reports/<model>/<run time>/``) whose run time is more than
+Drift reports (``reports/<model>/<run time>/``) whose run time is more than
 ``INFERSTREAM_REPORT_RETENTION_DAYS`` days old are removed, and ``reports/index.html``
 is rebuilt from what remains, so it never links to a removed report.
 """
@@ -16,13 +15,13 @@ is rebuilt from what remains, so it never links to a removed report.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from common import lake
+from common import lake, lakemaint
 from flows import index
 from flows.settings import FlowSettings
 
@@ -32,45 +31,25 @@ RUN_DIR_FORMAT = "%Y%m%dT%H%M%S.%fZ"  # flows.drift names a run's folder after i
 @dataclass
 class RetentionResult:
     cutoff: date
-    removed: list[str]
-    compacted_hours: int = 0
+    tables: list[lakemaint.MaintenanceResult] = field(default_factory=list)
     removed_reports: list[str] | None = None
 
+    @property
+    def compacted_files(self) -> int:
+        return sum(t.files_removed for t in self.tables)
 
-@task
-def compact(lake_dir: Path, bootstrap: str | None, group: str, before: datetime) -> int:
-    """Compact the closed hours; returns how many hour directories changed."""
-    import asyncio
-
-    from consumers.compaction import committed_offsets, compact_closed_hours
-
-    if not bootstrap:
-        get_run_logger().warning("compaction skipped: KAFKA_BOOTSTRAP_SERVERS is not set")
-        return 0
-    committed = asyncio.run(committed_offsets(bootstrap, group))
-    return sum(r.changed for r in compact_closed_hours(lake_dir, committed, before))
+    @property
+    def rows_expired(self) -> int:
+        return sum(t.rows_expired for t in self.tables)
 
 
 @task
-def expired_partitions(lake_dir: Path, retention_days: int, today: date) -> list[Path]:
-    cutoff = today - timedelta(days=retention_days)
-    root = lake.table_dir(lake_dir)
-    out = []
-    for d in sorted(root.glob("model=*/date=*")):
-        try:
-            day = date.fromisoformat(d.name.removeprefix("date="))
-        except ValueError:
-            continue  # not ours: leave it
-        if day < cutoff:
-            out.append(d)
-    return out
-
-
-@task
-def remove(dirs: list[Path]) -> list[str]:
-    for d in dirs:
-        shutil.rmtree(d)
-    return [str(d) for d in dirs]
+def maintain_table(
+    where: lake.Lake, table: str, compact_before: datetime, cutoff: date, vacuum_hours: int
+) -> lakemaint.MaintenanceResult | None:
+    return lakemaint.maintain(
+        where, table, compact_before=compact_before, expire_before=cutoff, vacuum_hours=vacuum_hours
+    )
 
 
 @task
@@ -103,26 +82,30 @@ def remove_reports(reports_root: Path, dirs: list[Path]) -> list[str]:
 def maintenance_flow(
     retention_days: int | None = None, data_dir: str | None = None, report_retention_days: int | None = None
 ) -> RetentionResult:
-    """Compact closed hours, then remove lake partitions older than ``retention_days``
-    and drift reports older than ``report_retention_days`` (defaults: the settings)."""
+    """Compact closed hours, expire partitions older than ``retention_days``, vacuum and
+    checkpoint every lake table, then remove drift reports older than
+    ``report_retention_days`` (defaults: the settings)."""
     settings = FlowSettings(**({"data_dir": Path(data_dir)} if data_dir else {}))  # type: ignore[arg-type]
     days = retention_days or settings.lake_retention_days
     now = datetime.now(UTC)
-    compacted = compact(
-        settings.lake_dir, settings.kafka_bootstrap_servers, settings.lake_group_id, now - timedelta(hours=1)
-    )
-    today = now.date()
-    removed = remove(expired_partitions(settings.lake_dir, days, today))
+    cutoff = now.date() - timedelta(days=days)
+    result = RetentionResult(cutoff)
+    for table in lake.TABLES:
+        done = maintain_table(
+            settings.lake(), table, now - timedelta(hours=1), cutoff, settings.lake_vacuum_hours
+        )
+        if done is not None:
+            result.tables.append(done)
     report_days = report_retention_days or settings.report_retention_days
     root = settings.reports_root
-    removed_reports = remove_reports(root, expired_reports(root, report_days, now))
+    result.removed_reports = remove_reports(root, expired_reports(root, report_days, now))
     get_run_logger().info(
-        "compacted %d hours; retention %d days: removed %d partitions; report retention %d days: "
+        "compacted %d files; retention %d days: %d rows expired; report retention %d days: "
         "removed %d reports",
-        compacted,
+        result.compacted_files,
         days,
-        len(removed),
+        result.rows_expired,
         report_days,
-        len(removed_reports),
+        len(result.removed_reports),
     )
-    return RetentionResult(today - timedelta(days=days), removed, compacted, removed_reports)
+    return result

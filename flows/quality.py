@@ -1,9 +1,9 @@
 """Model quality from ground truth that arrived later, joined by prediction id.
 
 Ground truth comes from feedback events (``/v1/feedback`` → ``inference-feedback``),
-landed in the lake as ``<lake>/inference_feedback/**/*.parquet`` with at least
-``event_id`` (the prediction id, i.e. the inference event's id) and ``label``. Until
-such files exist, every function here answers "no labels yet" rather than failing.
+landed in the lake's ``inference_feedback`` table with at least ``event_id`` (the
+prediction id, i.e. the inference event's id) and ``label``. Until that table exists,
+every function here answers "no labels yet" rather than failing.
 When an id got feedback twice, the latest (by ``feedback_time`` if present) wins.
 """
 
@@ -15,25 +15,36 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-FEEDBACK_TABLE = "inference_feedback"
+from common import lake
+
+FEEDBACK_TABLE = lake.FEEDBACK_TABLE
 
 
-def read_feedback(lake_dir: Path) -> pl.DataFrame:
-    """``event_id``, ``label`` (text): one row per prediction id; empty if no feedback."""
-    root = lake_dir / FEEDBACK_TABLE
+def read_feedback(where: lake.Lake | Path | str, *, with_time: bool = False) -> pl.DataFrame:
+    """``event_id``, ``label`` (text): one row per prediction id; empty if no feedback.
+    ``with_time`` adds ``feedback_time`` (null where the table lacks it)."""
     empty = pl.DataFrame(schema={"event_id": pl.String, "label": pl.String})
-    if not root.exists() or not any(root.rglob("*.parquet")):
-        return empty
-    glob = str(root / "**" / "*.parquet").replace("'", "''")
+    if with_time:
+        empty = empty.with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("feedback_time"))
     con = duckdb.connect()
     try:
-        src = f"read_parquet('{glob}', union_by_name = true, hive_partitioning = false)"
+        if not lake.register_duckdb(con, where, FEEDBACK_TABLE):
+            return empty
+        src = FEEDBACK_TABLE
         names = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
         if not {"event_id", "label"} <= names:
-            raise ValueError(f"{root}: feedback files need columns event_id and label, found {sorted(names)}")
+            raise ValueError(
+                f"{where}: feedback files need columns event_id and label, found {sorted(names)}"
+            )
         order = "feedback_time DESC" if "feedback_time" in names else "1"
+        time_col = ""
+        if with_time:
+            has = "feedback_time" in names
+            time_col = ", " + ("feedback_time" if has else "CAST(NULL AS TIMESTAMPTZ)") + " AS feedback_time"
+            con.execute("SET TimeZone = 'UTC'")
         df = con.sql(
-            f"SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(label AS VARCHAR) AS label FROM {src} "
+            "SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(label AS VARCHAR) AS label"
+            f"{time_col} FROM {src} "
             f"QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY {order}) = 1"
         ).pl()
     finally:

@@ -16,7 +16,8 @@ from pathlib import Path
 import polars as pl
 
 from common import artifact
-from flows.stats import ColumnData, categorical_column, numeric_column, numeric_unsorted
+from monitoring.columns import column_data
+from monitoring.stats import ColumnData
 
 NUMERIC_TYPES = {"number", "integer"}
 
@@ -63,17 +64,6 @@ def normalise(df: pl.DataFrame, specs: Sequence[ColumnSpec]) -> pl.DataFrame:
         else:
             exprs.append(pl.col(s.name).cast(pl.String))
     return df.with_columns(exprs)
-
-
-def column_data(series: pl.Series, kind: str, *, sort: bool = True) -> ColumnData:
-    """``sort=False`` for the (possibly huge) current window: no test needs it sorted."""
-    if kind == "num":
-        values = (
-            series.drop_nulls() if series.null_count() else series
-        ).to_numpy()  # zero-copy when no nulls
-        return numeric_column(values) if sort else numeric_unsorted(values)
-    vc = series.drop_nulls().value_counts()
-    return categorical_column(dict(zip(vc[series.name].to_list(), vc["count"].to_list(), strict=True)))
 
 
 def read_artifact_reference(artifact_dir: Path, specs: Sequence[ColumnSpec]) -> pl.DataFrame:

@@ -38,8 +38,9 @@ from sklearn.exceptions import UndefinedMetricWarning
 
 from flows import charts
 from flows.outcome import COLOURS, LABELS, Outcome, of_summary
+from flows.performance_report import performance_html
 from flows.reference import ColumnSpec
-from flows.stats import P_VALUE_METHODS
+from monitoring.stats import P_VALUE_METHODS
 
 SUMMARY_ID = "inferstream-summary"
 DRIFT_TABLE_ID = "inferstream-drift-table"
@@ -275,6 +276,7 @@ def summary_html(summary: dict[str, Any]) -> str:
         + _charts_html(summary)
         + table
         + (f"<h3>When the drifted columns start drifting</h3><ul>{starts}</ul>" if starts else "")
+        + performance_html(summary.get("performance"))
         + q_html
         + "</section>"
     )

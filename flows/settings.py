@@ -13,14 +13,13 @@ from common.settings import CommonSettings
 
 
 class FlowSettings(CommonSettings):
-    lake_group_id: str = Field(
-        default="lake", description="Consumer group of the lake lander (compaction merges what it committed)"
-    )
     reports_dir: Path | None = Field(
         default=None, description="Root of drift reports; default <data_dir>/reports"
     )
     drift_webhook_url: str | None = Field(
-        default=None, description="If set, a JSON alert is POSTed here when a drift run finds drift"
+        default=None,
+        description="If set, a JSON alert is POSTed here when a drift run finds drift, an estimated "
+        "quality drop, or no data",
     )
     drift_sample_rows: int = Field(
         default=2_000,  # Evidently's cost is mostly per column (plotly); 2k rows draw the same shapes
@@ -35,8 +34,18 @@ class FlowSettings(CommonSettings):
     report_retention_days: int = Field(
         default=90, ge=1, description="Drift reports older than this are removed by the maintenance flow"
     )
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="If set (host:port or URL), each drift run pushes its scores to this Pushgateway",
+    )
     lake_retention_days: int = Field(
         default=30, ge=1, description="Lake partitions older than this are removed"
+    )
+    lake_vacuum_hours: int = Field(
+        default=24,
+        ge=0,
+        description="Data files no table snapshot has referenced for this long are deleted; "
+        "keep it above the longest query",
     )
 
     @property

@@ -1,16 +1,17 @@
-"""The ``inferstream`` command line: one tool for every process of the product."""
+"""The inferstream command line: one tool for every process of the product."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from common.errors import InferstreamError
+from common.errors import ConfigError, InferstreamError
 from common.kafka_cluster import KAFKA_VERSION, KafkaCluster
 
 log = logging.getLogger("inferstream")
@@ -171,7 +172,7 @@ def _cmd_kafka_status(args: argparse.Namespace) -> int:
     from consumers.status import collect, registry, render
 
     s = ConsumerSettings()
-    status = asyncio.run(collect(s.require_bootstrap(), s.lake_dir))
+    status = asyncio.run(collect(s.require_bootstrap(), s.lake()))
     if args.json:
         print(json.dumps(status.as_dict(), indent=2))
     elif args.prometheus:
@@ -184,21 +185,32 @@ def _cmd_kafka_status(args: argparse.Namespace) -> int:
 def _cmd_compact(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from consumers.compaction import committed_offsets, compact_closed_hours
+    from common import lake, lakemaint
     from consumers.settings import ConsumerSettings
 
-    s = ConsumerSettings()
-    committed = asyncio.run(committed_offsets(s.require_bootstrap(), s.group_id or "lake"))
+    where = ConsumerSettings().lake()
     cutoff = datetime.now(UTC) - timedelta(hours=args.older_than_hours)
-    changed = 0
-    for result in compact_closed_hours(s.lake_dir, committed, cutoff):
-        changed += result.changed
-        if result.changed:
-            print(
-                f"{result.hour_dir}: {result.merged_files} files -> 1 ({result.rows} rows), "
-                f"kept {result.kept_files}"
-            )
-    print(f"compacted {changed} hour(s)")
+    for table in lake.TABLES:
+        removed, added = lakemaint.compact(where, table, cutoff)
+        lakemaint.checkpoint(where, table)
+        print(f"{table}: {removed} files compacted into {added}")
+    return 0
+
+
+def _cmd_lake(args: argparse.Namespace) -> int:
+    from common.settings import CommonSettings
+
+    settings = CommonSettings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    if args.lake_command == "sql":
+        from common.lakesql import query
+
+        print(query(settings.lake(), args.sql))
+        return 0
+    from common.lakemigrate import migrate
+
+    source = args.source or settings.lake_dir
+    for line in migrate(source, settings.lake(), group=args.group):
+        print(line)
     return 0
 
 
@@ -224,7 +236,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _check_flow_args(args: argparse.Namespace) -> None:
+    """What ``flows run`` can check without Prefect (whose start-up takes seconds): the
+    model exists, the window parses. A mistake is one ConfigError line naming the fix."""
+    from common import artifact
+    from common.settings import CommonSettings
+    from flows.window import resolve
+
+    try:
+        resolve(args.window, args.start, args.end)
+    except InferstreamError as exc:
+        raise ConfigError(f"--{exc} (example: --start 2026-03-01T00:00Z --end 2026-03-02T00:00Z)") from exc
+    models_dir = CommonSettings(**({"data_dir": args.data_dir} if args.data_dir else {})).models_dir
+    known = []
+    if models_dir.is_dir():
+        known = sorted(p.name for p in models_dir.iterdir() if artifact.versions(models_dir, p.name))
+    if args.model not in known:
+        have = f"models there: {', '.join(known)}" if known else "none there: run `inferstream train`"
+        raise ConfigError(f"--model {args.model}: no such model under {models_dir}; {have} (or --data-dir)")
+    versions = artifact.versions(models_dir, args.model)
+    if args.version != "latest" and args.version not in versions:
+        raise ConfigError(f"--version {args.version}: model {args.model} has versions {', '.join(versions)}")
+
+
+def _print_result(args: argparse.Namespace, flow: str, text: str, data: dict[str, object]) -> None:
+    import json
+
+    print(json.dumps({"flow": flow, **data}, default=str) if args.json else f"{flow}: {text}")
+
+
 def _cmd_flows(args: argparse.Namespace) -> int:
+    if args.flows_command == "run" and args.flow == "drift":
+        _check_flow_args(args)
     if args.flows_command == "serve":
         from flows.serve import serve
 
@@ -234,7 +277,10 @@ def _cmd_flows(args: argparse.Namespace) -> int:
         from flows.automation import ensure
 
         created = ensure(args.webhook_url)
-        print(f"automation '{created.name}' ({created.id}): POSTs to {args.webhook_url} on drift or no data")
+        print(
+            f"automation '{created.name}' ({created.id}): POSTs to {args.webhook_url} "
+            "on drift, quality drop or no data"
+        )
         return 0
     data_dir = str(args.data_dir) if args.data_dir else None
     if args.flow == "drift":
@@ -250,12 +296,22 @@ def _cmd_flows(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             return_state=True,
         )
-        print(f"drift: {state.name}: {state.message}")
-        return exit_code(state.name, state.is_completed())
+        code = exit_code(state.name, state.is_completed())
+        data = {"state": state.name, "message": state.message, "exit_code": code}
+        _print_result(args, "drift", f"{state.name}: {state.message}", data)
+        return code
     if args.flow == "bi":
+        from dataclasses import asdict
+
         from flows.bi_load import bi_load_flow
 
-        print(f"bi: {bi_load_flow(data_dir=data_dir)}")
+        r = bi_load_flow(data_dir=data_dir)
+        text = (
+            f"loaded {r.files_loaded} new lake file(s) in {r.partitions} partition(s): "
+            f"{r.event_rows} events, "
+            f"{r.feedback_rows} labels, {r.quality_rows} daily accuracy rows; dashboard {r.dashboard}"
+        )
+        _print_result(args, "bi", text, asdict(r))
         return 0
     from flows.maintenance import maintenance_flow
 
@@ -264,36 +320,53 @@ def _cmd_flows(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     p = argparse.ArgumentParser(prog="inferstream", description=__doc__)
+    p.add_argument("--version", action="version", version=f"inferstream {version('inferstream')}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the whole pipeline end to end on embedded defaults")
     d.add_argument("--rows", type=int, default=10_000, help="prediction calls to replay (max 50000)")
-    d.add_argument("--concurrency", type=int, default=32)
+    d.add_argument("--concurrency", type=int, default=32, help="HTTP calls in flight at once")
     d.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     d.add_argument("--skip-flows", action="store_true", help="skip the drift report and BI load at the end")
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train the car-loan model and save a new artifact version")
-    t.add_argument("--name", default="car-loan")
+    t.add_argument("--name", default="car-loan", help="model name (the artifact's folder under models/)")
     t.set_defaults(func=_cmd_train)
 
     a = sub.add_parser("api", help="serve predictions (uvicorn)")
-    a.add_argument("--workers", type=int, default=1)
+    a.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     a.set_defaults(func=_cmd_api)
 
     ak = sub.add_parser("api-key", help="make an API key; prints the key and its INFERSTREAM_API_KEYS entry")
-    ak.add_argument("--name", required=True)
+    ak.add_argument("--name", required=True, help="who the key is for (shown as client_id in events)")
     ak.add_argument(
         "--roles", default="predict,feedback", help="comma-separated: predict, feedback, synthetic, metrics"
     )
     ak.set_defaults(func=_cmd_api_key)
 
     c = sub.add_parser("consume", help="run a consumer group")
-    c.add_argument("sink", choices=["lake", "audit", "fraud"])
+    c.add_argument("sink", choices=["lake", "audit", "fraud"], help="which consumer group to run")
     c.set_defaults(func=_cmd_consume)
 
-    cp = sub.add_parser("compact", help="merge each lake hour's small files into one (idempotent)")
+    lk = sub.add_parser("lake", help="the lake's Delta tables: query, migrate")
+    lksub = lk.add_subparsers(dest="lake_command", required=True)
+    lq = lksub.add_parser("sql", help="run one DuckDB query; the tables are views named after them")
+    lq.add_argument("sql", help="e.g. 'SELECT model_version, count(*) FROM inference_events GROUP BY 1'")
+    lq.add_argument("--data-dir", type=Path, default=None)
+    lq.set_defaults(func=_cmd_lake)
+    lm = lksub.add_parser(
+        "migrate", help="import a lake of hive-partitioned Parquet files (the old layout), exactly once"
+    )
+    lm.add_argument("--source", type=Path, default=None, help="old lake directory (default: <data dir>/lake)")
+    lm.add_argument("--group", default="lake", help="the lake consumer group whose files these are")
+    lm.add_argument("--data-dir", type=Path, default=None)
+    lm.set_defaults(func=_cmd_lake)
+
+    cp = sub.add_parser("compact", help="compact each closed lake hour's files (optimize; idempotent)")
     cp.add_argument("--older-than-hours", type=float, default=1.0, help="only hours that ended this long ago")
     cp.set_defaults(func=_cmd_compact)
 
@@ -322,12 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     kc.set_defaults(func=_cmd_create_topics)
     ks = ksub.add_parser("status", help="topics, leaders, ISR, end offsets, group lag, lake size")
     ks_fmt = ks.add_mutually_exclusive_group()
-    ks_fmt.add_argument("--json", action="store_true")
+    ks_fmt.add_argument("--json", action="store_true", help="machine-readable output")
     ks_fmt.add_argument("--prometheus", action="store_true", help="Prometheus text format (gauges)")
     ks.set_defaults(func=_cmd_kafka_status)
 
     sc = sub.add_parser("schema", help="print (or --write) the event contract's JSON Schema")
-    sc.add_argument("--write", action="store_true")
+    sc.add_argument("--write", action="store_true", help="write common/schemas/*.json instead of printing")
     sc.set_defaults(func=_cmd_schema)
 
     fl = sub.add_parser("flows", help="scheduled Prefect flows: drift, BI load, maintenance")
@@ -340,14 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     fla.add_argument("--webhook-url", required=True, help="where the drift notifications are POSTed")
     fla.set_defaults(func=_cmd_flows)
     flr = flsub.add_parser(
-        "run", help="run one flow once, now (drift exits 0 no drift, 1 drift, 3 no data, 2 error)"
+        "run",
+        help="run one flow once, now (drift exits 0 no drift, 1 drift, 4 quality drop estimated, "
+        "3 no data, 2 error)",
     )
-    flr.add_argument("flow", choices=["drift", "bi", "maintenance"])
-    flr.add_argument("--model", default="car-loan")
-    flr.add_argument("--version", default="latest")
-    flr.add_argument("--window", default="last_hour", choices=["last_hour", "last_day"])
-    flr.add_argument("--start", default=None, help="ISO-8601 start of an explicit window (with --end)")
-    flr.add_argument("--end", default=None)
+    flr.add_argument("flow", choices=["drift", "bi", "maintenance"], help="which flow")
+    flr.add_argument("--model", default="car-loan", help="drift: model name")
+    flr.add_argument("--version", default="latest", help="drift: model version (default: the latest)")
+    flr.add_argument(
+        "--window", default="last_hour", choices=["last_hour", "last_day"], help="drift: last closed hour/day"
+    )
+    flr.add_argument("--start", default=None, help="drift: ISO-8601 start of an explicit window (with --end)")
+    flr.add_argument("--end", default=None, help="drift: ISO-8601 end of the window (exclusive)")
+    flr.add_argument("--json", action="store_true", help="print the result as JSON")
     flr.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     flr.set_defaults(func=_cmd_flows)
     return p
@@ -357,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     from inferstream.logs import configure
 
     configure()
+    # no usage reports from the Prefect server our flows start or talk to (offline hosts)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

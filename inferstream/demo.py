@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from common import lake
+from common import lake, lakesql
 from common.broker import EmbeddedBroker, free_port
 from common.settings import CommonSettings
 from common.topics import ensure_topics
@@ -33,7 +32,7 @@ from inferstream.procs import Child, wait_ready
 from inferstream.train import train_classifier
 
 MODEL_NAME = "car-loan"
-FEEDBACK_TABLE = "inference_feedback"
+FEEDBACK_TABLE = lake.FEEDBACK_TABLE
 STEPS = 8
 
 
@@ -89,7 +88,7 @@ async def _post_all(
     return [r for r in results if r is not None]
 
 
-def _wait_for(lake_dir: Path, ids: list[str], table: str, lander: Child, deadline: float) -> Landing:
+def _wait_for(lake_dir: lake.Lake, ids: list[str], table: str, lander: Child, deadline: float) -> Landing:
     result = landing(lake_dir, ids, table)
     while result.missing and time.monotonic() < deadline:
         if not lander.alive():
@@ -100,10 +99,10 @@ def _wait_for(lake_dir: Path, ids: list[str], table: str, lander: Child, deadlin
     return result
 
 
-def _model_stats(lake_dir: Path, version: str) -> tuple[Any, list[tuple[Any, ...]]]:
-    con = duckdb.connect()
+def _model_stats(where: lake.Lake, version: str) -> tuple[Any, list[tuple[Any, ...]]]:
+    con = lakesql.connect(where)
     try:
-        src = lake.duckdb_source(lake_dir)
+        src = lake.EVENTS_TABLE
         where = "WHERE model_name = ? AND model_version = ?"
         latency = con.execute(
             f"SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM {src} {where}",
@@ -125,7 +124,7 @@ def run_demo(opts: DemoOptions) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     settings = CommonSettings(**({"data_dir": opts.data_dir} if opts.data_dir else {}))
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    data_dir, lake_dir = settings.data_dir, settings.lake_dir
+    data_dir, lake_dir = settings.data_dir, settings.lake()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -235,7 +234,7 @@ def run_demo(opts: DemoOptions) -> int:
             if model_lat and model_lat[0] is not None:
                 print(f"  model latency        : p50 {model_lat[0]:.2f} ms, p99 {model_lat[1]:.2f} ms")
             print(f"  prediction mix       : {', '.join(f'{p}: {c}' for p, c in mix)}")
-        where = f"{lake.table_dir(lake_dir)} ({files} Parquet files, {size / 1e6:.1f} MB)"
+        where = f"{lake_dir.uri(lake.EVENTS_TABLE)} (Delta table: {files} live files, {size / 1e6:.1f} MB)"
         print(f"  lake                 : {where}")
         print(f"  model artifact       : {model_dir}")
         print(f"  logs                 : {logs}")

@@ -1,4 +1,5 @@
-"""Counting what landed: compares a set of event ids with the lake's rows (DuckDB)."""
+"""Counting what landed: compares a set of event ids with a lake table's rows (DuckDB
+over the table's current snapshot)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,16 @@ class Landing:
         return self.rows - self.distinct
 
 
-def landing(lake_dir: Path, event_ids: list[str], table: str = lake.EVENTS_TABLE) -> Landing:
+def landing(where: lake.Lake | Path | str, event_ids: list[str], table: str = lake.EVENTS_TABLE) -> Landing:
     """How many of ``event_ids`` are in ``table`` (the feedback table keys its rows by the
     prediction's event id too)."""
-    if not lake.has_files(lake_dir, table):
-        return Landing(len(set(event_ids)), 0, 0)
     con = duckdb.connect()
     try:
+        if not lake.register_duckdb(con, where, table):
+            return Landing(len(set(event_ids)), 0, 0)
         con.register("expected", pa.table({"event_id": sorted(set(event_ids))}))
         rows, distinct = con.execute(
-            f"SELECT count(*), count(DISTINCT l.event_id) FROM {lake.duckdb_source(lake_dir, table)} l "
+            f"SELECT count(*), count(DISTINCT l.event_id) FROM {table} l "
             "JOIN expected e ON l.event_id = e.event_id"
         ).fetchone()  # type: ignore[misc]
     finally:
@@ -43,8 +44,7 @@ def landing(lake_dir: Path, event_ids: list[str], table: str = lake.EVENTS_TABLE
     return Landing(len(set(event_ids)), int(rows), int(distinct))
 
 
-def lake_files(lake_dir: Path) -> tuple[int, int]:
-    """(number of Parquet files, total bytes)."""
-    root = lake.table_dir(lake_dir)
-    files = list(root.rglob("*.parquet")) if root.exists() else []
-    return len(files), sum(f.stat().st_size for f in files)
+def lake_files(where: lake.Lake | Path | str) -> tuple[int, int]:
+    """(live data files of the events table's snapshot, their bytes)."""
+    size = lake.table_size(where, lake.EVENTS_TABLE)
+    return (0, 0) if size is None else (size.files, size.bytes)

@@ -1,5 +1,11 @@
 """Training: fit a scikit-learn pipeline from a feature schema and save a versioned
-artifact (model, feature schema, training reference)."""
+artifact (model, feature schema, training reference, and CBPE's calibrators fitted on
+that reference, so the drift flow can estimate quality before labels arrive).
+
+CBPE needs a reference scored by a model that did not see it: the reference also
+carries out-of-fold predictions (``cbpe_prediction``, ``cbpe_score``; 5 folds), and the
+calibrators and alert thresholds come from those, not from the served model's
+in-sample scores, which are more confident than anything it will see in traffic."""
 
 from __future__ import annotations
 
@@ -10,12 +16,16 @@ import polars as pl
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from common import artifact
 from common.artifact import FeatureSpec, ModelMetadata
+from monitoring.cbpe import CBPE
+
+CBPE_PREDICTION = "cbpe_prediction"
+CBPE_SCORE = "cbpe_score"
 
 
 def _with_categories(df: pl.DataFrame, features: list[FeatureSpec]) -> list[FeatureSpec]:
@@ -70,6 +80,18 @@ def train_classifier(
         pl.Series("prediction", pipe.classes_[proba.argmax(axis=1)]),
         pl.Series("score", proba[:, -1]),
     )
+    oof = cross_val_predict(build_pipeline(features), X, y, cv=5, method="predict_proba")
+    reference = reference.with_columns(
+        pl.Series(CBPE_PREDICTION, pipe.classes_[oof.argmax(axis=1)]), pl.Series(CBPE_SCORE, oof[:, -1])
+    )
+    if len(classes) > 2:  # CBPE needs every class's probability
+        reference = reference.with_columns(
+            pl.Series(f"{CBPE_SCORE}_{c}", oof[:, i]) for i, c in enumerate(classes)
+        )
+    positive = classes[-1] if len(classes) == 2 else None
+    calibration = CBPE(
+        target=target, prediction=CBPE_PREDICTION, scores=score_columns(classes), positive=positive
+    ).fit(reference)
     meta = ModelMetadata(
         name=name,
         version=version or artifact.next_version(models_dir, name),
@@ -80,4 +102,12 @@ def train_classifier(
         metrics=metrics,
         training_data=training_data,
     )
-    return artifact.save(models_dir, meta, pipe, reference)
+    return artifact.save(models_dir, meta, pipe, reference, calibration.calibration_json())
+
+
+def score_columns(classes: list[object]) -> str | dict[str, str]:
+    """The reference's out-of-fold probability columns as CBPE takes them: the last
+    class's for a binary model, one per class for a multiclass one."""
+    if len(classes) > 2:
+        return {str(c): f"{CBPE_SCORE}_{c}" for c in classes}
+    return CBPE_SCORE

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -322,3 +324,10 @@ class TcpProxy:
                     s.close()
                 except OSError:
                     pass
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Debian's promtool (installed by .ci/ensure-promtool); fails, never skips, without it."""
+    exe = shutil.which("promtool")
+    assert exe, "promtool is not installed: run .ci/ensure-promtool (make test does)"
+    return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False)

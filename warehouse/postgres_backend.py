@@ -12,7 +12,7 @@ import psycopg
 
 from common.errors import DependencyUnavailable
 from warehouse import tables
-from warehouse.base import iter_rows
+from warehouse.base import HAS_TABLE_SQL, conform, iter_rows, schema_sql
 
 
 class PostgresWarehouse:
@@ -28,10 +28,12 @@ class PostgresWarehouse:
         self._tx: psycopg.Transaction | None = None
 
     def ensure_tables(self) -> None:
+        def has_table(schema: str, name: str) -> bool:
+            return bool(self.query(HAS_TABLE_SQL, (schema, name))[0][0])
+
         with self._con.transaction():
-            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-            for t in tables.ALL:
-                self._con.execute(t.ddl(self.schema))
+            for sql in schema_sql(self.schema, has_table):
+                self._con.execute(sql)  # type: ignore[arg-type]  # our own DDL
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -44,16 +46,17 @@ class PostgresWarehouse:
         t = tables.BY_NAME[table]
         cols = ", ".join(t.column_names)
         stage = f"_stage_{t.name}"
+        target = t.qualified(self.schema)
         cond = " AND ".join(f"t.{k} = s.{k}" for k in t.key)
         with self._con.transaction():
             self._con.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {self.schema}.{t.name}) ON COMMIT DELETE ROWS"
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DELETE ROWS"
             )
             with self._con.cursor().copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
-                for row in iter_rows(df, t.column_names):
+                for row in iter_rows(conform(t, df), t.column_names):
                     copy.write_row(row)
-            self._con.execute(f"DELETE FROM {self.schema}.{t.name} t USING {stage} s WHERE {cond}")
-            self._con.execute(f"INSERT INTO {self.schema}.{t.name} ({cols}) SELECT {cols} FROM {stage}")
+            self._con.execute(f"DELETE FROM {target} t USING {stage} s WHERE {cond}")
+            self._con.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
         return df.height
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

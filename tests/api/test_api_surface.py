@@ -23,7 +23,7 @@ from common.errors import ConfigError
 from common.events import FeedbackEvent, InferenceEvent
 from common.topics import ensure_topics
 
-from ..support import read_values
+from ..support import promtool, read_values
 
 
 def _settings(trained_model, kafka_bootstrap, topic, **extra) -> ApiSettings:
@@ -275,3 +275,17 @@ def test_feedback_schema_file_is_in_sync_with_the_contract():
     from common.events import FEEDBACK_SCHEMA_PATH, feedback_json_schema_text
 
     assert FEEDBACK_SCHEMA_PATH.read_text() == feedback_json_schema_text(), "run `inferstream schema --write`"
+
+
+def test_metrics_pass_promtool_without_created_families_and_with_build_info(
+    trained_model, kafka_bootstrap, topic
+):
+    from importlib.metadata import version
+
+    with TestClient(create_app(_settings(trained_model, kafka_bootstrap, topic))) as c:
+        assert c.post("/v1/predict", json={"features": trained_model.rows[0]}).status_code == 200
+        text = c.get("/metrics").text
+    assert "_created" not in text
+    assert 'inferstream_build_info{python="' in text and f'version="{version("inferstream")}"}} 1.0' in text
+    check = promtool("check", "metrics", stdin=text)
+    assert check.returncode == 0, check.stdout + check.stderr

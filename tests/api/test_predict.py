@@ -51,6 +51,8 @@ def test_predictions_become_valid_events_in_kafka(client, trained_model, kafka_b
     first = by_id[ids[0]]
     assert first.features == trained_model.rows[0]
     assert first.status == "ok" and first.latency_ms > 0
+    # time inside the API covers the model's time plus parsing, validation and routing
+    assert all(e.http_latency_ms is not None and e.http_latency_ms > e.latency_ms for e in events)
     assert first.client_id is None  # authentication is off in this fixture
 
 
@@ -171,3 +173,25 @@ def test_strings_a_sink_cannot_store_get_a_422_naming_the_field(
     (raw,) = read_values(kafka_bootstrap, topic, 1)
     event = InferenceEvent.model_validate_json(raw)
     assert str(event.event_id) == ok.json()["prediction_id"] and event.features["size_band"] == fine
+
+
+def test_api_process_logs_its_address_model_and_version_at_start(
+    trained_model, kafka_bootstrap, topic, tmp_path
+):
+    from common.broker import free_port
+    from inferstream.procs import Child, wait_ready
+
+    from ..support import api_env, wait_for_log
+
+    port = free_port()
+    child = Child("api", ["api"], api_env(trained_model, kafka_bootstrap, topic, port), tmp_path / "api.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", child)
+        wait_for_log(
+            child,
+            f"serving model {trained_model.name} version {trained_model.version} on http://127.0.0.1:{port}; "
+            f"events to topic {topic} via KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap}",
+            timeout_s=5,
+        )
+    finally:
+        child.terminate()

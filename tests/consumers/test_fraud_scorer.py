@@ -68,6 +68,30 @@ def test_rate_and_outlier_scores_alert_once_each():
     assert len(replayed) == 2 and sorted(o.key for o in replayed) == sorted(o.key for o in outputs)
 
 
+def test_warm_history_moves_the_statistics_but_raises_no_alert():
+    def sink() -> FraudSink:
+        return FraudSink(
+            alerts_topic="alerts", window_s=10, rate_threshold=1e9, zscore_threshold=6, min_samples=100
+        )
+
+    history = [_rec(i, seconds=i, x=10 + (i % 7) * 0.1) for i in range(150)]
+    history.append(_rec(150, seconds=150, x=500.0))  # alerted by the previous owner
+    restarted = sink()
+    assert restarted.history_records >= 100
+    restarted.warm(TP, history)
+    assert restarted.flush() == {} and restarted.take_outputs() == []  # nothing to commit or send
+    wild = _rec(151, seconds=151, x=500.0)
+    restarted.add(TP, [wild])
+    assert restarted.flush() == {TP: (152, "")}
+    alerts = [orjson.loads(o.value) for o in restarted.take_outputs()]
+    assert [a["event_id"] for a in alerts] == [events.decode(wild.value)["event_id"]]
+    # without the history, a restarted scorer would be cold and miss it
+    cold = sink()
+    cold.add(TP, [wild])
+    cold.flush()
+    assert cold.take_outputs() == []
+
+
 def test_a_value_near_the_float_limit_does_not_blind_the_outlier_score():
     sink = FraudSink(alerts_topic="alerts", rate_threshold=10**6, zscore_threshold=6, min_samples=100)
     recs = [_rec(0, seconds=0, x=1e308, client="c"), _rec(1, seconds=1, x=-1e200, client="c")]

@@ -9,9 +9,17 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+
+from common import lake
+from consumers.lake import LakeSink
+
+from ..support import lake_records  # noqa: TID252
+
+T0 = datetime(2026, 3, 1, 10, 5, tzinfo=UTC)
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -48,9 +56,12 @@ def test_status_reports_end_offsets_lag_and_lake_size(kafka_bootstrap, topic, tm
             await consumer.stop()
 
     asyncio.run(prepare())
-    part = tmp_path / "lake" / "inference_events" / "model=m" / "date=2026-03-01" / "hour=10"
-    part.mkdir(parents=True)
-    (part / "a.parquet").write_bytes(b"x" * 1000)
+    sink = LakeSink(tmp_path / "lake")
+    sink.assigned({TopicPartition(topic, 0): (None, "abc")})
+    sink.add(TopicPartition(topic, 0), lake_records(TopicPartition(topic, 0), 0, 99, lambda _: T0))
+    sink.flush()
+    size = lake.table_size(tmp_path / "lake", lake.EVENTS_TABLE)
+    assert size is not None and size.files == 1
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "INFERSTREAM_DATA_DIR": str(tmp_path)}
 
     out = _run(["kafka", "status", "--json"], env)
@@ -61,7 +72,9 @@ def test_status_reports_end_offsets_lag_and_lake_size(kafka_bootstrap, topic, tm
     assert all(p["leader"] >= 0 and p["isr"] for p in mine["partitions"])
     lags = {(g["partition"]): (g["committed"], g["lag"]) for g in status["groups"] if g["group"] == group}
     assert lags == {0: (30, 70), 1: (1, 0)}
-    assert status["lake"] == [{"table": "inference_events", "files": 1, "bytes": 1000}]
+    assert status["lake"] == [
+        {"table": "inference_events", "files": 1, "bytes": size.bytes, "rows": 100, "version": 0}
+    ]
 
     prom = _run(["kafka", "status", "--prometheus"], env)
     assert prom.returncode == 0, prom.stderr
@@ -75,7 +88,7 @@ def test_status_reports_end_offsets_lag_and_lake_size(kafka_bootstrap, topic, tm
         == 70
     )
     assert samples[("inferstream_kafka_end_offset", (("partition", "0"), ("topic", topic)))] == 100
-    assert samples[("inferstream_lake_bytes", (("table", "inference_events"),))] == 1000
+    assert samples[("inferstream_lake_bytes", (("table", "inference_events"),))] == size.bytes
 
     text = _run(["kafka", "status"], env)
     assert f"{group}=70" in text.stdout

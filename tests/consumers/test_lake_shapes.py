@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import duckdb
 from aiokafka import ConsumerRecord, TopicPartition
 
-from common import events, lake
+from common import events, lake, lakesql
 from consumers.lake import LakeSink
 
 TP = TopicPartition("inference-events", 0)
@@ -39,8 +38,8 @@ def test_mixed_models_and_an_extra_feature_keep_every_value(tmp_path):
     batch.append(_rec(200, "a", {"x": 200.0, "y": "k", "z": 7.5}))  # a new feature of model a
     sink.add(TP, batch)
     sink.flush()
-    con = duckdb.connect()
-    src = lake.duckdb_source(tmp_path)
+    con = lakesql.connect(tmp_path)
+    src = lake.EVENTS_TABLE
     got = con.execute(
         f"SELECT model, count(*), count(features.x), sum(features.x) FROM {src} WHERE model = 'a' GROUP BY 1"
     ).fetchall()

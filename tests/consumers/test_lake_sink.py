@@ -1,4 +1,5 @@
-"""The lake sink's file discipline, driven directly with records (no broker needed:
+"""The lake sink's table contract (one commit per flush, offsets in the commit, one row
+per event id), driven directly with records (no broker needed:
 this is the sink's contract; the broker round trips are in tests/test_pipeline.py)."""
 
 from __future__ import annotations
@@ -6,10 +7,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-import duckdb
 from aiokafka import ConsumerRecord, TopicPartition
+from deltalake import DeltaTable
 
-from common import events, lake
+from common import events, lake, lakesql
+from common.lakewrite import app_id
 from consumers.lake import LakeSink
 
 TP = TopicPartition("inference-events", 2)
@@ -48,56 +50,60 @@ def _records(first: int, last: int, tp: TopicPartition = TP) -> list[ConsumerRec
 
 
 def _offsets(lake_dir) -> list[int]:
-    con = duckdb.connect()
-    rows = con.execute(f"SELECT kafka_offset FROM {lake.duckdb_source(lake_dir)} ORDER BY 1").fetchall()
+    con = lakesql.connect(lake_dir)
+    rows = con.execute(f"SELECT kafka_offset FROM {lake.EVENTS_TABLE} ORDER BY 1").fetchall()
     return [r[0] for r in rows]
 
 
-def test_flush_writes_hive_partitions_and_returns_commit_offsets(tmp_path):
-    sink = LakeSink(tmp_path)
-    sink.assigned({TP: (None, "abc123")})
+def test_flush_is_one_commit_partitioned_by_model_date_hour_with_the_next_offset(tmp_path):
+    sink = LakeSink(tmp_path, group="g")
+    assert sink.assigned({TP: (None, "abc123")}) == {}  # the table knows nothing yet
     sink.add(TP, _records(0, 299))  # 10:58:00 .. 11:02:59 spans two hours
     commits = sink.flush()
     assert commits == {TP: (300, "abc123")}
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
-    assert files == [
-        "inference_events/model=m/date=2026-03-01/hour=10/inference-events+abc123+2+00000000000000000000.parquet",
-        "inference_events/model=m/date=2026-03-01/hour=11/inference-events+abc123+2+00000000000000000000.parquet",
-    ]
+    dt = DeltaTable(str(tmp_path / lake.EVENTS_TABLE))
+    assert dt.version() == 0  # one commit
+    assert dt.metadata().partition_columns == ["model", "date", "hour"]
+    assert dt.transaction_version(app_id("g", TP.topic, TP.partition, "abc123")) == 300
     assert _offsets(tmp_path) == list(range(300))
-    con = duckdb.connect()
+    con = lakesql.connect(tmp_path)
     hours = con.execute(
-        f"SELECT hour, count(*) FROM {lake.duckdb_source(tmp_path)} WHERE hour = 11 GROUP BY 1"
+        f"SELECT hour, count(*) FROM {lake.EVENTS_TABLE} "
+        "WHERE hour = 11 AND date = DATE '2026-03-01' GROUP BY 1"
     ).fetchall()
-    assert hours == [(11, 300 - 120)]  # hive types: hour is an integer
+    assert hours == [(11, 300 - 120)]
     assert sink.pending_rows == 0
 
 
-def test_replay_after_crash_removes_uncommitted_files_and_lands_each_row_once(tmp_path):
+def test_a_new_owner_resumes_where_the_table_says_and_a_replay_lands_nothing_twice(tmp_path):
     first = LakeSink(tmp_path)
     first.assigned({TP: (None, "abc123")})
     for lo, hi in [(0, 99), (100, 149), (150, 199)]:
         first.add(TP, _records(lo, hi))
         first.flush()
-    # crash: only offset 100 was committed. The replay batches differently.
+    # crash after the table commits, before the group committed past offset 100
     replay = LakeSink(tmp_path)
-    replay.assigned({TP: (100, "abc123")})
-    batch = _records(0, 199)[100:]
+    assert replay.assigned({TP: (100, "abc123")}) == {TP: 200}  # the table wins over the group
+    # a consumer that replays anyway (e.g. fetched before the seek): nothing lands twice
+    batch = _records(0, 249)[100:]
     replay.add(TP, batch)
-    assert replay.flush() == {TP: (200, "abc123")}
-    assert _offsets(tmp_path) == list(range(200))
+    assert replay.flush() == {TP: (250, "abc123")}
+    assert _offsets(tmp_path) == list(range(250))
 
 
-def test_temp_files_are_removed_at_start_and_never_read(tmp_path):
+def test_one_row_per_event_id_within_a_batch_and_across_batches(tmp_path):
+    recs = _records(0, 9)
+    copies = [dataclasses.replace(recs[3], offset=10 + i) for i in range(3)]  # written 3 more times
     sink = LakeSink(tmp_path)
     sink.assigned({TP: (None, "abc123")})
-    sink.add(TP, _records(0, 9))
+    sink.add(TP, recs + copies[:1])
     sink.flush()
-    stray = next(tmp_path.rglob("*.parquet")).parent / f".crashed{lake.TMP_SUFFIX}"
-    stray.write_bytes(b"half a parquet file")
-    assert _offsets(tmp_path) == list(range(10))  # readers' globs skip temp files
-    LakeSink(tmp_path)
-    assert not stray.exists()
+    sink.add(TP, copies[1:])
+    assert sink.flush() == {TP: (13, "abc123")}
+    assert _offsets(tmp_path) == list(range(10))
+    assert sink.duplicates == 3  # every copy, in the batch or against the table
+    dt = DeltaTable(str(tmp_path / lake.EVENTS_TABLE))
+    assert dt.transaction_version(app_id("lake", TP.topic, TP.partition, "abc123")) == 13
 
 
 def test_a_recreated_topic_does_not_overwrite_its_previous_life(tmp_path):
@@ -106,8 +112,8 @@ def test_a_recreated_topic_does_not_overwrite_its_previous_life(tmp_path):
     old.add(TP, _records(0, 49))
     old.flush()
     new = LakeSink(tmp_path)  # same topic name, offsets from 0 again, another incarnation
-    new.assigned({TP: (None, "bbbbbb")})
-    new.add(TP, _records(0, 49))
+    assert new.assigned({TP: (None, "bbbbbb")}) == {}
+    new.add(TP, _records(0, 49))  # new events (new ids) at the same offsets
     new.flush()
     assert _offsets(tmp_path) == sorted(list(range(50)) * 2)
 
@@ -140,5 +146,5 @@ def test_the_client_id_lands_as_a_column(tmp_path):
     sink.assigned({TP: (None, "abc123")})
     sink.add(TP, [rec])
     sink.flush()
-    con = duckdb.connect()
-    assert con.execute(f"SELECT client_id FROM {lake.duckdb_source(tmp_path)}").fetchall() == [("team-a",)]
+    con = lakesql.connect(tmp_path)
+    assert con.execute(f"SELECT client_id FROM {lake.EVENTS_TABLE}").fetchall() == [("team-a",)]

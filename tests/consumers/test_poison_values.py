@@ -100,12 +100,15 @@ def _produce(bootstrap: str, topic: str, values: list[bytes]) -> dict[Coords, by
 
 
 def _lake_rows(lake_dir) -> dict[Coords, tuple[object, object]]:
-    if not lake.has_files(lake_dir):
-        return {}
-    rows = duckdb.sql(
-        "SELECT kafka_partition, kafka_offset, features.cat, features.num "
-        f"FROM {lake.duckdb_source(lake_dir)}"
-    ).fetchall()
+    con = duckdb.connect()
+    try:
+        if not lake.register_duckdb(con, lake_dir, lake.EVENTS_TABLE):
+            return {}
+        rows = con.sql(
+            f"SELECT kafka_partition, kafka_offset, features.cat, features.num FROM {lake.EVENTS_TABLE}"
+        ).fetchall()
+    finally:
+        con.close()
     return {(p, o): (cat, num) for p, o, cat, num in rows}
 
 

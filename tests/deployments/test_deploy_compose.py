@@ -323,15 +323,24 @@ def test_api_is_replicated_with_a_production_producer(rendered: dict[str, Model]
     assert f":{port}/readyz" in " ".join(api["healthcheck"]["test"])
 
 
-def test_lake_and_reports_live_on_volumes(rendered: dict[str, Model]) -> None:
+def test_lake_is_on_the_s3_store_and_reports_on_a_volume(rendered: dict[str, Model]) -> None:
     services = rendered["cluster"]["services"]
     data_dir = services["lake"]["environment"]["INFERSTREAM_DATA_DIR"]
 
     def mounts(svc: str) -> dict[str, dict[str, Any]]:
         return {m["target"]: m for m in services[svc].get("volumes", [])}
 
-    assert mounts("lake")[f"{data_dir}/lake"]["source"] == "lake"
-    assert mounts("prefect-worker")[f"{data_dir}/lake"]["read_only"] is True
+    store = services["seaweedfs"]
+    bucket = next(a.removeprefix("-bucket=") for a in store["command"] if a.startswith("-bucket="))
+    s3_port = next(a.removeprefix("-s3.port=") for a in store["command"] if a.startswith("-s3.port="))
+    for svc in ("lake", "prefect-worker"):  # the writer and the readers of the lake
+        env = services[svc]["environment"]
+        assert env["INFERSTREAM_LAKE_URL"].startswith(f"s3://{bucket}/"), svc
+        assert env["INFERSTREAM_S3_ENDPOINT"] == f"http://seaweedfs:{s3_port}", svc
+        assert env["INFERSTREAM_S3_ACCESS_KEY_ID"] == store["environment"]["AWS_ACCESS_KEY_ID"], svc
+        assert env["INFERSTREAM_S3_SECRET_ACCESS_KEY"] == store["environment"]["AWS_SECRET_ACCESS_KEY"], svc
+        assert services[svc]["depends_on"]["seaweedfs"]["condition"] == "service_healthy", svc
+        assert f"{data_dir}/lake" not in mounts(svc), svc  # no shared lake volume any more
     assert mounts("prefect-worker")["/app/reports"]["source"] == "reports"
     assert mounts("api")[f"{data_dir}/models"]["source"] == "models"
     for svc in services.values():

@@ -290,6 +290,22 @@ def test_volumes_and_claims_exist(k8s_docs: list[Doc], k8s_workloads: Any) -> No
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
 
 
+def test_the_lake_is_in_object_storage_with_credentials_from_a_secret(k8s_docs: list[Doc]) -> None:
+    common = _one(k8s_docs, "ConfigMap", "inferstream-common")["data"]
+    assert common["INFERSTREAM_LAKE_URL"].startswith("s3://")
+    assert common["INFERSTREAM_S3_ENDPOINT"].startswith("https://")
+    secret = _one(k8s_docs, "Secret", "inferstream-s3")["stringData"]
+    assert set(secret) == {"INFERSTREAM_S3_ACCESS_KEY_ID", "INFERSTREAM_S3_SECRET_ACCESS_KEY"}
+    for kind, name in (("Deployment", "consumer-lake"), ("Deployment", "prefect-worker")):
+        pod = _one(k8s_docs, kind, name)["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        refs = [e.get("secretRef", {}).get("name") for e in c["envFrom"]]
+        assert "inferstream-s3" in refs, name
+        assert all("lake" not in v["name"] for v in pod.get("volumes", [])), name
+    # no ReadWriteMany claim for the lake any more
+    assert all("lake" not in d["metadata"]["name"] for d in _find(k8s_docs, "PersistentVolumeClaim"))
+
+
 def test_cross_checks_reject_broken_references(k8s_docs: list[Doc], k8s_env: Any) -> None:
     docs = copy.deepcopy(k8s_docs)
     _, c = _api(docs)

@@ -33,6 +33,7 @@ FOREIGN_IMAGE_PREFIXES = {
     "apache/kafka:": ("KAFKA_", "CLUSTER_ID"),
     "postgres:": ("POSTGRES_",),
     "prefecthq/prefect:": ("PREFECT_",),
+    "chrislusf/seaweedfs:": ("AWS_",),  # weed mini: the initial S3 credentials
 }
 # Which settings class a command reads; other commands may read any of them.
 COMMAND_MODULE = {"api": "api.settings", "consume": "consumers.settings"}

@@ -16,6 +16,7 @@ import joblib
 import polars as pl
 import psycopg
 import pytest
+from deltalake import write_deltalake
 
 from common import artifact, events, lake
 from warehouse.settings import WarehouseSettings
@@ -46,8 +47,8 @@ def _write_lake(
     partition: int = 0,
 ) -> list[str]:
     """Rows of ``frame`` (features + prediction + score) as inference events spread over
-    ``span`` from ``start``, written in the lake's layout and schema (``common.lake``,
-    as the lake sink writes them; the sink itself is tested in tests/consumers).
+    ``span`` from ``start``, appended to the events table in the lake sink's schema and
+    partitioning (``common.lake``; the sink itself is tested in tests/consumers).
     Returns the event ids."""
     n = frame.height
     step = span / max(n, 1)
@@ -63,6 +64,7 @@ def _write_lake(
             "prediction": frame["prediction"].cast(pl.String),
             "scores": pl.DataFrame({"0": 1.0 - frame["score"], "1": frame["score"]}).to_struct("scores"),
             "latency_ms": [1.0 + (i % 7) for i in range(n)],
+            "http_latency_ms": [10.0 + (i % 13) for i in range(n)],
             "status": ["ok"] * n,
             "error": pl.Series([None] * n, dtype=pl.String),
             "synthetic": [synthetic] * n,
@@ -73,18 +75,49 @@ def _write_lake(
         pl.col("event_time").dt.cast_time_unit("us").dt.convert_time_zone("UTC"),
         pl.col("event_time").dt.cast_time_unit("ms").dt.convert_time_zone("UTC").alias("kafka_timestamp"),
     )
-    name = lake.file_name("inference-events", "feedc0de", partition, first_offset)
-    for (hour,), group in df.group_by(pl.col("event_time").dt.truncate("1h"), maintain_order=True):
-        d = lake.partition_dir(lake_dir, model, hour)  # type: ignore[arg-type]
-        d.mkdir(parents=True, exist_ok=True)
-        group.write_parquet(d / name, compression="zstd")
+    df = df.with_columns(
+        pl.lit(lake.safe_segment(model)).alias("model"),
+        pl.col("event_time").dt.date().alias("date"),
+        pl.col("event_time").dt.hour().cast(pl.Int32).alias("hour"),
+    )
+    write_deltalake(
+        str(lake_dir / lake.EVENTS_TABLE),
+        df.to_arrow(compat_level=pl.CompatLevel.oldest()),
+        mode="append",
+        partition_by=lake.PARTITION_BY,
+        schema_mode="merge",
+    )
     return ids
+
+
+def write_feedback(lake_dir: Path, frame: pl.DataFrame) -> None:
+    """Rows with ``event_id`` and ``label`` (text) appended to the feedback table."""
+    n = frame.height
+    df = frame.with_columns(
+        pl.Series("feedback_id", [str(events.uuid7()) for _ in range(n)]),
+        pl.lit(T0).dt.cast_time_unit("us").alias("feedback_time"),
+        pl.lit("m").alias("model"),
+        pl.lit(T0.date()).alias("date"),
+        pl.lit(T0.hour, pl.Int32).alias("hour"),
+    )
+    write_deltalake(
+        str(lake_dir / lake.FEEDBACK_TABLE),
+        df.to_arrow(compat_level=pl.CompatLevel.oldest()),
+        mode="append",
+        partition_by=lake.PARTITION_BY,
+    )
 
 
 @pytest.fixture(scope="session")
 def model_lake_factory():
     """``model_lake_factory(trained_model, dir)`` for fixtures wider than one test."""
     return make_model_lake
+
+
+@pytest.fixture(scope="session")
+def feedback_writer():
+    """``feedback_writer(lake_dir, frame)``: ``event_id``, ``label`` rows into the feedback table."""
+    return write_feedback
 
 
 @pytest.fixture(scope="session")
@@ -145,3 +178,4 @@ def warehouse_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "postgres":
         with psycopg.connect(PG_DSN, autocommit=True) as con:
             con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            con.execute(f"DROP SCHEMA IF EXISTS {schema}_internal CASCADE")

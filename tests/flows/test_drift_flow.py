@@ -116,7 +116,9 @@ def test_drifted_window_completes_as_drift_detected_and_alerts(drifted_run):
     assert "DRIFT" in index and f"{run_dir.name}/report.html" in index
     con = duckdb.connect(str(m.data_dir / "warehouse.duckdb"), read_only=True)
     rows = con.execute("SELECT column_name, drifted FROM bi.drift_results").fetchall()
+    links = con.execute("SELECT DISTINCT report_url FROM bi.drift_results").fetchall()
     con.close()
+    assert links == [((run_dir / "report.html").resolve().as_uri(),)]
     assert {c for c, d in rows if d} == drifted
     assert len(rows) == len(summary["columns"])
     doc = orjson.loads((run_dir / "report.json").read_bytes())
@@ -190,7 +192,7 @@ def test_report_opens_in_headless_chromium_and_shows_drift_tables(drifted_run, t
 
 
 def test_identical_window_completes_without_alert(
-    prefect_harness, model_lake, write_lake, monkeypatch, tmp_path
+    prefect_harness, model_lake, write_lake, feedback_writer, monkeypatch, tmp_path
 ):
     m = model_lake
     rows = m.predict(m.reference)
@@ -205,8 +207,7 @@ def test_identical_window_completes_without_alert(
         .cast(pl.String)
         .alias("label")
     )
-    (m.data_dir / "lake" / "inference_feedback").mkdir(parents=True)
-    truth.write_parquet(m.data_dir / "lake" / "inference_feedback" / "part-0.parquet")
+    feedback_writer(m.data_dir / "lake", truth)
     with Webhook() as hook:
         monkeypatch.setenv("INFERSTREAM_DRIFT_WEBHOOK_URL", hook.url)
         state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)

@@ -3,7 +3,6 @@ docs promise; the maintenance flow's retention removes only expired partitions."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import yaml
 from prefect import Flow
 from prefect.flows import load_flow_from_entrypoint
 
-from flows.maintenance import maintenance_flow
 from flows.serve import PREFECT_YAML, deployment_specs, runner_deployments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,18 +54,3 @@ def test_flows_serve_builds_the_yaml_deployments():
     assert by_name["drift-hourly"].parameters == {"window": "last_hour"}
     assert by_name["drift-model"].parameters == {"model_name": "car-loan", "window": "last_hour"}
     assert by_name["bi-every-15-min"].schedules[0].schedule.cron == "*/15 * * * *"
-
-
-def test_retention_removes_only_expired_partitions(prefect_harness, tmp_path):
-    today = datetime.now(UTC).date()
-    root = tmp_path / "lake" / "inference_events"
-    keep, drop = [], []
-    for model in ("m", "n"):
-        for age in (0, 6, 7, 8, 30):
-            d = root / f"model={model}" / f"date={today - timedelta(days=age)}" / "hour=03"
-            d.mkdir(parents=True)
-            (d / "x.parquet").write_bytes(b"")
-            (drop if age > 7 else keep).append(d.parent)
-    res = maintenance_flow(retention_days=7, data_dir=str(tmp_path))
-    assert sorted(res.removed) == sorted(str(d) for d in drop)
-    assert all(d.exists() for d in keep) and not any(d.exists() for d in drop)

@@ -30,3 +30,4 @@ def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
     if request.param == "postgres":
         with psycopg.connect(PG_DSN, autocommit=True) as con:
             con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            con.execute(f"DROP SCHEMA IF EXISTS {schema}_internal CASCADE")

@@ -1,4 +1,4 @@
-"""flows.stats reproduces Evidently's default per-column verdicts (and scores) from
+"""monitoring.stats reproduces Evidently's default per-column verdicts (and scores) from
 counts and arrays: every test Evidently picks by default (Wasserstein, Jensen-Shannon,
 K-S, chi-square, Z), columns placed right at the threshold, and missing values."""
 
@@ -11,9 +11,9 @@ import pytest
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 
-from flows import stats
 from flows.drift_calc import compare, stratified_sample
 from flows.reference import ColumnSpec, frame_stats
+from monitoring import stats
 
 EV_METHODS = {
     "Wasserstein distance (normed)": "wasserstein",
