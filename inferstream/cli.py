@@ -356,14 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     lksub = lk.add_subparsers(dest="lake_command", required=True)
     lq = lksub.add_parser("sql", help="run one DuckDB query; the tables are views named after them")
     lq.add_argument("sql", help="e.g. 'SELECT model_version, count(*) FROM inference_events GROUP BY 1'")
-    lq.add_argument("--data-dir", type=Path, default=None)
+    lq.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     lq.set_defaults(func=_cmd_lake)
     lm = lksub.add_parser(
         "migrate", help="import a lake of hive-partitioned Parquet files (the old layout), exactly once"
     )
     lm.add_argument("--source", type=Path, default=None, help="old lake directory (default: <data dir>/lake)")
     lm.add_argument("--group", default="lake", help="the lake consumer group whose files these are")
-    lm.add_argument("--data-dir", type=Path, default=None)
+    lm.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     lm.set_defaults(func=_cmd_lake)
 
     cp = sub.add_parser("compact", help="compact each closed lake hour's files (optimize; idempotent)")
