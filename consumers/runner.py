@@ -64,6 +64,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         committed = await self.runner.committed(assigned)
         async with self.runner.lock:
             self.runner.sink.assigned(committed)
+            rewind = getattr(self.runner.sink, "rewind", None)
+            if rewind is not None:  # e.g. the drift monitor rebuilds its window from the topic
+                for tp, offset in rewind(committed).items():
+                    self.runner.consumer.seek(tp, offset)
             self.runner.ready.update(assigned)
             self.runner.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
         log.info(

@@ -51,6 +51,24 @@ class ConsumerSettings(CommonSettings):
     fraud_rate_threshold: float = Field(default=50.0, gt=0, description="Requests per window that alert")
     fraud_zscore_threshold: float = Field(default=6.0, gt=0, description="Feature outlier |z| that alerts")
 
+    drift_window_events: int = Field(
+        default=5_000, ge=10, description="Drift monitor: events per model version in the sliding window"
+    )
+    drift_min_events: int = Field(
+        default=1_000, ge=10, description="Drift monitor: a window is evaluated once it holds this many"
+    )
+    drift_eval_interval_s: float = Field(
+        default=5.0, gt=0, description="Drift monitor: seconds between evaluations of the windows"
+    )
+    drift_consecutive: int = Field(
+        default=3, ge=1, description="Drift monitor: evaluations over (under) the threshold that open (close)"
+    )
+    drift_alerts_read_back: int = Field(
+        default=100_000,
+        ge=0,
+        description="Drift monitor: records per alerts partition read at start to recover open episodes",
+    )
+
     def require_postgres(self) -> str:
         from common.errors import ConfigError
 

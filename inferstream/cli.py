@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     ak.set_defaults(func=_cmd_api_key)
 
     c = sub.add_parser("consume", help="run a consumer group")
-    c.add_argument("sink", choices=["lake", "audit", "fraud"])
+    c.add_argument("sink", choices=["lake", "audit", "fraud", "drift"])
     c.set_defaults(func=_cmd_consume)
 
     cp = sub.add_parser("compact", help="merge each lake hour's small files into one (idempotent)")
