@@ -263,10 +263,8 @@ async def recover_episodes(bootstrap: str, alerts_topic: str, read_back: int = 1
     await reader.start()
     values: list[Any] = []
     try:
+        await reader.topics()  # a metadata request: the topic's partitions are then known
         parts = reader.partitions_for_topic(alerts_topic) or set()
-        if not parts:
-            await reader.force_metadata_update()
-            parts = reader.partitions_for_topic(alerts_topic) or set()
         tps = [TopicPartition(alerts_topic, p) for p in sorted(parts)]
         if not tps:
             return {}
