@@ -152,10 +152,18 @@ def main() -> None:
         f"  {'drift monitor (incl. ' + str(real.evaluations) + ' evaluations)':<36} {n:>7} {mon_s:>8.3f} "
         f"{n / mon_s:>10.0f}"
     )
+    window = next(iter(real.windows.values()))
+    t0 = time.perf_counter()
+    window.evaluate()
+    eval_ms = (time.perf_counter() - t0) * 1000
+    print(
+        f"  one evaluation of a full window ({len(window)} events, {len(reference.kinds)} columns): "
+        f"{eval_ms:.1f} ms"
+    )
     print(
         f"delay_events={delay_events} delay_s={delay_s:.1f} "
         f"false_alarms={len(early) + len(false_stable)} evaluations={stable.evaluations} "
-        f"events_per_s={n / mon_s:.0f} baseline_events_per_s={n / base_s:.0f}"
+        f"events_per_s={n / mon_s:.0f} baseline_events_per_s={n / base_s:.0f} eval_ms={eval_ms:.1f}"
     )
 
 

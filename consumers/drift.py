@@ -35,7 +35,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from common.errors import ConfigError
+from common.errors import ConfigError, DependencyUnavailable
 from consumers.deadletters import DeadLetter
 from consumers.drift_episodes import CLOSED, OPENED, Episodes, Key, Transition
 from consumers.drift_window import Reference, Window
@@ -259,13 +259,16 @@ def episodes_from_alerts(values: Iterable[bytes]) -> dict[Key, str]:
 async def recover_episodes(bootstrap: str, alerts_topic: str, read_back: int = 100_000) -> dict[Key, str]:
     """Open episodes according to the last ``read_back`` records of each partition of
     the alerts topic (the alerts of one key share a partition, so their order holds)."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    # subscribed first, only so that start() loads the topic's metadata (its partitions)
+    reader = AIOKafkaConsumer(
+        alerts_topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
     await reader.start()
     values: list[Any] = []
     try:
-        await reader.topics()  # a metadata request: the topic's partitions are then known
-        parts = reader.partitions_for_topic(alerts_topic) or set()
-        tps = [TopicPartition(alerts_topic, p) for p in sorted(parts)]
+        parts = sorted(reader.partitions_for_topic(alerts_topic) or ())
+        tps = [TopicPartition(alerts_topic, p) for p in parts]
+        reader.unsubscribe()
         if not tps:
             return {}
         reader.assign(tps)
@@ -273,13 +276,16 @@ async def recover_episodes(bootstrap: str, alerts_topic: str, read_back: int = 1
         begin = await reader.beginning_offsets(tps)
         for tp in tps:
             reader.seek(tp, max(begin[tp], end[tp] - read_back))
-        todo = {tp for tp in tps if end[tp] > max(begin[tp], end[tp] - read_back)}
+        deadline = time.monotonic() + 60
+        # position(), not the last record's offset: transaction markers take offsets too
+        todo = {tp for tp in tps if await reader.position(tp) < end[tp]}
         while todo:
-            batch = await reader.getmany(*todo, timeout_ms=1000)
-            for tp, msgs in batch.items():
+            if time.monotonic() > deadline:
+                raise DependencyUnavailable(f"could not read {alerts_topic} to its end in 60 s")
+            batch = await reader.getmany(*todo, timeout_ms=500)
+            for msgs in batch.values():
                 values.extend(m.value for m in msgs if m.value)
-                if msgs and msgs[-1].offset + 1 >= end[tp]:
-                    todo.discard(tp)
+            todo = {tp for tp in todo if await reader.position(tp) < end[tp]}
     finally:
         await reader.stop()
     return episodes_from_alerts(values)

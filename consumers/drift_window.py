@@ -98,28 +98,23 @@ def _cat(v: Any) -> str | None:
 
 
 class Window:
-    """The last ``size`` events of one model version, as rows in the reference's
-    column order. ``added`` counts events since the last evaluation."""
+    """The last ``size`` events of one model version, as rows of raw values in the
+    reference's column order (converted only when evaluated: O(1) and cheap an event).
+    ``added`` counts events since the last evaluation."""
 
     def __init__(self, reference: Reference, size: int) -> None:
         self.reference = reference
         self.rows: deque[tuple[Any, ...]] = deque(maxlen=size)
         self.added = 0
-        self._columns = list(reference.kinds)
-        self._convert = [_num if k == "num" else _cat for k in reference.kinds.values()]
+        self._features = [c for c in reference.kinds if c not in ("prediction", "score")]
+        # the frame's columns: features, then prediction and score where the reference has them
+        self._columns = [*self._features, "prediction", "score"]
 
     def add(self, event: Mapping[str, Any]) -> None:
         features = event["features"]
-        row = []
-        for name, convert in zip(self._columns, self._convert, strict=True):
-            if name == "prediction":
-                v = event.get("prediction")
-            elif name == "score":
-                v = (event.get("scores") or {}).get(self.reference.score_label)
-            else:
-                v = features.get(name)
-            row.append(convert(v))
-        self.rows.append(tuple(row))
+        scores = event.get("scores")
+        score = scores.get(self.reference.score_label) if scores else None
+        self.rows.append((*map(features.get, self._features), event.get("prediction"), score))
         self.added += 1
 
     def __len__(self) -> int:
@@ -127,10 +122,13 @@ class Window:
 
     def frame(self) -> pl.DataFrame:
         cols = list(zip(*self.rows, strict=True)) if self.rows else [() for _ in self._columns]
-        data = {
-            name: pl.Series(name, list(values), dtype=pl.Float64 if kind == "num" else pl.String)
-            for (name, kind), values in zip(self.reference.kinds.items(), cols, strict=True)
-        }
+        data = {}
+        for name, values in zip(self._columns, cols, strict=True):
+            kind = self.reference.kinds.get(name)
+            if kind == "num":
+                data[name] = pl.Series(name, [_num(v) for v in values], dtype=pl.Float64)
+            elif kind == "cat":
+                data[name] = pl.Series(name, [_cat(v) for v in values], dtype=pl.String)
         return pl.DataFrame(data)
 
     def evaluate(self) -> list[ColumnDrift]:
