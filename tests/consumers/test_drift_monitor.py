@@ -163,3 +163,20 @@ def test_a_model_without_an_artifact_is_skipped_not_fatal():
     sink = DriftSink(load_reference=missing, window_events=10, min_events=10, eval_interval_s=0)
     sink.add(TopicPartition("t", 0), _records(_rows(20), 0))
     assert sink.windows == {} and sink.maybe_evaluate(force=True) == []
+
+
+def test_a_restart_reads_the_window_back_and_dead_letters_only_new_poison():
+    sink = DriftSink(load_reference=lambda m, v: _reference(), window_events=300, min_events=300)
+    a, b, c = (TopicPartition("t", p) for p in range(3))
+    committed = {a: (1000, ""), b: (100, ""), c: (None, "")}
+    sink.assigned(committed)
+    assert sink.rewind(committed) == {a: 700, b: 0}
+    replayed = _records(_rows(300), 700)
+    poison = [
+        ConsumerRecord("t", 0, 998, 0, 0, None, b"not json", None, 0, 0, ()),
+        ConsumerRecord("t", 0, 1000, 0, 0, None, b"not json", None, 0, 0, ()),
+    ]
+    sink.add(a, replayed[:-2] + poison)
+    assert len(sink.windows[("m", "1")]) == 298  # the window is rebuilt from the replayed records
+    sink.flush()
+    assert [d.offset for d in sink.take_dead_letters()] == [1000]
