@@ -16,24 +16,31 @@ default settings (window 5000, min 1000, every 5 s, K=3). Three runs, one proces
                 evaluations: opening alerts are false alarms
     throughput  wall clock of the monitor on the 50k analysis records (real clock,
                 evaluations included) beside the baseline: decoding the same records
-                only (orjson), the least any consumer of them does
+                only (orjson), the least any consumer of them does; then, on a real
+                single-node Apache Kafka (KRaft, started here; ``--no-kafka`` skips it),
+                the same 50k events consumed from a 4-partition topic by one consumer:
+                raw (fetch only) beside fetch + monitor
 
-No broker is involved: the figures are the monitor's own cost and behaviour, not
-Kafka's. Last line: ``delay_events=... delay_s=... false_alarms=... evaluations=...
-events_per_s=... baseline_events_per_s=...``.
+The delay and stable runs use a simulated clock. Last line: ``delay_events=... delay_s=...
+false_alarms=... evaluations=... events_per_s=... baseline_events_per_s=... eval_ms=...
+kafka_raw_events_per_s=... kafka_monitor_events_per_s=...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import tempfile
 import time
 from pathlib import Path
 
 import orjson
 import polars as pl
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from common import events
+from common.kafka_cluster import KafkaCluster
+from common.topics import ensure_topics
 from consumers.drift import DriftSink
 from consumers.drift_episodes import OPENED
 from consumers.drift_window import Reference
@@ -91,10 +98,54 @@ def _replay(
     return out
 
 
+async def _kafka_rates(bootstrap: str, records: list, reference: Reference) -> tuple[float, float]:
+    """Events/s of one consumer fetching ``records`` from a fresh topic: raw, and with
+    the monitor's ``add`` on every fetched batch."""
+    topic = "bench-streaming-drift"
+    await ensure_topics(bootstrap, {topic: 4})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        for rec in records:
+            await producer.send(topic, rec.value, key=events.uuid7().bytes)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    async def consume(sink: DriftSink | None) -> float:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(4)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            n, t0 = 0, time.perf_counter()
+            while n < len(records):
+                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                for tp, msgs in batch.items():
+                    if sink is not None:
+                        sink.add(tp, msgs)
+                    n += len(msgs)
+            return n / (time.perf_counter() - t0)
+        finally:
+            await consumer.stop()
+
+    raw = await consume(None)
+    monitored = await consume(DriftSink(load_reference=lambda m, v: reference))
+    return raw, monitored
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rate", type=float, default=1000.0, help="replay rate, events/s (simulated clock)")
     p.add_argument("--cache", type=Path, default=Path("data/cache"))
+    p.add_argument("--no-kafka", action="store_true", help="skip the runs on a real broker")
     args = p.parse_args()
     ref_df = car_loan(args.cache, "reference")
     ana_df = car_loan(args.cache, "analysis")
@@ -160,10 +211,18 @@ def main() -> None:
         f"  one evaluation of a full window ({len(window)} events, {len(reference.kinds)} columns): "
         f"{eval_ms:.1f} ms"
     )
+    kafka_raw = kafka_mon = float("nan")
+    if not args.no_kafka:
+        with tempfile.TemporaryDirectory() as tmp, KafkaCluster(1, work_dir=Path(tmp)) as cluster:
+            kafka_raw, kafka_mon = asyncio.run(_kafka_rates(cluster.bootstrap_servers, analysis, reference))
+        print("  one consumer, 4 partitions, single-node Apache Kafka on the same machine:")
+        print(f"  {'kafka: raw consumption':<36} {n:>7} {'':>8} {kafka_raw:>10.0f}")
+        print(f"  {'kafka: consumption + drift monitor':<36} {n:>7} {'':>8} {kafka_mon:>10.0f}")
     print(
         f"delay_events={delay_events} delay_s={delay_s:.1f} "
         f"false_alarms={len(early) + len(false_stable)} evaluations={stable.evaluations} "
-        f"events_per_s={n / mon_s:.0f} baseline_events_per_s={n / base_s:.0f} eval_ms={eval_ms:.1f}"
+        f"events_per_s={n / mon_s:.0f} baseline_events_per_s={n / base_s:.0f} eval_ms={eval_ms:.1f} "
+        f"kafka_raw_events_per_s={kafka_raw:.0f} kafka_monitor_events_per_s={kafka_mon:.0f}"
     )
 
 

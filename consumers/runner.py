@@ -51,6 +51,10 @@ class Sink(Protocol):
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget pending work of partitions no longer owned."""
 
+    # Optional: ``rewind(partitions) -> {tp: offset}``, called right after ``assigned``
+    # with the same argument: the runner seeks those partitions there (the drift monitor
+    # reads its window back from before the committed offset).
+
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: ConsumerRunner) -> None:
