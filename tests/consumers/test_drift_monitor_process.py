@@ -1,5 +1,6 @@
 """The drift monitor as a real process on a real cluster: SIGKILLed mid-episode and
-restarted, it neither repeats the opening alert nor misses the closing one."""
+restarted, it neither repeats the opening alert nor misses the closing one; started
+next to a running API, it changes nothing there."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import random
 import re
 import time
 
+import httpx
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from common import events
-from inferstream.procs import Child
+from common.broker import free_port
+from inferstream.procs import Child, wait_ready
 
-from ..support import consumer_env, read_values, wait_for_log  # noqa: TID252
+from ..support import api_env, consumer_env, read_values, wait_for_log  # noqa: TID252
 
 SHIFTED = "mean_area"
 
@@ -69,6 +73,7 @@ def _kinds(alerts: list[dict], column: str) -> list[str]:
     return [a["kind"] for a in alerts if a.get("column") == column]
 
 
+@pytest.mark.slow
 def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the_close(
     trained_model, kafka_bootstrap, topic, tmp_path
 ):
@@ -127,3 +132,56 @@ def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the
     # the second process knew the episode from the alerts topic (not from luck)
     recovered = re.search(r"drift: recovered (\d+) open episodes", second.log_path.read_text())
     assert recovered is not None and int(recovered.group(1)) >= 1
+
+
+def _api_counter(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+@pytest.mark.slow
+def test_starting_the_drift_monitor_changes_nothing_on_the_api_side(
+    trained_model, kafka_bootstrap, topic, tmp_path
+):
+    port = free_port()
+    api = Child("api", ["api"], api_env(trained_model, kafka_bootstrap, topic, port), tmp_path / "api.log")
+    drift = None
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", api)
+
+        def send(n: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                for i in range(n):
+                    r = client.post(
+                        "/v1/predict", json={"features": trained_model.rows[i % len(trained_model.rows)]}
+                    )
+                    assert r.status_code == 200, r.text
+
+        def published(expected: int) -> float:
+            deadline = time.monotonic() + 30  # the API publishes in the background
+            while (n := _api_counter(port, "inferstream_events_published_total")) < expected:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            return n
+
+        send(200)
+        assert published(200) == 200
+        env = consumer_env(kafka_bootstrap, topic, trained_model.data_dir, "drift-api")
+        drift = Child("drift", ["consume", "drift"], env, tmp_path / "drift.log")
+        wait_for_log(drift, "assigned group=drift-api", timeout_s=90)
+        pid = api.pid
+        send(200)
+        assert published(400) == 400
+        assert _api_counter(port, "inferstream_events_dropped_total") == 0
+        assert api.alive() and api.pid == pid
+        time.sleep(2)  # the monitor reads the whole stream on its own
+    finally:
+        if drift is not None:
+            drift.terminate()
+        api.terminate()
+    assert drift is not None and "records=400" in drift.log_path.read_text(), drift.tail()
