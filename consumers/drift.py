@@ -6,8 +6,9 @@ windows that got new events and hold at least ``min_events``), column by column 
 the batch flow's tests. Episodes (``drift_episodes``) turn verdicts into one
 ``drift_episode_opened`` and one ``drift_episode_closed`` alert on ``inference-alerts``
 (keyed by model|version|column, so both land on one partition, in order); fraud alerts
-have other ``kind`` values. Gauges per model version and column: the score and whether
-it is in an episode.
+have other ``kind`` values. With ``webhook_url`` each alert is also POSTed there, once,
+best effort (a failure is logged and counted, never retried: the topic has it).
+Gauges per model version and column: the score and whether it is in an episode.
 
 Restarts: the runner seeks each assigned partition ``window_events`` records behind its
 committed offset (``rewind``), so the window is rebuilt from the topic; those replayed
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -66,6 +68,9 @@ class DriftMetrics:
         self.evaluations = Counter(
             "inferstream_drift_evaluations", "Window evaluations", ["model", "version"], registry=registry
         )
+        self.webhook_failures = Counter(
+            "inferstream_drift_webhook_failures", "Episode alerts the webhook did not take", registry=registry
+        )
 
 
 class DriftSink:
@@ -80,6 +85,8 @@ class DriftSink:
         consecutive: int = 3,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        webhook_url: str | None = None,
+        webhook_timeout_s: float = 5.0,
     ) -> None:
         self.load_reference = load_reference
         self.alerts_topic = alerts_topic
@@ -89,6 +96,8 @@ class DriftSink:
         self.episodes = Episodes(consecutive)
         self.metrics = DriftMetrics(registry or CollectorRegistry())
         self.clock = clock
+        self.webhook_url = webhook_url
+        self.webhook_timeout_s = webhook_timeout_s
         self.windows: dict[tuple[str, str], Window] = {}
         self._unmonitored: dict[tuple[str, str], str] = {}  # model version -> why not
         self._committed: dict[TopicPartition, int] = {}
@@ -149,11 +158,30 @@ class DriftSink:
         commits = {tp: (off, "") for tp, off in self._next.items()}
         self._next = {}
         self._pending = 0
+        if self.webhook_url:
+            for alert in self._pending_alerts:
+                self._post(alert.value)
         self._alerts.extend(self._pending_alerts)
         self._pending_alerts = []
         self._dead.extend(self._pending_dead)
         self._pending_dead = []
         return commits
+
+    def _post(self, value: bytes) -> None:
+        """Best effort, once per alert (flush runs in a worker thread): a webhook that is
+        down must not stop the stream; the alert is on the alerts topic regardless."""
+        assert self.webhook_url is not None
+        try:
+            r = httpx.post(
+                self.webhook_url,
+                content=value,
+                headers={"content-type": "application/json"},
+                timeout=self.webhook_timeout_s,
+            )
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            self.metrics.webhook_failures.inc()
+            log.error("drift: webhook %s failed: %r (INFERSTREAM_DRIFT_WEBHOOK_URL)", self.webhook_url, exc)
 
     def take_dead_letters(self) -> list[DeadLetter]:
         out, self._dead = self._dead, []

@@ -64,6 +64,7 @@ def build_sink(
             eval_interval_s=settings.drift_eval_interval_s,
             consecutive=settings.drift_consecutive,
             registry=registry,
+            webhook_url=settings.drift_webhook_url,
         )
         return drift, [settings.events_topic]
     raise ConfigError(f"unknown consumer {name!r}: choose one of {', '.join(SINKS)}")

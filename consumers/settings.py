@@ -63,6 +63,9 @@ class ConsumerSettings(CommonSettings):
     drift_consecutive: int = Field(
         default=3, ge=1, description="Drift monitor: evaluations over (under) the threshold that open (close)"
     )
+    drift_webhook_url: str | None = Field(
+        default=None, description="Drift monitor: also POST each episode alert here (best effort)"
+    )
     drift_alerts_read_back: int = Field(
         default=100_000,
         ge=0,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import orjson
 import polars as pl
@@ -180,3 +182,49 @@ def test_a_restart_reads_the_window_back_and_dead_letters_only_new_poison():
     assert len(sink.windows[("m", "1")]) == 298  # the window is rebuilt from the replayed records
     sink.flush()
     assert [d.offset for d in sink.take_dead_letters()] == [1000]
+
+
+def test_episode_alerts_reach_the_webhook_once_and_a_dead_webhook_stops_nothing():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            received.append(orjson.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        outputs = []
+        for url in (f"http://127.0.0.1:{server.server_port}/hook", "http://127.0.0.1:9/closed"):
+            clock = _Clock()
+            registry = CollectorRegistry()
+            sink = DriftSink(
+                load_reference=lambda m, v: _reference(),
+                window_events=400,
+                min_events=400,
+                eval_interval_s=1.0,
+                consecutive=2,
+                clock=clock,
+                registry=registry,
+                webhook_url=url,
+                webhook_timeout_s=2.0,
+            )
+            offset = 0
+            for shift in [3.0] * 4 + [0.0] * 4:
+                clock.now += 1.0
+                sink.add(TopicPartition("t", 0), _records(_rows(400, shift=shift, seed=offset), offset))
+                offset += 400
+                sink.flush()
+                outputs.append([orjson.loads(o.value) for o in sink.take_outputs()])
+    finally:
+        server.shutdown()
+    first_run = [a for batch in outputs[:8] for a in batch]
+    second_run = [a for batch in outputs[8:] for a in batch]
+    assert first_run and received == first_run  # each alert once, as published
+    assert second_run and [a["kind"] for a in second_run] == [a["kind"] for a in first_run]
+    assert registry.get_sample_value("inferstream_drift_webhook_failures_total") == len(second_run)
