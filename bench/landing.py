@@ -1,7 +1,8 @@
 """Landing benchmark: how fast the lake lander turns Kafka records into Delta table commits.
 
-In one run, against one broker (the embedded Tansu unless KAFKA_BOOTSTRAP_SERVERS is
-set):
+In one run, against each broker chosen with ``--broker`` (bench/brokers.py: the
+embedded Tansu and a 1-node Apache Kafka, side by side; KAFKA_BOOTSTRAP_SERVERS
+instead measures that one broker), phases 1-4 per broker:
 
 1. produce N realistic events (30 numeric features of scikit-learn's bundled
    breast-cancer data, a category and a boolean; confluent-kafka, lz4);
@@ -13,29 +14,33 @@ set):
 4. freshness (file://): a steady produce rate for a while with the lander running; per
    event, the time from its event_time to the moment the table version holding it
    became visible to a reader;
-5. table metadata (file://): ``--meta-commits`` small commits as the lander makes
-   them (one per flush), then the log's size and the time to open the table and list
-   its files, before and after maintenance (compaction, checkpoint, log cleanup).
+5. table metadata (file://, once: no broker involved): ``--meta-commits`` small
+   commits as the lander makes them (one per flush), then the log's size and the time
+   to open the table and list its files, before and after maintenance (compaction,
+   checkpoint, log cleanup).
 
-Usage: ``python bench/landing.py [--events 1000000] [--rate 20000] [--fresh-seconds 20]
-[--meta-commits 600] [--no-s3]``. The last line is
-``landing_events_per_s=… ratio_to_raw=… freshness_p99_s=…``.
+Usage: ``python bench/landing.py [--broker tansu|kafka|both] [--events 1000000] [--rate 20000]
+[--fresh-seconds 20] [--meta-commits 600] [--no-s3]``. The last line is, for each broker,
+``<broker>_landing_events_per_s=… <broker>_ratio_to_raw=… <broker>_s3_landing_events_per_s=…
+<broker>_s3_ratio_to_raw=… <broker>_freshness_p99_s=…`` (landing_* is file://; no s3_*
+keys with ``--no-s3``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import re
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import brokers
 import polars as pl
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -43,7 +48,6 @@ from confluent_kafka import Producer
 from sklearn.datasets import load_breast_cancer
 
 from common import events, lake, lakemaint
-from common.broker import EmbeddedBroker
 from common.lakewrite import PartitionBatch, commit_batch
 from common.seaweed import SeaweedS3
 from common.topics import ensure_topics
@@ -51,6 +55,7 @@ from consumers.lake import LakeSink
 from consumers.runner import ConsumerRunner
 
 PARTITIONS = 4
+STORAGES = {"file": "file://", "s3": "s3:// (SeaweedFS, loopback)"}
 RNG = random.Random(7)  # noqa: S311 - synthetic traffic, reproducible
 
 
@@ -159,11 +164,13 @@ async def land(bootstrap: str, topic: str, n: int, where: lake.Lake) -> float:
     task = asyncio.create_task(runner.run())
     start = None
     while runner.records < n:
-        if start is None and runner.records:
-            start = time.perf_counter()  # from the first record: group join excluded
+        if start is None and (runner.ready or runner.records):
+            # from the assignment: group join excluded (a small run can be fetched whole
+            # within one poll of this loop, so the first record is too late a mark)
+            start = time.perf_counter()
         if task.done():
             task.result()
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.001 if start is None else 0.01)
     runner.stop()
     await task  # the final flush and commit are part of landing
     assert start is not None
@@ -277,8 +284,57 @@ def metadata(where: lake.Lake, rows: list[dict[str, object]], commits: int) -> l
     return [(name, fmt(b), fmt(a)) for name, b, a in zip(names, before, after, strict=True)]
 
 
+@dataclass
+class Result:
+    n: int
+    value_bytes: int
+    produce_s: float
+    raw_s: float
+    p50: float = 0.0
+    p99: float = 0.0
+    fresh_n: int = 0
+    landed: dict[str, tuple[float, lake.TableSize]] = field(default_factory=dict)  # storage key ->
+
+
+def measure(bootstrap: str, args: argparse.Namespace, rows: list[dict[str, object]], label: str) -> Result:
+    """Phases 1-4 against one broker: produce, raw consume, landing on file:// (and
+    s3://), freshness."""
+    topic, fresh_topic = f"bench-{uuid.uuid4().hex[:8]}", f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(bootstrap, {topic: PARTITIONS, fresh_topic: PARTITIONS}))
+    n = args.events
+    t0 = time.perf_counter()
+    value_bytes = produce(bootstrap, topic, n, rows)
+    produce_s = time.perf_counter() - t0
+    print(
+        f"{label}: produced {n:,} events ({value_bytes / n:.0f} B each) in {produce_s:.1f}s "
+        f"({n / produce_s:,.0f}/s, confluent-kafka, lz4)",
+        flush=True,
+    )
+    r = Result(n, value_bytes, produce_s, asyncio.run(raw_consume(bootstrap, topic, n)))
+    with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
+        where = lake.Lake(tmp)
+        land_s = asyncio.run(land(bootstrap, topic, n, where))
+        r.landed["file"] = (land_s, lake.table_size(where, lake.EVENTS_TABLE))  # type: ignore[assignment]
+        if not args.no_s3:
+            store = SeaweedS3(Path(tmp) / "seaweedfs")
+            try:
+                store.start()
+                s3 = lake.Lake(f"s3://{store.bucket}/bench", store.storage_options())
+                s3_s = asyncio.run(land(bootstrap, topic, n, s3))
+                r.landed["s3"] = (s3_s, lake.table_size(s3, lake.EVENTS_TABLE))  # type: ignore[assignment]
+            finally:
+                store.stop()
+    print(f"{label}: landed", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-fresh-") as tmp:
+        r.p50, r.p99, r.fresh_n = freshness(
+            bootstrap, fresh_topic, lake.Lake(tmp), rows, args.rate, args.fresh_seconds
+        )
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    brokers.add_argument(ap)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--rate", type=float, default=20_000, help="steady produce rate of the freshness phase")
     ap.add_argument("--fresh-seconds", type=float, default=20)
@@ -286,84 +342,66 @@ def main() -> None:
     ap.add_argument("--no-s3", action="store_true", help="skip landing on s3:// (SeaweedFS)")
     args = ap.parse_args()
     rows = feature_rows()
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = EmbeddedBroker().start()
-        bootstrap = broker.bootstrap_servers
-    try:
-        topic, fresh_topic = f"bench-{uuid.uuid4().hex[:8]}", f"bench-fresh-{uuid.uuid4().hex[:8]}"
-        asyncio.run(ensure_topics(bootstrap, {topic: PARTITIONS, fresh_topic: PARTITIONS}))
-        n = args.events
-        t0 = time.perf_counter()
-        value_bytes = produce(bootstrap, topic, n, rows)
-        produce_s = time.perf_counter() - t0
+    results: dict[str, Result] = {}
+    for name in brokers.selected(args.broker):
+        label = brokers.LABELS[name]
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
+            print(f"{label}: starting", flush=True)
+            with brokers.running(name, Path(work)) as bootstrap:
+                results[name] = measure(bootstrap, args, rows, label)
+    with tempfile.TemporaryDirectory(prefix="bench-meta-") as tmp:
+        meta = metadata(lake.Lake(tmp), rows, args.meta_commits)
+    print()
+    print("| broker | phase | events | seconds | events/s | x raw | MB/s (JSON values) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        label = brokers.LABELS[name]
+        raw_rate = r.n / r.raw_s
+        mb = r.value_bytes / 1e6
         print(
-            f"produced {n:,} events ({value_bytes / n:.0f} B each) in {produce_s:.1f}s "
-            f"({n / produce_s:,.0f}/s, confluent-kafka, lz4)"
+            f"| {label} | raw consume (getmany, nothing else) | {r.n:,} | {r.raw_s:.2f} | {raw_rate:,.0f} "
+            f"| 1.00 | {mb / r.raw_s:.1f} |"
         )
-        raw_s = asyncio.run(raw_consume(bootstrap, topic, n))
-        landed: dict[str, tuple[float, lake.TableSize]] = {}
-        with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
-            where = lake.Lake(tmp)
-            land_s = asyncio.run(land(bootstrap, topic, n, where))
-            landed["file://"] = (land_s, lake.table_size(where, lake.EVENTS_TABLE))  # type: ignore[assignment]
-            if not args.no_s3:
-                store = SeaweedS3(Path(tmp) / "seaweedfs")
-                try:
-                    store.start()
-                    s3 = lake.Lake(f"s3://{store.bucket}/bench", store.storage_options())
-                    s3_s = asyncio.run(land(bootstrap, topic, n, s3))
-                    landed["s3:// (SeaweedFS, loopback)"] = (s3_s, lake.table_size(s3, lake.EVENTS_TABLE))  # type: ignore[assignment]
-                finally:
-                    store.stop()
-        with tempfile.TemporaryDirectory(prefix="bench-fresh-") as tmp:
-            p50, p99, fresh_n = freshness(
-                bootstrap, fresh_topic, lake.Lake(tmp), rows, args.rate, args.fresh_seconds
+        for key, (secs, size) in r.landed.items():
+            rate = r.n / secs
+            print(
+                f"| {label} | landing to {STORAGES[key]} | {size.rows:,} | {secs:.2f} | {rate:,.0f} "
+                f"| {rate / raw_rate:.2f} | {mb / secs:.1f} |"
             )
-        with tempfile.TemporaryDirectory(prefix="bench-meta-") as tmp:
-            meta = metadata(lake.Lake(tmp), rows, args.meta_commits)
-    finally:
-        if broker is not None:
-            broker.stop()
-    raw_rate = n / raw_s
-    mb = value_bytes / 1e6
     print()
-    print("| phase | events | seconds | events/s | x raw | MB/s (JSON values) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print(
-        f"| raw consume (getmany, nothing else) | {n:,} | {raw_s:.2f} | {raw_rate:,.0f} | 1.00 "
-        f"| {mb / raw_s:.1f} |"
-    )
-    for name, (secs, size) in landed.items():
-        rate = n / secs
+    print("| broker | freshness (max batch age 2 s, file://) | events | p50 s | p99 s |")
+    print("|---|---|---:|---:|---:|")
+    for name, r in results.items():
         print(
-            f"| landing to {name} | {size.rows:,} | {secs:.2f} | {rate:,.0f} | {rate / raw_rate:.2f} "
-            f"| {mb / secs:.1f} |"
+            f"| {brokers.LABELS[name]} | steady {args.rate:,.0f} events/s for {args.fresh_seconds:.0f} s "
+            f"| {r.fresh_n:,} | {r.p50:.2f} | {r.p99:.2f} |"
         )
     print()
-    for name, (_, size) in landed.items():
-        print(
-            f"{name}: {size.version + 1} commits, {size.files} data files, {size.bytes / 1e6:.1f} MB "
-            f"({size.bytes / n:.0f} B per event; JSON on the wire {value_bytes / n:.0f} B)"
-        )
-        if size.rows != n:
-            print(f"WARNING: {size.rows:,} rows landed for {n:,} events")
-    print(
-        f"freshness at a steady {args.rate:,.0f} events/s for {args.fresh_seconds:.0f}s ({fresh_n:,} events, "
-        f"max batch age 2 s, file://): p50 {p50:.2f}s, p99 {p99:.2f}s"
-    )
+    for name, r in results.items():
+        for key, (_, size) in r.landed.items():
+            print(
+                f"{brokers.LABELS[name]}, {STORAGES[key]}: {size.version + 1} commits, {size.files} data "
+                f"files, {size.bytes / 1e6:.1f} MB ({size.bytes / r.n:.0f} B per event; JSON on the wire "
+                f"{r.value_bytes / r.n:.0f} B)"
+            )
+            if size.rows != r.n:
+                print(f"WARNING: {name}, {STORAGES[key]}: {size.rows:,} rows landed for {r.n:,} events")
     print()
     print(f"table metadata after {args.meta_commits} lander commits (file://), before and after maintenance:")
     print("| | before | after compaction + checkpoint |")
     print("|---|---:|---:|")
     for name, before, after in meta:
         print(f"| {name} | {before} | {after} |")
-    land_rate = n / landed["file://"][0]
-    print(
-        f"landing_events_per_s={land_rate:.0f} ratio_to_raw={land_rate / raw_rate:.2f} "
-        f"freshness_p99_s={p99:.2f}"
-    )
+    figures = []
+    for name, r in results.items():
+        for key, (secs, _) in r.landed.items():
+            prefix = name if key == "file" else f"{name}_{key}"
+            figures += [
+                f"{prefix}_landing_events_per_s={r.n / secs:.0f}",
+                f"{prefix}_ratio_to_raw={r.raw_s / secs:.2f}",
+            ]
+        figures.append(f"{name}_freshness_p99_s={r.p99:.2f}")
+    print(" ".join(figures))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,10 @@ class Sink(Protocol):
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget pending work of partitions no longer owned."""
 
+    # Optional: ``rewind(partitions) -> {tp: offset}``, called right after ``assigned``
+    # with the same argument: the runner seeks those partitions there (the drift monitor
+    # reads its window back from before the committed offset).
+
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: ConsumerRunner) -> None:
@@ -90,6 +94,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             resume = await asyncio.to_thread(runner.sink.assigned, committed)
             for tp, offset in (resume or {}).items():
                 runner.consumer.seek(tp, offset)
+            rewind = getattr(runner.sink, "rewind", None)
+            if rewind is not None:  # e.g. the drift monitor rebuilds its window from the topic
+                for tp, offset in rewind(committed).items():
+                    runner.consumer.seek(tp, offset)
             runner.ready.update(assigned)
             runner.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
             history = int(getattr(runner.sink, "history_records", 0))

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client import CollectorRegistry
+
 from common.errors import ConfigError
 from common.topics import ensure_topics
 from consumers.deadletters import DeadLetterProducer
@@ -18,11 +20,14 @@ from consumers.transactions import TransactionalCommitter, probe
 
 log = logging.getLogger(__name__)
 
-SINKS = ("lake", "audit", "fraud")
+DEFAULT_GROUPS = {"drift": "drift-monitor"}
+SINKS = ("lake", "audit", "fraud", "drift")
 
 
-def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
-    """The sink and the topics it reads."""
+def build_sink(
+    settings: ConsumerSettings, name: str, registry: CollectorRegistry | None = None
+) -> tuple[Sink, list[str]]:
+    """The sink and the topics it reads (``registry``: where a sink's own metrics go)."""
     if name == "lake":
         from consumers.feedback import FeedbackLakeSink, RoutingSink
         from consumers.lake import LakeSink
@@ -48,6 +53,22 @@ def build_sink(settings: ConsumerSettings, name: str) -> tuple[Sink, list[str]]:
             zscore_threshold=settings.fraud_zscore_threshold,
         )
         return sink, [settings.events_topic]
+    if name == "drift":
+        from consumers.drift import DriftSink
+        from consumers.drift_window import Reference
+
+        models_dir = settings.models_dir
+        drift = DriftSink(
+            load_reference=lambda model, version: Reference.from_artifact(models_dir, model, version),
+            alerts_topic=settings.alerts_topic,
+            window_events=settings.drift_window_events,
+            min_events=settings.drift_min_events,
+            eval_interval_s=settings.drift_eval_interval_s,
+            consecutive=settings.drift_consecutive,
+            registry=registry,
+            webhook_url=settings.drift_webhook_url,
+        )
+        return drift, [settings.events_topic]
     raise ConfigError(f"unknown consumer {name!r}: choose one of {', '.join(SINKS)}")
 
 
@@ -89,8 +110,9 @@ async def fraud_transactions(
 async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
     """Run the consumer ``name`` until SIGTERM/SIGINT; returns the stopped runner."""
     bootstrap = settings.require_bootstrap()
-    sink, topics = build_sink(settings, name)
-    group = settings.group_id or name
+    group = settings.group_id or DEFAULT_GROUPS.get(name, name)
+    metrics = ConsumerMetrics(group)
+    sink, topics = build_sink(settings, name, metrics.registry)
     await ensure_topics(
         bootstrap,
         {
@@ -100,7 +122,13 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
             settings.alerts_topic: settings.events_partitions,
         },
     )
-    metrics = ConsumerMetrics(group)
+    if name == "drift":
+        from consumers.drift import DriftSink, recover_episodes
+
+        assert isinstance(sink, DriftSink)
+        found = await recover_episodes(bootstrap, settings.alerts_topic, settings.drift_alerts_read_back)
+        sink.restore(found)
+        log.info("drift: recovered %d open episodes from %s", len(found), settings.alerts_topic)
     client_id = f"{settings.kafka_client_id}-{name}"
     transactions = (
         await fraud_transactions(settings, bootstrap, group, client_id) if name == "fraud" else None

@@ -63,6 +63,27 @@ class ConsumerSettings(CommonSettings):
         description="Transactional ids are <prefix>.<group>.<digest of the assigned partitions>",
     )
 
+    drift_window_events: int = Field(
+        default=5_000, ge=10, description="Drift monitor: events per model version in the sliding window"
+    )
+    drift_min_events: int = Field(
+        default=1_000, ge=10, description="Drift monitor: a window is evaluated once it holds this many"
+    )
+    drift_eval_interval_s: float = Field(
+        default=5.0, gt=0, description="Drift monitor: seconds between evaluations of the windows"
+    )
+    drift_consecutive: int = Field(
+        default=3, ge=1, description="Drift monitor: evaluations over (under) the threshold that open (close)"
+    )
+    drift_webhook_url: str | None = Field(
+        default=None, description="Drift monitor: also POST each episode alert here (best effort)"
+    )
+    drift_alerts_read_back: int = Field(
+        default=100_000,
+        ge=0,
+        description="Drift monitor: records per alerts partition read at start to recover open episodes",
+    )
+
     def require_postgres(self) -> str:
         from common.errors import ConfigError
 

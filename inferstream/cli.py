@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     ak.set_defaults(func=_cmd_api_key)
 
     c = sub.add_parser("consume", help="run a consumer group")
-    c.add_argument("sink", choices=["lake", "audit", "fraud"], help="which consumer group to run")
+    c.add_argument("sink", choices=["lake", "audit", "fraud", "drift"], help="which consumer group to run")
     c.set_defaults(func=_cmd_consume)
 
     lk = sub.add_parser("lake", help="the lake's Delta tables: query, migrate")

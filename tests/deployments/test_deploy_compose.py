@@ -180,7 +180,8 @@ def test_profiles_choose_the_kafka_topology(run_compose: Callable[..., Any]) -> 
         assert proc.returncode == 0, proc.stderr
         return set(proc.stdout.split())
 
-    apps = {"topic-init", "postgres", "prefect-server", "prefect-worker", "api", "lake", "audit", "fraud"}
+    apps = {"topic-init", "postgres", "prefect-server", "prefect-worker", "api"}
+    apps |= {"lake", "audit", "fraud", "drift"}
     assert services("cluster") >= apps | {"kafka-1", "kafka-2", "kafka-3"}
     assert "kafka" not in services("cluster")
     assert services("single") >= apps | {"kafka"}
@@ -285,8 +286,9 @@ def test_topic_init_creates_every_topic_and_the_app_knows_the_partitions(
 
 def test_consumer_groups_are_distinct(rendered: dict[str, Model]) -> None:
     services = rendered["cluster"]["services"]
-    groups = {s: services[s]["environment"]["INFERSTREAM_GROUP_ID"] for s in ("lake", "audit", "fraud")}
-    assert groups == {"lake": "lake", "audit": "audit", "fraud": "fraud"}
+    sinks = ("lake", "audit", "fraud", "drift")
+    groups = {s: services[s]["environment"]["INFERSTREAM_GROUP_ID"] for s in sinks}
+    assert groups == {"lake": "lake", "audit": "audit", "fraud": "fraud", "drift": "drift-monitor"}
     for s in groups:
         assert services[s]["command"] == ["consume", s]
 

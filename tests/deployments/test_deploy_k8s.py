@@ -212,7 +212,8 @@ def test_bootstrap_names_the_strimzi_service_and_partitions_match(
 def test_consumer_replicas_do_not_exceed_partitions(k8s_docs: list[Doc], k8s_env: Any) -> None:
     events = _one(k8s_docs, "KafkaTopic", EVENTS_TOPIC)["spec"]["partitions"]
     consumers = [d for d in _find(k8s_docs, "Deployment") if d["metadata"]["name"].startswith("consumer-")]
-    assert {d["metadata"]["name"] for d in consumers} == {"consumer-lake", "consumer-audit", "consumer-fraud"}
+    names = {d["metadata"]["name"] for d in consumers}
+    assert names == {"consumer-lake", "consumer-audit", "consumer-fraud", "consumer-drift"}
     groups = set()
     for d in consumers:
         assert 1 <= d["spec"]["replicas"] <= events, d["metadata"]["name"]
@@ -220,7 +221,9 @@ def test_consumer_replicas_do_not_exceed_partitions(k8s_docs: list[Doc], k8s_env
         sink = d["metadata"]["name"].removeprefix("consumer-")
         assert c["args"] == ["consume", sink]
         groups.add(k8s_env(k8s_docs, c)["INFERSTREAM_GROUP_ID"])
-    assert len(groups) == 3
+    assert len(groups) == 4
+    # the drift monitor keeps whole windows: one process (consumers/drift.py, "Scale")
+    assert _one(k8s_docs, "Deployment", "consumer-drift")["spec"]["replicas"] == 1
 
 
 def _api(docs: list[Doc]) -> tuple[Doc, Doc]:

@@ -1,0 +1,230 @@
+"""The streaming drift monitor on the car-loan data: alert delay, false alarms, throughput.
+
+    .venv/bin/python bench/streaming_drift.py [--rate 1000] [--cache data/cache]
+
+The car-loan reference (50k rows) is the model's reference (prediction ``y_pred``, score
+``y_pred_proba``); events are encoded as the API publishes them and fed, as Kafka
+records, to the monitor's sink (``consumers.drift.DriftSink``) with the service's
+default settings (window 5000, min 1000, every 5 s, K=3). Three runs, one process:
+
+    delay       the analysis part (50k rows; it drifts in its second half) replayed at
+                ``--rate`` events/s on a simulated clock (event i arrives at i/rate s):
+                events and seconds from the first event of the second half (row 25,000)
+                to the first opening alert; opening alerts during the first half are
+                false alarms
+    stable      the reference rows, shuffled, replayed at ``--rate`` until at least 100
+                evaluations: opening alerts are false alarms
+    throughput  wall clock of the monitor on the 50k analysis records (real clock,
+                evaluations included) beside the baseline: decoding the same records
+                only (orjson), the least any consumer of them does; then, on a real
+                single-node Apache Kafka (KRaft, started here; ``--no-kafka`` skips it),
+                the same 50k events consumed from a 4-partition topic by one consumer:
+                raw (fetch only) beside fetch + monitor
+
+The delay and stable runs use a simulated clock. Last line: ``delay_events=... delay_s=...
+false_alarms=... evaluations=... events_per_s=... baseline_events_per_s=... eval_ms=...
+kafka_raw_events_per_s=... kafka_monitor_events_per_s=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import polars as pl
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from common import events
+from common.kafka_cluster import KafkaCluster
+from common.topics import ensure_topics
+from consumers.drift import DriftSink
+from consumers.drift_episodes import OPENED
+from consumers.drift_window import Reference
+from inferstream.datasets import CAR_LOAN_FEATURES, car_loan
+
+TP = TopicPartition("inference-events", 0)
+BATCH = 500  # records a fetch hands the sink
+
+
+def _reference(ref: pl.DataFrame) -> Reference:
+    kinds = {f.name: ("num" if f.type == "number" else "cat") for f in CAR_LOAN_FEATURES}
+    kinds |= {"prediction": "cat", "score": "num"}
+    frame = ref.rename({"y_pred": "prediction", "y_pred_proba": "score"})
+    return Reference.from_frame("car_loan", "1", frame, kinds, score_label="1")
+
+
+def _records(df: pl.DataFrame) -> list[ConsumerRecord[bytes, bytes]]:
+    names = [f.name for f in CAR_LOAN_FEATURES]
+    now = events.utcnow()
+    out = []
+    for i, row in enumerate(df.iter_rows(named=True)):
+        ev = events.build_event(
+            event_id=events.uuid7(),
+            event_time=now,
+            model_name="car_loan",
+            model_version="1",
+            features={n: row[n] for n in names},
+            prediction=int(row["y_pred"]),
+            scores={"0": 1 - row["y_pred_proba"], "1": row["y_pred_proba"]},
+            latency_ms=0.1,
+        )
+        out.append(ConsumerRecord(TP.topic, 0, i, 0, 0, None, events.encode(ev), None, 0, 0, ()))
+    return out
+
+
+class _Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _replay(
+    sink: DriftSink, clock: _Clock, records: list, rate: float, offset0: int = 0
+) -> list[tuple[int, str]]:
+    """Feed ``records`` in fetch-sized batches at ``rate``; (event index, kind) of each alert."""
+    out = []
+    for start in range(0, len(records), BATCH):
+        batch = records[start : start + BATCH]
+        clock.now = (offset0 + start + len(batch)) / rate
+        sink.add(TP, batch)
+        sink.flush()
+        for o in sink.take_outputs():
+            out.append((offset0 + start + len(batch), orjson.loads(o.value)))
+    return out
+
+
+async def _kafka_rates(bootstrap: str, records: list, reference: Reference) -> tuple[float, float]:
+    """Events/s of one consumer fetching ``records`` from a fresh topic: raw, and with
+    the monitor's ``add`` on every fetched batch."""
+    topic = "bench-streaming-drift"
+    await ensure_topics(bootstrap, {topic: 4})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        for rec in records:
+            await producer.send(topic, rec.value, key=events.uuid7().bytes)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    async def consume(sink: DriftSink | None) -> float:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(4)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            n, t0 = 0, time.perf_counter()
+            while n < len(records):
+                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                for tp, msgs in batch.items():
+                    if sink is not None:
+                        sink.add(tp, msgs)
+                    n += len(msgs)
+            return n / (time.perf_counter() - t0)
+        finally:
+            await consumer.stop()
+
+    raw = await consume(None)
+    monitored = await consume(DriftSink(load_reference=lambda m, v: reference))
+    return raw, monitored
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rate", type=float, default=1000.0, help="replay rate, events/s (simulated clock)")
+    p.add_argument("--cache", type=Path, default=Path("data/cache"))
+    p.add_argument("--no-kafka", action="store_true", help="skip the runs on a real broker")
+    args = p.parse_args()
+    ref_df = car_loan(args.cache, "reference")
+    ana_df = car_loan(args.cache, "analysis")
+    reference = _reference(ref_df)
+    analysis = _records(ana_df)
+    onset = len(analysis) // 2
+
+    clock = _Clock()
+    sink = DriftSink(load_reference=lambda m, v: reference, clock=clock)
+    alerts = _replay(sink, clock, analysis, args.rate)
+    opened = [(i, a) for i, a in alerts if a["kind"] == OPENED]
+    early = [(i, a) for i, a in opened if i <= onset]
+    first = next(((i, a) for i, a in opened if i > onset), None)
+    delay_events = first[0] - onset if first else -1
+    delay_s = delay_events / args.rate if first else float("nan")
+    print(f"delay run: {len(analysis)} analysis events at {args.rate:g}/s, {sink.evaluations} evaluations")
+    print(f"  {'event':>6} {'alert':<22} {'column':<24} {'method':<14} score")
+    for i, a in alerts:
+        print(f"  {i:>6} {a['kind']:<22} {a['column']:<24} {a['method']:<14} {a['score']:.4g}")
+    print(
+        f"  first opening after row {onset}: +{delay_events} events, {delay_s:.1f} s; before it: {len(early)}"
+    )
+
+    clock = _Clock()
+    stable = DriftSink(load_reference=lambda m, v: reference, clock=clock)
+    ref_records = _records(ref_df)
+    seed, replayed, stable_alerts = 0, 0, []
+    while stable.evaluations < 100:
+        shuffled = pl.Series(range(len(ref_records))).shuffle(seed=seed).to_list()
+        stable_alerts += _replay(stable, clock, [ref_records[j] for j in shuffled], args.rate, replayed)
+        replayed += len(ref_records)
+        seed += 1
+    false_stable = [a for _, a in stable_alerts if a["kind"] == OPENED]
+    print(
+        f"stable run: {replayed} reference events, {stable.evaluations} evaluations, "
+        f"{len(false_stable)} opening alerts"
+    )
+
+    t0 = time.perf_counter()
+    for start in range(0, len(analysis), BATCH):
+        for rec in analysis[start : start + BATCH]:
+            orjson.loads(rec.value)
+    base_s = time.perf_counter() - t0
+    real = DriftSink(load_reference=lambda m, v: reference)
+    t0 = time.perf_counter()
+    for start in range(0, len(analysis), BATCH):
+        real.add(TP, analysis[start : start + BATCH])
+    real.maybe_evaluate(force=True)
+    mon_s = time.perf_counter() - t0
+    n = len(analysis)
+    print("throughput (one process, no broker, shared loaded machine):")
+    print(f"  {'path':<36} {'events':>7} {'seconds':>8} {'events/s':>10}")
+    print(f"  {'baseline: decode only (orjson)':<36} {n:>7} {base_s:>8.3f} {n / base_s:>10.0f}")
+    print(
+        f"  {'drift monitor (incl. ' + str(real.evaluations) + ' evaluations)':<36} {n:>7} {mon_s:>8.3f} "
+        f"{n / mon_s:>10.0f}"
+    )
+    window = next(iter(real.windows.values()))
+    t0 = time.perf_counter()
+    window.evaluate()
+    eval_ms = (time.perf_counter() - t0) * 1000
+    print(
+        f"  one evaluation of a full window ({len(window)} events, {len(reference.kinds)} columns): "
+        f"{eval_ms:.1f} ms"
+    )
+    kafka_raw = kafka_mon = float("nan")
+    if not args.no_kafka:
+        with tempfile.TemporaryDirectory() as tmp, KafkaCluster(1, work_dir=Path(tmp)) as cluster:
+            kafka_raw, kafka_mon = asyncio.run(_kafka_rates(cluster.bootstrap_servers, analysis, reference))
+        print("  one consumer, 4 partitions, single-node Apache Kafka on the same machine:")
+        print(f"  {'kafka: raw consumption':<36} {n:>7} {'':>8} {kafka_raw:>10.0f}")
+        print(f"  {'kafka: consumption + drift monitor':<36} {n:>7} {'':>8} {kafka_mon:>10.0f}")
+    print(
+        f"delay_events={delay_events} delay_s={delay_s:.1f} "
+        f"false_alarms={len(early) + len(false_stable)} evaluations={stable.evaluations} "
+        f"events_per_s={n / mon_s:.0f} baseline_events_per_s={n / base_s:.0f} eval_ms={eval_ms:.1f} "
+        f"kafka_raw_events_per_s={kafka_raw:.0f} kafka_monitor_events_per_s={kafka_mon:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

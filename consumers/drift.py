@@ -1,0 +1,319 @@
+"""Streaming drift monitor: consumer group ``drift-monitor`` on ``inference-events``.
+
+Per model version a window of the last ``window_events`` events (``drift_window``) is
+compared with the model's reference every ``eval_interval_s`` seconds (wall clock, only
+windows that got new events and hold at least ``min_events``), column by column with
+the batch flow's tests. Episodes (``drift_episodes``) turn verdicts into one
+``drift_episode_opened`` and one ``drift_episode_closed`` alert on ``inference-alerts``
+(keyed by model|version|column, so both land on one partition, in order); fraud alerts
+have other ``kind`` values. With ``webhook_url`` each alert is also POSTed there, once,
+best effort (a failure is logged and counted, never retried: the topic has it).
+Gauges per model version and column: the score and whether it is in an episode.
+
+Restarts: the runner seeks each assigned partition ``window_events`` records behind its
+committed offset (``rewind``), so the window is rebuilt from the topic; those replayed
+records feed the window only (no dead letters twice). Open episodes are recovered from
+the alerts topic before consuming (:func:`recover_episodes`): an alert is published
+(acks=all) before the offsets are committed, so an episode whose opening alert is out
+is known to the next process, which neither repeats it nor misses the closing one.
+
+Scale: one process per group holds every partition, hence whole windows. A second
+process in the group would own some partitions and see a share of every model's events
+(keys are random): each would evaluate its own share and could raise its own episodes.
+Run one replica (it handles the measured rate of ``bench/streaming_drift.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from common.errors import ConfigError, DependencyUnavailable
+from consumers.deadletters import DeadLetter
+from consumers.drift_episodes import CLOSED, OPENED, Episodes, Key, Transition
+from consumers.drift_window import Reference, Window
+from consumers.fraud import Output
+from consumers.validate import PoisonError, decode_event
+
+log = logging.getLogger(__name__)
+_ALERT_NS = uuid.UUID("9a3e1c07-2b6d-4f58-8c1a-6e4d2b7f0c93")
+
+ReferenceLoader = Callable[[str, str], Reference]
+
+
+class DriftMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["model", "version", "column"]
+        self.score = Gauge(
+            "inferstream_drift_score",
+            "Last drift score of the column's window (p-value or distance, see method)",
+            [*labels, "method"],
+            registry=registry,
+        )
+        self.in_episode = Gauge(
+            "inferstream_drift_in_episode",
+            "1 while the column is in a drift episode",
+            labels,
+            registry=registry,
+        )
+        self.evaluations = Counter(
+            "inferstream_drift_evaluations", "Window evaluations", ["model", "version"], registry=registry
+        )
+        self.webhook_failures = Counter(
+            "inferstream_drift_webhook_failures", "Episode alerts the webhook did not take", registry=registry
+        )
+
+
+class DriftSink:
+    def __init__(
+        self,
+        *,
+        load_reference: ReferenceLoader,
+        alerts_topic: str = "inference-alerts",
+        window_events: int = 5_000,
+        min_events: int = 1_000,
+        eval_interval_s: float = 5.0,
+        consecutive: int = 3,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        webhook_url: str | None = None,
+        webhook_timeout_s: float = 5.0,
+    ) -> None:
+        self.load_reference = load_reference
+        self.alerts_topic = alerts_topic
+        self.window_events = window_events
+        self.min_events = min(min_events, window_events)
+        self.eval_interval_s = eval_interval_s
+        self.episodes = Episodes(consecutive)
+        self.metrics = DriftMetrics(registry or CollectorRegistry())
+        self.clock = clock
+        self.webhook_url = webhook_url
+        self.webhook_timeout_s = webhook_timeout_s
+        self.windows: dict[tuple[str, str], Window] = {}
+        self._unmonitored: dict[tuple[str, str], str] = {}  # model version -> why not
+        self._committed: dict[TopicPartition, int] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._pending = 0
+        self._pending_alerts: list[Output] = []
+        self._alerts: list[Output] = []
+        self._pending_dead: list[DeadLetter] = []
+        self._dead: list[DeadLetter] = []
+        self._last_eval = clock()
+        self._last_coord = ""
+        self.evaluations = 0
+        self.transitions: list[Transition] = []
+
+    # -- Sink protocol ----------------------------------------------------------------
+    def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
+        for tp, (off, _) in partitions.items():
+            self._committed[tp] = off or 0
+
+    def rewind(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
+        """Where to start each newly assigned partition: ``window_events`` records behind
+        its committed offset, so the window is rebuilt from the topic."""
+        return {tp: max(0, off - self.window_events) for tp, (off, _) in partitions.items() if off}
+
+    def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending
+
+    def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        replay_below = self._committed.get(tp, 0)
+        for rec in records:
+            try:
+                ev = decode_event(rec.value)
+            except PoisonError as exc:
+                if rec.offset >= replay_below:  # a rebuilt window's record was dead-lettered before
+                    self._pending_dead.append(
+                        DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, str(exc))
+                    )
+                continue
+            if ev.get("status") != "ok" or ev.get("synthetic"):
+                continue
+            window = self._window(ev["model_name"], ev["model_version"])
+            if window is not None:
+                window.add(ev)
+        if records:
+            self._last_coord = f"{tp.partition}:{records[-1].offset}"
+            self._pending += len(records)
+            self._next[tp] = records[-1].offset + 1
+        self.maybe_evaluate()
+
+    def flush(self) -> dict[TopicPartition, tuple[int, str]]:
+        """Nothing to make durable: the runner publishes the alerts before committing."""
+        commits = {tp: (off, "") for tp, off in self._next.items()}
+        self._next = {}
+        self._pending = 0
+        if self.webhook_url:
+            for alert in self._pending_alerts:
+                self._post(alert.value)
+        self._alerts.extend(self._pending_alerts)
+        self._pending_alerts = []
+        self._dead.extend(self._pending_dead)
+        self._pending_dead = []
+        return commits
+
+    def _post(self, value: bytes) -> None:
+        """Best effort, once per alert (flush runs in a worker thread): a webhook that is
+        down must not stop the stream; the alert is on the alerts topic regardless."""
+        assert self.webhook_url is not None
+        try:
+            r = httpx.post(
+                self.webhook_url,
+                content=value,
+                headers={"content-type": "application/json"},
+                timeout=self.webhook_timeout_s,
+            )
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            self.metrics.webhook_failures.inc()
+            log.error("drift: webhook %s failed: %r (INFERSTREAM_DRIFT_WEBHOOK_URL)", self.webhook_url, exc)
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        out, self._dead = self._dead, []
+        return out
+
+    def take_outputs(self) -> list[Output]:
+        out, self._alerts = self._alerts, []
+        return out
+
+    # -- evaluation -------------------------------------------------------------------
+    def _window(self, model: str, version: str) -> Window | None:
+        key = (model, version)
+        window = self.windows.get(key)
+        if window is not None or key in self._unmonitored:
+            return window
+        try:
+            ref = self.load_reference(model, version)
+        except (ConfigError, FileNotFoundError, OSError) as exc:
+            self._unmonitored[key] = str(exc)
+            log.warning("drift: model %s version %s is not monitored: %s", model, version, exc)
+            return None
+        window = self.windows[key] = Window(ref, self.window_events)
+        return window
+
+    def maybe_evaluate(self, force: bool = False) -> list[Transition]:
+        now = self.clock()
+        if not force and now - self._last_eval < self.eval_interval_s:
+            return []
+        self._last_eval = now
+        out: list[Transition] = []
+        for (model, version), window in self.windows.items():
+            if not window.added or len(window) < self.min_events:
+                continue
+            self.evaluations += 1
+            self.metrics.evaluations.labels(model, version).inc()
+            at = f"{self.evaluations}:{self._last_coord}"
+            for result in window.evaluate():
+                key: Key = (model, version, result.column)
+                self.metrics.score.labels(model, version, result.column, result.method).set(result.score)
+                t = self.episodes.observe(key, result.drifted, at)
+                self.metrics.in_episode.labels(model, version, result.column).set(
+                    1 if self.episodes.in_episode(key) else 0
+                )
+                if t is not None:
+                    self._alert(t, result.method, result.score, result.threshold, len(window))
+                    out.append(t)
+        self.transitions.extend(out)
+        return out
+
+    def restore(self, open_episodes: dict[Key, str]) -> None:
+        for key, episode_id in open_episodes.items():
+            self.episodes.restore(key, episode_id)
+            self.metrics.in_episode.labels(*key).set(1)
+
+    def _alert(self, t: Transition, method: str, score: float, threshold: float, n: int) -> None:
+        model, version, column = t.key
+        alert_id = uuid.uuid5(_ALERT_NS, f"{t.kind}:{t.episode_id}")
+        value = orjson.dumps(
+            {
+                "alert_id": str(alert_id),
+                "kind": t.kind,
+                "episode_id": t.episode_id,
+                "model_name": model,
+                "model_version": version,
+                "column": column,
+                "method": method,
+                "score": score,
+                "threshold": threshold,
+                "window_events": n,
+                "consecutive_evaluations": t.evaluations,
+                "alerted_at": datetime.now().astimezone().isoformat(),
+            }
+        )
+        self._pending_alerts.append(Output(self.alerts_topic, "|".join(t.key).encode(), value))
+        log.warning(
+            "drift %s model=%s version=%s column=%s score=%.4g",
+            t.kind,
+            model,
+            version,
+            column,
+            score,
+        )
+
+
+def episodes_from_alerts(values: Iterable[bytes]) -> dict[Key, str]:
+    """Open episodes, from alert values in publish order (per key); others are ignored."""
+    found: dict[Key, str] = {}
+    for raw in values:
+        try:
+            a = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(a, dict) or a.get("kind") not in (OPENED, CLOSED):
+            continue
+        key = (str(a["model_name"]), str(a["model_version"]), str(a["column"]))
+        if a["kind"] == OPENED:
+            found[key] = str(a["episode_id"])
+        else:
+            found.pop(key, None)
+    return found
+
+
+async def recover_episodes(bootstrap: str, alerts_topic: str, read_back: int = 100_000) -> dict[Key, str]:
+    """Open episodes according to the last ``read_back`` records of each partition of
+    the alerts topic (the alerts of one key share a partition, so their order holds)."""
+    # subscribed first, only so that start() loads the topic's metadata (its partitions)
+    reader = AIOKafkaConsumer(
+        alerts_topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await reader.start()
+    values: list[Any] = []
+    try:
+        parts = sorted(reader.partitions_for_topic(alerts_topic) or ())
+        tps = [TopicPartition(alerts_topic, p) for p in parts]
+        reader.unsubscribe()
+        if not tps:
+            return {}
+        reader.assign(tps)
+        end = await reader.end_offsets(tps)
+        begin = await reader.beginning_offsets(tps)
+        for tp in tps:
+            reader.seek(tp, max(begin[tp], end[tp] - read_back))
+        deadline = time.monotonic() + 60
+        # position(), not the last record's offset: transaction markers take offsets too
+        todo = {tp for tp in tps if await reader.position(tp) < end[tp]}
+        while todo:
+            if time.monotonic() > deadline:
+                raise DependencyUnavailable(f"could not read {alerts_topic} to its end in 60 s")
+            batch = await reader.getmany(*todo, timeout_ms=500)
+            for msgs in batch.values():
+                values.extend(m.value for m in msgs if m.value)
+            todo = {tp for tp in todo if await reader.position(tp) < end[tp]}
+    finally:
+        await reader.stop()
+    return episodes_from_alerts(values)

@@ -1,0 +1,187 @@
+"""The drift monitor as a real process on a real cluster: SIGKILLed mid-episode and
+restarted, it neither repeats the opening alert nor misses the closing one; started
+next to a running API, it changes nothing there."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from common import events
+from common.broker import free_port
+from inferstream.procs import Child, wait_ready
+
+from ..support import api_env, consumer_env, read_values, wait_for_log  # noqa: TID252
+
+SHIFTED = "mean_area"
+
+
+def _produce(bootstrap: str, topic: str, model, n: int, shift: bool, seed: int) -> None:
+    rnd = random.Random(seed)
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for _ in range(n):
+                features = dict(rnd.choice(model.rows))
+                if shift:
+                    features[SHIFTED] = float(features[SHIFTED]) * 3
+                ev = events.build_event(
+                    event_id=events.uuid7(),
+                    event_time=events.utcnow(),
+                    model_name=model.name,
+                    model_version=model.version,
+                    features=features,
+                    prediction=None,
+                    scores=None,
+                    latency_ms=0.1,
+                )
+                await producer.send(topic, events.encode(ev), key=events.uuid7().bytes)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def _alerts(bootstrap: str, topic: str, expected: int, timeout_s: float = 5.0) -> list[dict]:
+    return [orjson.loads(v) for v in read_values(bootstrap, f"{topic}.alerts", expected, timeout_s)]
+
+
+def _feed_until(bootstrap, topic, model, shift, want, seed, timeout_s=120.0) -> list[dict]:
+    """Produce 150 events (shifted or not) every half second until ``want(alerts)``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _produce(bootstrap, topic, model, 150, shift, seed)
+        seed += 1
+        time.sleep(0.5)
+        alerts = _alerts(bootstrap, topic, expected=10**6, timeout_s=2.0)
+        if want(alerts):
+            return alerts
+    raise AssertionError(f"not reached in {timeout_s}s: {_alerts(bootstrap, topic, 10**6, 2.0)}")
+
+
+def _kinds(alerts: list[dict], column: str) -> list[str]:
+    return [a["kind"] for a in alerts if a.get("column") == column]
+
+
+@pytest.mark.slow
+def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the_close(
+    trained_model, kafka_bootstrap, topic, tmp_path
+):
+    env = consumer_env(
+        kafka_bootstrap,
+        topic,
+        trained_model.data_dir,
+        "drift-kill",
+        INFERSTREAM_DRIFT_WINDOW_EVENTS="300",
+        INFERSTREAM_DRIFT_MIN_EVENTS="300",
+        INFERSTREAM_DRIFT_EVAL_INTERVAL_S="0.5",
+        INFERSTREAM_DRIFT_CONSECUTIVE="2",
+    )
+    first = Child("drift-1", ["consume", "drift"], env, tmp_path / "drift-1.log")
+    second = None
+    try:
+        wait_for_log(first, "assigned group=drift-kill", timeout_s=90)
+        _feed_until(kafka_bootstrap, topic, trained_model, False, lambda a: True, seed=0, timeout_s=5)
+        opened = _feed_until(
+            kafka_bootstrap,
+            topic,
+            trained_model,
+            True,
+            lambda a: "drift_episode_opened" in _kinds(a, SHIFTED),
+            100,
+        )
+        # the window is all shifted: keep it so a little longer (commits move on), then kill
+        _produce(kafka_bootstrap, topic, trained_model, 300, True, seed=200)
+        time.sleep(1.5)
+        first.kill()
+        assert _kinds(opened, SHIFTED) == ["drift_episode_opened"]
+        second = Child("drift-2", ["consume", "drift"], env, tmp_path / "drift-2.log")
+        wait_for_log(second, "assigned group=drift-kill", timeout_s=90)
+        # still shifted after the restart: the rebuilt window keeps drifting, no new opening
+        _produce(kafka_bootstrap, topic, trained_model, 600, True, seed=300)
+        time.sleep(4)
+        alerts = _feed_until(
+            kafka_bootstrap,
+            topic,
+            trained_model,
+            False,
+            lambda a: "drift_episode_closed" in _kinds(a, SHIFTED),
+            400,
+        )
+    finally:
+        first.kill()
+        if second is not None:
+            second.terminate()
+    assert _kinds(alerts, SHIFTED) == ["drift_episode_opened", "drift_episode_closed"], alerts
+    ids = {a["episode_id"] for a in alerts if a.get("column") == SHIFTED}
+    assert len(ids) == 1
+    # hygiene on every column: never two openings without a close between them
+    for column in {a["column"] for a in alerts}:
+        kinds = _kinds(alerts, column)
+        assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False)), (column, kinds)
+    # the second process knew the episode from the alerts topic (not from luck)
+    recovered = re.search(r"drift: recovered (\d+) open episodes", second.log_path.read_text())
+    assert recovered is not None and int(recovered.group(1)) >= 1
+
+
+def _api_counter(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+@pytest.mark.slow
+def test_starting_the_drift_monitor_changes_nothing_on_the_api_side(
+    trained_model, kafka_bootstrap, topic, tmp_path
+):
+    port = free_port()
+    api = Child("api", ["api"], api_env(trained_model, kafka_bootstrap, topic, port), tmp_path / "api.log")
+    drift = None
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", api)
+
+        def send(n: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                for i in range(n):
+                    r = client.post(
+                        "/v1/predict", json={"features": trained_model.rows[i % len(trained_model.rows)]}
+                    )
+                    assert r.status_code == 200, r.text
+
+        def published(expected: int) -> float:
+            deadline = time.monotonic() + 30  # the API publishes in the background
+            while (n := _api_counter(port, "inferstream_events_published_total")) < expected:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            return n
+
+        send(200)
+        assert published(200) == 200
+        env = consumer_env(kafka_bootstrap, topic, trained_model.data_dir, "drift-api")
+        drift = Child("drift", ["consume", "drift"], env, tmp_path / "drift.log")
+        wait_for_log(drift, "assigned group=drift-api", timeout_s=90)
+        pid = api.pid
+        send(200)
+        assert published(400) == 400
+        assert _api_counter(port, "inferstream_events_dropped_total") == 0
+        assert api.alive() and api.pid == pid
+        time.sleep(2)  # the monitor reads the whole stream on its own
+    finally:
+        if drift is not None:
+            drift.terminate()
+        api.terminate()
+    assert drift is not None and "records=400" in drift.log_path.read_text(), drift.tail()
