@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows import artifacts
-from flows.outcome import Outcome, decide, exit_code, explain, state
+from flows.automation import NOTIFY_ON
+from flows.outcome import ALERTING, EVENTS, Outcome, decide, exit_code, explain, of_summary, state
 
 
 def test_states_and_exit_codes():
@@ -18,6 +19,23 @@ def test_states_and_exit_codes():
     assert [exit_code(s.name, s.is_completed()) for s in (quiet, drift, silent)] == [0, 1, 3]
     assert exit_code("Failed", False) == 2 and exit_code("Crashed", False) == 2
     assert exit_code("Drift detected", False) == 2  # a failed run is an error whatever its name
+
+
+def test_an_estimated_quality_drop_is_a_finding_of_its_own():
+    """CBPE's quality drop without input drift: Completed under its own name, exit 4,
+    alerting like drift; with input drift too, the run is drift and says both."""
+    assert decide(5, False, quality_alert=True) is Outcome.QUALITY_DROP
+    assert decide(5, True, quality_alert=True) is Outcome.DRIFT
+    assert decide(0, False, quality_alert=True) is Outcome.NO_DATA
+    drop = state(Outcome.QUALITY_DROP, "m")
+    assert (drop.is_completed(), drop.name) == (True, "Quality drop estimated")
+    assert exit_code(drop.name, drop.is_completed()) == 4
+    assert Outcome.QUALITY_DROP in ALERTING and EVENTS[Outcome.QUALITY_DROP] in NOTIFY_ON
+    old = {"current_rows": 9, "verdict": {"drift": False, "quality_alert": True}}  # no "outcome" key
+    assert of_summary(old) is Outcome.QUALITY_DROP
+    q = "estimated quality drop (accuracy) in 1 of 12 slices, before labels"
+    assert explain(Outcome.QUALITY_DROP, [], 4, 0.5, False, q).startswith(q + "; no drift: 0 of 4")
+    assert explain(Outcome.DRIFT, list("abc"), 4, 0.5, False, q).endswith("; " + q)
 
 
 def test_reason_never_reads_a_low_share_as_the_cause():
