@@ -13,11 +13,15 @@ Quality: for a classifier whose artifact holds CBPE's calibration, the window's
 quality is estimated per slice before any label (``flows.performance``), with the
 realized quality beside it where feedback has landed.
 
-Outcome: no drift and no estimated quality drop → Completed. Drift → the run ends
-``Failed`` with the state name "Drift detected"; an estimated quality drop without
-input drift → ``Failed`` named "Quality drop estimated" (both plain in the Prefect
-UI), after the report is written and the optional webhook
-(INFERSTREAM_DRIFT_WEBHOOK_URL) has received a JSON alert.
+Outcome (``flows.outcome``): drift → Completed "Drift detected"; an estimated quality
+drop without input drift → Completed "Quality drop estimated" (a finding, like drift);
+no drift → Completed "No drift"; no rows in the window → Failed "No data" (never
+green). Each run is named after its model, version and window (``car-loan v1
+2026-11-29 19:00-20:00Z``), is tagged ``model:<name>`` and ``version:<v>``, leaves three
+artifacts and an event (``flows.artifacts``), records its results with the report's
+URL in the warehouse, pushes its scores to the optional INFERSTREAM_PUSHGATEWAY_URL,
+and on drift, quality drop or no data POSTs a JSON alert to the optional
+INFERSTREAM_DRIFT_WEBHOOK_URL. Failed without the name "No data" means a real error.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ from typing import Any
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import State
 
 from common import artifact
 from common.errors import ConfigError
-from flows import drift_calc, index, performance, report
+from flows import artifacts, drift_calc, index, performance, report, slices
+from flows import outcome as outcomes
 from flows.alert import post_alert
 from flows.drift_metrics import push_drift
 from flows.lake_reader import read_window
@@ -56,12 +62,13 @@ from warehouse import tables
 from warehouse.base import open_warehouse
 from warehouse.settings import WarehouseSettings
 
-DRIFT_STATE_NAME = "Drift detected"
-QUALITY_STATE_NAME = "Quality drop estimated"
+DRIFT_STATE_NAME = outcomes.STATE_NAMES[outcomes.Outcome.DRIFT]
+QUALITY_STATE_NAME = outcomes.STATE_NAMES[outcomes.Outcome.QUALITY_DROP]
 
 
 @dataclass
 class DriftOutcome:
+    outcome: outcomes.Outcome
     drift: bool
     reason: str
     report_html: Path | None
@@ -175,12 +182,25 @@ def write_report(
         first = next((row.start for row in tl if row.drifted.get(name)), None)
         if first is not None:
             drift_starts[name] = first
+    features = [r for r in results if roles[r.column] == "feature"]
+    outcome = outcomes.decide(inputs.current.height, verdict.drift, perf_reason is not None)
+    reason = outcomes.explain(
+        outcome,
+        verdict.drifted_features,
+        len(features),
+        verdict.drift_share,
+        verdict.prediction_drift,
+        perf_reason,
+    )
     summary: dict[str, Any] = {
+        "outcome": outcome.value,
         "run_id": run_id,
+        "run_name": str(flow_run.get_name() or ""),
         "run_time": run_time.isoformat(),
         "model": meta.name,
         "version": meta.version,
         "window": {**window.to_json(), "label": window.label()},
+        "rule": {"drift_share": verdict.drift_share, "n_features": len(features)},
         "reference": {"name": inputs.reference_name, "rows": inputs.reference.height},
         "current_rows": inputs.current.height,
         "sample": {
@@ -188,17 +208,14 @@ def write_report(
             "reference_rows": ref_s.height,
             "note": _sample_note(inputs.current.height, cur_s.height, inputs.reference.height, ref_s.height),
         },
-        "verdict": {
-            **asdict(verdict),
-            "quality_alert": perf_reason is not None,
-            "reason": "; ".join(r for r in (verdict.reason(), perf_reason) if r),
-        },
+        "verdict": {**asdict(verdict), "quality_alert": perf_reason is not None, "reason": reason},
         "columns": [{**asdict(r), "role": roles[r.column]} for r in results],
         "timeline": [
             {"start": row.start.isoformat(), "rows": row.rows, "scores": row.scores, "drifted": row.drifted}
             for row in tl
         ],
         "drift_starts": {k: v.isoformat() for k, v in drift_starts.items()},
+        "prediction_mix": slices.prediction_mix(inputs.current, window),
         "quality": quality.to_json(),
         "performance": perf,
     }
@@ -220,6 +237,8 @@ def write_report(
             cur_s,
             [s for s in inputs.specs if s.name in methods],
             methods,
+            thresholds={r.column: r.threshold for r in results},
+            drift_share=verdict.drift_share,
             labels=labels,
             classes=[str(c) for c in meta.classes],
         )
@@ -244,8 +263,8 @@ def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata)
 
 # DuckDB allows one writing process: the BI load may hold the file for a moment
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10)
-def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window, report_html: Path) -> int:
-    """Results (run, column, method, score, threshold, verdict, report) into the warehouse."""
+def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window, report_url: str) -> int:
+    """Results (run, column, method, score, threshold, verdict, report URL) into the warehouse."""
     if not summary["columns"]:
         return 0
     df = pl.DataFrame(
@@ -264,7 +283,7 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
                 "threshold": float(c["threshold"]),
                 "drifted": bool(c["drifted"]),
                 "run_verdict_drift": bool(summary["verdict"]["drift"]),
-                "report_url": report_html.resolve().as_uri(),
+                "report_url": report_url,
             }
             for c in summary["columns"]
         ],
@@ -300,11 +319,23 @@ def push_scores(gateway: str, summary: dict[str, Any]) -> None:
     push_drift(gateway, summary)
 
 
+ALERTS = {
+    outcomes.Outcome.DRIFT: "drift_detected",
+    outcomes.Outcome.QUALITY_DROP: "quality_drop_estimated",
+    outcomes.Outcome.NO_DATA: "no_data",
+    outcomes.Outcome.NO_DRIFT: "no_drift",  # never sent
+}
+
+
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
-def send_alert(url: str, summary: dict[str, Any], html: Path) -> int:
+def send_alert(url: str, summary: dict[str, Any], html: Path, report_url: str) -> int:
+    outcome = outcomes.of_summary(summary)
     perf = summary.get("performance") or {}
     payload = {
-        "alert": "drift_detected" if summary["verdict"]["drift"] else "quality_drop_estimated",
+        "alert": ALERTS[outcome],
+        "outcome": outcome.value,
+        "verdict": outcomes.LABELS[outcome],
+        "rows": summary["current_rows"],
         "model": summary["model"],
         "version": summary["version"],
         "run_id": summary["run_id"],
@@ -320,11 +351,53 @@ def send_alert(url: str, summary: dict[str, Any], html: Path) -> int:
         ],
         "estimated_quality_alerts": perf.get("alert_metrics", []),
         "report": str(html),
+        "report_url": report_url,
     }
     return post_alert(url, payload)
 
 
-@flow(name="drift")
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def publish(summary: dict[str, Any], url: str) -> str:
+    """Artifacts and the outcome's event (see ``flows.artifacts``)."""
+    return artifacts.publish(summary, url).value
+
+
+def run_name() -> str:
+    """``car-loan v1 2026-11-29 19:00-20:00Z``: model, version (``latest`` resolved to
+    the artifact it means) and the window the run covers. Falls back to the raw
+    parameters when they are wrong: the run then fails with the error that says so."""
+    p = flow_run.get_parameters()
+    name, version = str(p.get("model_name", "car-loan")), str(p.get("model_version", "latest"))
+    try:
+        override = {"data_dir": Path(p["data_dir"])} if p.get("data_dir") else {}
+        models_dir = FlowSettings(**override).models_dir  # type: ignore[arg-type]
+        version = artifact.resolve_dir(models_dir, name, version).name
+    except (ConfigError, OSError, ValueError):
+        pass  # a name only: the flow itself fails with the error that names the fix
+    try:
+        w = resolve(str(p.get("window", "last_hour")), p.get("start"), p.get("end"))
+    except ConfigError:
+        return f"{name} v{version} {p.get('window', '')}"
+    return f"{name} v{version} {window_span(w)}"
+
+
+def window_span(w: Window) -> str:
+    end = f"{w.end:%H:%M}" if w.end.date() == w.start.date() else f"{w.end:%Y-%m-%d %H:%M}"
+    return f"{w.start:%Y-%m-%d %H:%M}-{end}Z"
+
+
+def _tag_run(model: str, version: str) -> None:
+    """Tags ``model:<name>`` and ``version:<v>`` on this flow run (the version is known
+    only once ``latest`` is resolved, so the decorator cannot carry them)."""
+    run_id = flow_run.get_id()
+    if run_id is None:
+        return
+    tags = sorted({*flow_run.get_tags(), f"model:{model}", f"version:{version}"})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(run_id, tags=tags)
+
+
+@flow(name="drift", flow_run_name=run_name)
 def drift_flow(
     model_name: str = "car-loan",
     model_version: str = "latest",
@@ -349,23 +422,21 @@ def drift_flow(
     inputs = load_inputs(
         settings, model_name, model_version, win, reference, ref_win, columns, include_synthetic
     )
+    _tag_run(inputs.meta.name, inputs.meta.version)
     results, verdict, tl = compute(inputs, drift_share)
     run_time = datetime.now(UTC)
     run_id = str(flow_run.get_id() or f"local-{run_time:%Y%m%dT%H%M%S%f}")
     html, js, summary = write_report(settings, inputs, win, results, verdict, tl, run_time, run_id)
-    record_results(ws, summary, win, html)
+    url = artifacts.report_url(html, settings.reports_root, settings.reports_base_url)
+    record_results(ws, summary, win, url)
     if settings.pushgateway_url:
         push_scores(settings.pushgateway_url, summary)
-    log.info("drift report: %s (%s)", html, summary["verdict"]["reason"])
+    outcome = outcomes.Outcome(publish(summary, url))
+    log.info("%s: %s; report %s", outcomes.LABELS[outcome], summary["verdict"]["reason"], url)
     log.info("estimated quality: %s", performance.log_line(summary["performance"]))
-    quality_alert = summary["verdict"]["quality_alert"]
-    if not verdict.drift and not quality_alert:
-        msg = "no drift" if inputs.current.height else "no current rows in the window"
-        return Completed(message=f"{msg}; report {html}")
-    if settings.drift_webhook_url:
-        send_alert(settings.drift_webhook_url, summary, html)
-    name = DRIFT_STATE_NAME if verdict.drift else QUALITY_STATE_NAME
-    return Failed(name=name, message=f"{summary['verdict']['reason']}; report {html}")
+    if outcome in outcomes.ALERTING and settings.drift_webhook_url:
+        send_alert(settings.drift_webhook_url, summary, html, url)
+    return outcomes.state(outcome, f"{summary['verdict']['reason']}; report {url}")
 
 
 def run_drift(
@@ -396,6 +467,7 @@ def run_drift(
     for run_dir, summary in index.runs(FlowSettings(data_dir=data_dir).reports_root):
         if summary.get("run_id") == run_id:
             return DriftOutcome(
+                outcomes.of_summary(summary),
                 bool(summary["verdict"]["drift"]),
                 summary["verdict"]["reason"],
                 run_dir / "report.html",

@@ -1,20 +1,34 @@
-"""``reports/index.html``: every drift run, newest first, with verdict, window, row
-counts and links. Rebuilt from the runs' ``summary.json`` files each time, so it never
-disagrees with what is on disk."""
+"""``reports/index.html``: a monitor of every drift run. One section per model and
+version (the most recently run first), each with a trend of drift share and accuracy
+across its runs (inline SVG) and its runs newest first: verdict, window, rows, links.
+Two filters (model, verdict; preset by ``?model=…&verdict=drift``) are a few lines of
+inline script; without script every run stays listed.
+
+Rebuilt from the runs' ``summary.json`` files each time, so it never disagrees with
+what is on disk (the maintenance flow rebuilds it after removing old reports).
+"""
 
 from __future__ import annotations
 
 import html
 import os
+from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from flows import charts
+from flows.outcome import COLOURS, LABELS, Outcome, of_summary
+from flows.report import window_text
+
 SUMMARY = "summary.json"
+INDEX = "index.html"
 
 
 def runs(reports_root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every run with a readable summary, newest first."""
     out = []
     for f in reports_root.glob(f"*/*/{SUMMARY}"):
         try:
@@ -25,33 +39,124 @@ def runs(reports_root: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def refresh(reports_root: Path) -> Path:
-    rows = []
-    for run_dir, s in runs(reports_root):
-        rel = run_dir.relative_to(reports_root).as_posix()
-        v = s["verdict"]
-        alert = v["drift"] or v.get("quality_alert")  # an estimated quality drop alerts without drift
-        label = "DRIFT" if v["drift"] else "QUALITY DROP" if alert else "no drift"
-        colour = "#b00020" if alert else "#1b5e20"
-        e = html.escape
-        rows.append(
-            f"<tr><td>{e(str(s['run_time']))}</td><td>{e(s['model'])} v{e(str(s['version']))}</td>"
-            f"<td style='color:{colour}'><b>{label}</b> {e(v['reason'])}</td>"
-            f"<td>{e(s['window']['label'])}</td><td>{s['current_rows']}</td><td>{s['reference']['rows']}</td>"
-            f"<td><a href='{e(rel)}/report.html'>report</a> · "
-            f"<a href='{e(rel)}/report.json'>json</a></td></tr>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>inferstream drift reports</title></head>"
-        "<body style='font-family:sans-serif'><h1>Drift reports</h1>"
-        "<table id='runs' border=1 cellpadding=4><tr><th>run (UTC)</th><th>model</th><th>verdict</th>"
-        "<th>window</th><th>current rows</th><th>reference rows</th><th>links</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
+def _e(v: object) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _when(s: dict[str, Any]) -> datetime:
+    w = s.get("window") or {}
+    return datetime.fromisoformat(w.get("end") or s["run_time"])
+
+
+def _trend(model: str, version: str, group: list[dict[str, Any]]) -> str:
+    """Drift share of the features and accuracy, one point per run (by window end)."""
+    ordered = sorted(group, key=_when)
+    share = [
+        (_when(s), None if of_summary(s) is Outcome.NO_DATA else s["verdict"].get("feature_share"))
+        for s in ordered
+    ]
+    acc = [(_when(s), (s.get("quality") or {}).get("accuracy")) for s in ordered]
+    x0, x1 = _when(ordered[0]), _when(ordered[-1])
+    if x0 == x1:  # one run: give the axis a width
+        x0 = x0.replace(minute=0, second=0, microsecond=0)
+    threshold = next(
+        (s["verdict"].get("drift_share") for s in ordered if "drift_share" in s["verdict"]), None
     )
+    series = [charts.Series("drifted feature share", share, charts.PALETTE[3])]
+    if any(v is not None for _, v in acc):
+        series.append(charts.Series("accuracy", acc, charts.PALETTE[2]))
+    return charts.line_chart(
+        f"{model} v{version}: drift share and accuracy per run",
+        series,
+        x0,
+        x1,
+        threshold=threshold,
+        threshold_label="drift share",
+        y_max=1.0,
+        css_class="chart trend",
+    )
+
+
+def _row(reports_root: Path, run_dir: Path, s: dict[str, Any]) -> str:
+    outcome = of_summary(s)
+    rel = run_dir.relative_to(reports_root).as_posix()
+    q = s.get("quality") or {}
+    acc = "–" if q.get("accuracy") is None else f"{q['accuracy']:.3f}"
+    return (
+        f"<tr class='run' data-model='{_e(s['model'])}' data-outcome='{outcome.value}'>"
+        f"<td>{_e(charts.minute(datetime.fromisoformat(s['run_time'])))}</td>"
+        f"<td class='verdict' style='color:{COLOURS[outcome]}'><b>{LABELS[outcome]}</b> "
+        f"{_e(s['verdict']['reason'])}</td>"
+        f"<td>{_e(window_text(s['window']))}</td><td>{s['current_rows']}</td><td>{s['reference']['rows']}</td>"
+        f"<td>{acc}</td>"
+        f"<td><a href='{_e(rel)}/report.html'>report</a> · <a href='{_e(rel)}/report.json'>json</a></td></tr>"
+    )
+
+
+_SCRIPT = """<script>
+const apply = () => {
+  const model = document.getElementById('filter-model').value;
+  const outcome = document.getElementById('filter-verdict').value;
+  for (const g of document.querySelectorAll('section.model')) {
+    let shown = 0;
+    for (const r of g.querySelectorAll('tr.run')) {
+      const ok = (!model || r.dataset.model === model) && (!outcome || r.dataset.outcome === outcome);
+      r.hidden = !ok;
+      shown += ok ? 1 : 0;
+    }
+    g.hidden = shown === 0;
+  }
+};
+// ?model=<name>&verdict=<drift|quality_drop|no_drift|no_data> preselects the filters (a link to a view)
+const params = new URLSearchParams(location.search);
+for (const [key, id] of [['model', 'filter-model'], ['verdict', 'filter-verdict']]) {
+  const el = document.getElementById(id);
+  if (params.has(key)) el.value = params.get(key);
+  el.addEventListener('change', apply);
+}
+apply();
+</script>"""
+
+
+def render(reports_root: Path) -> str:
+    all_runs = runs(reports_root)
+    groups: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    for run_dir, s in all_runs:  # newest first, so groups come out most recent first
+        groups[(s["model"], str(s["version"]))].append((run_dir, s))
+    sections = []
+    for (model, version), members in groups.items():
+        rows = "".join(_row(reports_root, d, s) for d, s in members)
+        sections.append(
+            f"<section class='model' data-model='{_e(model)}'><h2>{_e(model)} v{_e(version)}</h2>"
+            + _trend(model, version, [s for _, s in members])
+            + "<table><tr><th>run (UTC)</th><th>verdict</th><th>window</th><th>rows</th>"
+            "<th>reference rows</th><th>accuracy</th><th>links</th></tr>" + rows + "</table></section>"
+        )
+    models = sorted({m for m, _ in groups})
+    model_opts = "".join(f"<option value='{_e(m)}'>{_e(m)}</option>" for m in models)
+    verdict_opts = "".join(f"<option value='{o.value}'>{LABELS[o]}</option>" for o in Outcome)
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>inferstream drift monitor</title>"
+        "<style>body{font-family:sans-serif;margin:16px}table{border-collapse:collapse;margin:8px 0 24px}"
+        "td,th{border:1px solid #bbb;padding:3px 6px;text-align:left}svg{border:1px solid #ddd}</style>"
+        "</head><body><h1>Drift monitor</h1>"
+        f"<p>{len(all_runs)} runs of {len(groups)} model versions. "
+        "<label>Model <select id='filter-model'><option value=''>all</option>"
+        + model_opts
+        + "</select></label> <label>Verdict <select id='filter-verdict'><option value=''>all</option>"
+        + verdict_opts
+        + "</select></label></p>"
+        + ("".join(sections) or "<p>No drift runs yet.</p>")
+        + _SCRIPT
+        + "</body></html>"
+    )
+
+
+def refresh(reports_root: Path) -> Path:
     reports_root.mkdir(parents=True, exist_ok=True)
-    path = reports_root / "index.html"
-    tmp = path.with_name(".index.html.tmp")
+    page = render(reports_root)
+    path = reports_root / INDEX
+    tmp = path.with_name(f".{INDEX}.{os.getpid()}.tmp")  # two runs refreshing at once each rename whole
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -1,14 +1,20 @@
-"""Maintenance flow (daily): the lake tables' own operations (``common.lakemaint``).
+"""Maintenance flow (daily): the lake tables' own operations (``common.lakemaint``),
+then the drift reports' retention.
 
 For each lake table: compaction of the hours that closed more than an hour ago
 (``optimize.compact``), retention (``delete`` of the partitions dated more than
 ``INFERSTREAM_LAKE_RETENTION_DAYS`` days before today, UTC), ``vacuum`` of files
 unreferenced for ``INFERSTREAM_LAKE_VACUUM_HOURS``, and a checkpoint. All of them are
 table commits (or touch only unreferenced files): the landers keep landing meanwhile.
+
+Drift reports (``reports/<model>/<run time>/``) whose run time is more than
+``INFERSTREAM_REPORT_RETENTION_DAYS`` days old are removed, and ``reports/index.html``
+is rebuilt from what remains, so it never links to a removed report.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,13 +22,17 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from common import lake, lakemaint
+from flows import index
 from flows.settings import FlowSettings
+
+RUN_DIR_FORMAT = "%Y%m%dT%H%M%S.%fZ"  # flows.drift names a run's folder after its run time
 
 
 @dataclass
 class RetentionResult:
     cutoff: date
     tables: list[lakemaint.MaintenanceResult] = field(default_factory=list)
+    removed_reports: list[str] | None = None
 
     @property
     def compacted_files(self) -> int:
@@ -42,10 +52,39 @@ def maintain_table(
     )
 
 
+@task
+def expired_reports(reports_root: Path, retention_days: int, now: datetime) -> list[Path]:
+    """Run folders older than the retention, by the run time in their name (a run still
+    being written has a fresh name, so it is never among them)."""
+    cutoff = now - timedelta(days=retention_days)
+    out = []
+    for d in sorted(p for p in reports_root.glob("*/*") if p.is_dir()):
+        try:
+            run_time = datetime.strptime(d.name, RUN_DIR_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not a run folder: leave it
+        if run_time < cutoff:
+            out.append(d)
+    return out
+
+
+@task
+def remove_reports(reports_root: Path, dirs: list[Path]) -> list[str]:
+    """Remove the run folders, then rebuild the index from what remains."""
+    for d in dirs:
+        shutil.rmtree(d)
+    if reports_root.exists():
+        index.refresh(reports_root)
+    return [str(d) for d in dirs]
+
+
 @flow(name="maintenance")
-def maintenance_flow(retention_days: int | None = None, data_dir: str | None = None) -> RetentionResult:
-    """Compact closed hours, expire partitions older than ``retention_days`` (default:
-    the setting), vacuum and checkpoint every lake table."""
+def maintenance_flow(
+    retention_days: int | None = None, data_dir: str | None = None, report_retention_days: int | None = None
+) -> RetentionResult:
+    """Compact closed hours, expire partitions older than ``retention_days``, vacuum and
+    checkpoint every lake table, then remove drift reports older than
+    ``report_retention_days`` (defaults: the settings)."""
     settings = FlowSettings(**({"data_dir": Path(data_dir)} if data_dir else {}))  # type: ignore[arg-type]
     days = retention_days or settings.lake_retention_days
     now = datetime.now(UTC)
@@ -57,10 +96,16 @@ def maintenance_flow(retention_days: int | None = None, data_dir: str | None = N
         )
         if done is not None:
             result.tables.append(done)
+    report_days = report_retention_days or settings.report_retention_days
+    root = settings.reports_root
+    result.removed_reports = remove_reports(root, expired_reports(root, report_days, now))
     get_run_logger().info(
-        "compacted %d files; retention %d days: %d rows expired",
+        "compacted %d files; retention %d days: %d rows expired; report retention %d days: "
+        "removed %d reports",
         result.compacted_files,
         days,
         result.rows_expired,
+        report_days,
+        len(result.removed_reports),
     )
     return result

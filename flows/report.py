@@ -1,17 +1,30 @@
-"""A drift run's report: Evidently's HTML (charts drawn from a stratified sample)
-headed by the run's own summary (verdict and per-column results on all rows), plus the
-same content as JSON.
+"""A drift run's report: one verdict (the run's, on all rows) with its rule in words,
+inline SVG charts, the per-column table, the quality numbers, then Evidently's
+distribution charts drawn from a sample and labelled as such; plus the same content
+as JSON.
 
-    reports/<model>/<run time>/report.html   self-contained (Evidently inlines its JS)
-    reports/<model>/<run time>/report.json   summary + Evidently's snapshot dict
+    reports/<model>/<run time>/report.html   self-contained, opens offline
+    reports/<model>/<run time>/report.json   summary + Evidently's snapshot dicts
+    reports/<model>/<run time>/summary.json  the summary alone (the index reads it)
+
+Evidently's page carries a 3.5 MB script bundle and its plot data; writing one page per
+Evidently report (the old way) inlined the bundle twice, and an ``as_iframe`` page sized
+its iframe before the frame existed (the quality section was cut at 150 px). Here both
+Evidently dashboards are drawn into the one page, without iframes, from one copy of the
+bundle; bundle and plot data are stored gzip-compressed (base64) and inflated by the
+browser's own ``DecompressionStream``, which keeps a report under 4 MB.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import os
+import re
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +32,19 @@ import orjson
 import pandas as pd
 import polars as pl
 from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
+from evidently.metrics import ValueDrift
 from evidently.presets import ClassificationPreset, DataDriftPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
+from flows import charts
+from flows.outcome import COLOURS, LABELS, Outcome, of_summary
 from flows.performance_report import performance_html
 from flows.reference import ColumnSpec
 from monitoring.stats import P_VALUE_METHODS
 
 SUMMARY_ID = "inferstream-summary"
 DRIFT_TABLE_ID = "inferstream-drift-table"
+EVIDENTLY_LIB_ID = "evidently-lib"
 
 
 def evidently_snapshot(
@@ -36,20 +53,36 @@ def evidently_snapshot(
     specs: Sequence[ColumnSpec],
     methods: dict[str, str],
     *,
+    thresholds: dict[str, float] | None = None,
+    drift_share: float = 0.5,
     labels: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     classes: Sequence[str] = (),
 ) -> Any:
-    """Evidently's data and prediction drift with the run's own test per column (so the
-    charts' verdicts use the same tests as the full-data results); classification
-    quality on labelled rows when ``labels`` (reference, current; each with ``label``)."""
+    """Evidently configured like the run: the same tests and thresholds per column, the
+    dataset-drift share over the features only, and the prediction columns as separate
+    value-drift metrics (the run's rule: the prediction drifting is drift on its own).
+    Classification quality on labelled rows when ``labels`` (reference, current)."""
     num = [s.name for s in specs if s.kind == "num"]
     cat = [s.name for s in specs if s.kind == "cat"]
     cols = [s.name for s in specs]
+    features = [s.name for s in specs if s.role == "feature" and s.name in methods]
+    thr = {k: v for k, v in (thresholds or {}).items() if k in methods}
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
-    # no Evidently tests: the verdict is the run's own (all rows); Evidently draws the charts
-    items: list[Any] = [DataDriftPreset(columns=cols, per_column_method=methods, include_tests=False)]
-    report = Report(items)
-    snap = report.run(
+    items: list[Any] = []
+    if features:
+        items.append(
+            DataDriftPreset(
+                columns=features,
+                per_column_method={c: methods[c] for c in features},
+                per_column_threshold={c: thr[c] for c in features if c in thr} or None,
+                drift_share=drift_share,
+                include_tests=False,  # the verdict is the run's own (all rows)
+            )
+        )
+    for s in specs:
+        if s.role == "prediction" and s.name in methods:
+            items.append(ValueDrift(column=s.name, method=methods[s.name], threshold=thr.get(s.name)))
+    snap = Report(items).run(
         Dataset.from_pandas(_pandas(current, cols), data_definition=definition),
         Dataset.from_pandas(_pandas(reference, cols), data_definition=definition),
     )
@@ -84,11 +117,111 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def duration(start: datetime, end: datetime) -> str:
+    minutes = round((end - start).total_seconds() / 60)
+    if minutes % 60 == 0:
+        return f"{minutes // 60} h"
+    return f"{minutes} min"
+
+
+def window_text(window: dict[str, Any]) -> str:
+    """``2026-11-29 19:00 – 20:00 UTC (1 h)``: minute precision, with the length."""
+    start, end = _time(window.get("start")), _time(window.get("end"))
+    if start is None or end is None:
+        return str(window.get("label", ""))
+    tail = f"{end:%H:%M}" if start.date() == end.date() else f"{end:%Y-%m-%d %H:%M}"
+    return f"{start:%Y-%m-%d %H:%M} – {tail} UTC ({duration(start, end)})"
+
+
+def _rule_html(summary: dict[str, Any]) -> str:
+    v, rule = summary["verdict"], summary.get("rule") or {}
+    n = rule.get("n_features")
+    share = v.get("drift_share", rule.get("drift_share", 0.5))
+    k = len(v.get("drifted_features") or [])
+    counted = f" Here {k} of {n} features drifted" if n is not None else f" Here {k} features drifted"
+    pred = "did" if v.get("prediction_drift") else "did not"
+    return (
+        f"<p class='rule'><b>Rule.</b> The run is <i>drift</i> when at least {share:.0%} of the features "
+        f"drift, or when the prediction (class or score) drifts, whatever the features do."
+        f"{counted} and the prediction {pred} drift.</p>"
+    )
+
+
+def _charts_html(summary: dict[str, Any]) -> str:
+    """Per drifted column its score per slice with the threshold; prediction mix and
+    volume per slice; accuracy per slice against the reference's."""
+    w0, w1 = _time(summary["window"].get("start")), _time(summary["window"].get("end"))
+    if w0 is None or w1 is None:
+        return ""
+    out = []
+    columns = {c["column"]: c for c in summary["columns"]}
+    tl = summary.get("timeline") or []
+    drifted = [name for name, c in columns.items() if c["drifted"]]
+    for i, name in enumerate(drifted):
+        c = columns[name]
+        points = [(datetime.fromisoformat(r["start"]), r["scores"].get(name)) for r in tl]
+        kind = "p-value, drift below" if c["method"] in P_VALUE_METHODS else "distance, drift above"
+        out.append(
+            charts.line_chart(
+                f"{name}: {c['method']} per time slice ({kind})",
+                [charts.Series(name, points, charts.PALETTE[i % len(charts.PALETTE)])],
+                w0,
+                w1,
+                threshold=float(c["threshold"]),
+                y_fmt=".3g",
+                css_class="chart drift-chart",
+                size=(420, 170),
+            )
+        )
+    mix = summary.get("prediction_mix") or []
+    if mix:
+        out.append(
+            charts.stacked_bars(
+                "Predictions per time slice (volume and mix)",
+                [
+                    (datetime.fromisoformat(m["start"]), datetime.fromisoformat(m["end"]), m["counts"])
+                    for m in mix
+                ],
+                w0,
+                w1,
+                css_class="chart mix-chart",
+            )
+        )
+    q = summary.get("quality") or {}
+    if q.get("by_slice"):
+        acc = [(datetime.fromisoformat(r["start"]), r["accuracy"]) for r in q["by_slice"]]
+        series = [charts.Series("accuracy", acc, charts.PALETTE[2])]
+        if q.get("reference_accuracy") is not None:
+            series.append(
+                charts.Series(
+                    "reference", [(w0, q["reference_accuracy"]), (w1, q["reference_accuracy"])], "#555", True
+                )
+            )
+        out.append(
+            charts.line_chart(
+                "Accuracy per time slice (labelled predictions) vs the reference",
+                series,
+                w0,
+                w1,
+                y_max=1.0,
+                css_class="chart accuracy-chart",
+            )
+        )
+    if not out:
+        return ""
+    return "<h3>At a glance</h3><div class='charts'>" + "".join(out) + "</div>"
+
+
 def summary_html(summary: dict[str, Any]) -> str:
-    """The header analysts read first: verdict, window, sizes, what was sampled, the
-    per-column table (all rows) and when each drifted column started drifting."""
+    """The part analysts read first: the one verdict, its rule, the window, the charts,
+    the per-column table (all rows) and the quality numbers."""
+    outcome = of_summary(summary)
     v = summary["verdict"]
-    colour = "#b00020" if v["drift"] else "#1b5e20"
+    colour = COLOURS[outcome]
     rows = []
     for r in summary["columns"]:
         kind = "p-value" if r["method"] in P_VALUE_METHODS else "distance"
@@ -98,78 +231,82 @@ def summary_html(summary: dict[str, Any]) -> str:
             f"<td style='color:{'#b00020' if r['drifted'] else '#1b5e20'}'>"
             f"{'DRIFT' if r['drifted'] else 'ok'}</td></tr>"
         )
-    tl = summary.get("timeline") or []
-    tl_html = ""
-    if tl:
-        names = list(tl[0]["scores"])
-        head = "".join(f"<th>{_fmt(n)}</th>" for n in names)
-        body = []
-        for row in tl:
-            cells = "".join(
-                f"<td style='color:{'#b00020' if row['drifted'].get(n) else '#1b5e20'}'>"
-                f"{_fmt(row['scores'][n])}</td>"
-                for n in names
-            )
-            body.append(f"<tr><td>{_fmt(row['start'])}</td><td>{row['rows']}</td>{cells}</tr>")
-        first = summary.get("drift_starts") or {}
-        starts = "".join(f"<li>{_fmt(k)}: from {_fmt(t)}</li>" for k, t in first.items())
-        tl_html = (
-            "<h3>When the drifted columns drift</h3><ul>" + starts + "</ul>"
-            "<table border=1 cellpadding=3><tr><th>slice start (UTC)</th><th>rows</th>"
-            + head
-            + "</tr>"
-            + "".join(body)
-            + "</table>"
-        )
+    first = summary.get("drift_starts") or {}
+    starts = "".join(
+        f"<li>{_fmt(k)}: from {_fmt(charts.minute(datetime.fromisoformat(t)))}</li>" for k, t in first.items()
+    )
     q = summary.get("quality") or {}
     if q.get("labelled_rows"):
         q_html = (
             f"<h3>Quality (ground truth from feedback)</h3><p>{q['labelled_rows']} labelled predictions: "
-            f"accuracy {_fmt(q['accuracy'])} (reference {_fmt(q['reference_accuracy'])})"
+            f"accuracy {_fmt(q['accuracy'])} (reference {_fmt(q.get('reference_accuracy'))})"
             + (f", ROC AUC {_fmt(q['roc_auc'])}" if q.get("roc_auc") is not None else "")
             + "</p>"
-            + (
-                "<table id='inferstream-quality' border=1 cellpadding=3>"
-                "<tr><th>slice start (UTC)</th><th>labelled</th><th>accuracy</th></tr>"
-                + "".join(
-                    f"<tr><td>{_fmt(r['start'])}</td><td>{r['labelled']}</td><td>{_fmt(r['accuracy'])}</td></tr>"
-                    for r in q.get("by_slice") or []
-                )
-                + "</table>"
-                if q.get("by_slice")
-                else ""
-            )
         )
+    elif outcome is Outcome.NO_DATA:
+        q_html = ""
     else:
         q_html = "<h3>Quality</h3><p>No ground truth has arrived for this window yet.</p>"
-    s = summary["sample"]
-    return (
-        f"<section id='{SUMMARY_ID}' style='font-family:sans-serif;margin:16px'>"
-        f"<h1>Drift report: {_fmt(summary['model'])} v{_fmt(summary['version'])}</h1>"
-        f"<h2 style='color:{colour}'>Verdict: {'DRIFT' if v['drift'] else 'NO DRIFT'} – "
-        f"{_fmt(v['reason'])}</h2>"
-        f"<p>Window {_fmt(summary['window']['label'])}; current rows {summary['current_rows']}; "
-        f"reference {_fmt(summary['reference']['name'])} ({summary['reference']['rows']} rows); "
-        f"run {_fmt(summary['run_time'])}.</p>"
-        f"<p><b>Statistics below use all rows.</b> The Evidently charts further down were computed on "
-        f"{_fmt(s['note'])}.</p>"
-        f"<h3>Per-column drift (all rows)</h3><table id='{DRIFT_TABLE_ID}' border=1 cellpadding=3>"
+    ref = summary["reference"]
+    run_time = _time(summary.get("run_time"))
+    table = (
+        f"<h3>Per-column drift (all rows)</h3><table id='{DRIFT_TABLE_ID}'>"
         "<tr><th>column</th><th>role</th><th>method</th><th>score</th><th>threshold</th><th>verdict</th></tr>"
         + "".join(rows)
         + "</table>"
-        + tl_html
+        if rows
+        else ""
+    )
+    return (
+        f"<section id='{SUMMARY_ID}'>"
+        f"<h1>Drift report: {_fmt(summary['model'])} v{_fmt(summary['version'])}</h1>"
+        f"<h2 id='verdict' style='color:{colour}'>Verdict: {LABELS[outcome]} – {_fmt(v['reason'])}</h2>"
+        + (_rule_html(summary) if outcome is not Outcome.NO_DATA else "")
+        + (
+            "<p><b>Drifted columns:</b> "
+            + ", ".join(_fmt(c["column"]) for c in summary["columns"] if c["drifted"])
+            + "</p>"
+            if any(c["drifted"] for c in summary["columns"])
+            else ""
+        )
+        + f"<p>Window {_fmt(window_text(summary['window']))}; current rows {summary['current_rows']}; "
+        f"reference {_fmt(ref['name'])} ({ref['rows']} rows)"
+        + (f"; run {_fmt(charts.minute(run_time))}" if run_time else "")
+        + ". Every score and verdict above the Evidently sections is computed on all rows.</p>"
+        + _charts_html(summary)
+        + table
+        + (f"<h3>When the drifted columns start drifting</h3><ul>{starts}</ul>" if starts else "")
         + performance_html(summary.get("performance"))
         + q_html
-        + "<hr></section>"
+        + "</section>"
     )
+
+
+_STYLE = (
+    "<style>body{font-family:sans-serif;margin:0}#inferstream-summary{margin:16px}"
+    "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:3px 6px;text-align:left}"
+    ".charts{display:flex;flex-wrap:wrap;gap:8px;max-width:1800px}"
+    ".charts svg{border:1px solid #ddd;background:#fff}"
+    ".evidently h2{margin:16px}.evidently .note{margin:0 16px;color:#444}</style>"
+)
+
+
+def _page(title: str, body: str, head: str = "") -> str:
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"{_STYLE}{head}</head><body>{body}</body></html>"
+    )
+
+
+def _title(summary: dict[str, Any]) -> str:
+    label = LABELS[of_summary(summary)]
+    return f"{label}: {summary['model']} v{summary['version']} {summary['window'].get('label', '')}"
 
 
 def write_empty_run(run_dir: Path, summary: dict[str, Any]) -> tuple[Path, Path]:
     """A run whose window held no rows: the summary alone (nothing to chart)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'></head><body>{summary_html(summary)}</body></html>"
-    )
+    page = _page(_title(summary), summary_html(summary))
     out_html, out_json = run_dir / "report.html", run_dir / "report.json"
     _atomic(out_html, page.encode())
     _atomic(run_dir / "summary.json", _dumps(summary))
@@ -177,25 +314,105 @@ def write_empty_run(run_dir: Path, summary: dict[str, Any]) -> tuple[Path, Path]
     return out_html, out_json
 
 
-def _inject(page: str, header: str) -> str:
-    i = page.find("<body")
-    if i < 0:
-        return header + page
-    j = page.find(">", i) + 1
-    return page[:j] + header + page[j:]
+# Evidently's standalone page (evidently 0.7, ``file_html_template``): the font style in
+# the head, then ``var <id> = <dashboard>; var additional_graphs_<id> = <graphs>;``, then
+# the bundle. The page is only parsed here; a change of that layout fails loudly.
+_DATA = re.compile(r"var (metric_\w+) = (\{.*?\});\s*var additional_graphs_\1 = (\{.*?\});\s*</script>", re.S)
+_FONT_STYLE = re.compile(r"<style>.*?</style>", re.S)
+
+
+def _dashboard(snap: Any) -> tuple[str, str]:
+    """(font style, ``{"info": ..., "graphs": ...}`` JSON text) of a snapshot's page."""
+    page = snap.get_html_str(as_iframe=False)
+    m = _DATA.search(page)
+    style = _FONT_STYLE.search(page)
+    if m is None or style is None:
+        raise RuntimeError("Evidently's HTML layout changed: flows/report.py cannot find its dashboard data")
+    return style.group(0), '{"info":' + m.group(2) + ',"graphs":' + m.group(3) + "}"
+
+
+def _packed(element_id: str, text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    b64 = base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode()
+    return f"<script type='application/gzip;base64' id='{element_id}'>{b64}</script>"
+
+
+def _evidently_lib() -> bytes:
+    import evidently
+
+    return (Path(evidently.__file__).parent / "nbextension" / "static" / "index.js").read_bytes()
+
+
+# Inflates the bundle once, then draws every dashboard into its own element.
+_LOADER = """<script>
+(async () => {
+  const inflate = async (id) => {
+    const text = atob(document.getElementById(id).textContent.trim());
+    const bytes = Uint8Array.from(text, (c) => c.charCodeAt(0));
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+    return await new Response(stream).text();
+  };
+  const status = (text) =>
+    document.querySelectorAll('.evidently-status').forEach((s) => (s.textContent = text));
+  try {
+    window.global = globalThis;
+    const lib = document.createElement('script');
+    lib.textContent = await inflate('LIB_ID');
+    document.body.appendChild(lib);
+    for (const root of document.querySelectorAll('[data-dashboard]')) {
+      // Evidently writes NaN into its data: a JavaScript literal, not JSON
+      const d = Function('"use strict"; return (' + (await inflate(root.dataset.dashboard)) + ');')();
+      window.drawDashboard(d.info, new Map(Object.entries(d.graphs)), root.id);
+    }
+    status('');
+  } catch (e) {
+    status('The Evidently charts could not be drawn here (' + e + '); the sections above are complete.');
+  }
+})();
+</script>""".replace("LIB_ID", EVIDENTLY_LIB_ID)
+
+
+def _evidently_section(key: str, title: str, note: str, data: str) -> str:
+    return (
+        f"<section class='evidently' id='evidently-{key}'><h2>{html.escape(title)}</h2>"
+        f"<p class='note'>{html.escape(note)}</p><p class='note evidently-status'>Drawing the charts…</p>"
+        f"<div id='root-{key}' data-dashboard='data-{key}'></div>{_packed(f'data-{key}', data)}</section>"
+    )
 
 
 def write_run(
     run_dir: Path, summary: dict[str, Any], drift_snap: Any, quality_snap: Any
 ) -> tuple[Path, Path]:
-    """Write report.html and report.json atomically (temp name, then rename)."""
+    """Write report.html, report.json and summary.json atomically (temp name, then rename)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    page = _inject(drift_snap.get_html_str(as_iframe=False), summary_html(summary))
-    if quality_snap is not None:
-        qpage = quality_snap.get_html_str(as_iframe=True)
-        page = page.replace(
-            "</body>", f"<h2 style='font-family:sans-serif'>Classification quality</h2>{qpage}</body>", 1
+    sample = summary.get("sample") or {}
+    style, drift_data = _dashboard(drift_snap)
+    if sample.get("current_rows") == summary.get("current_rows") and sample.get("reference_rows") == (
+        summary.get("reference") or {}
+    ).get("rows"):
+        title = "Distributions (Evidently, all rows)"
+        note = (
+            "Same rows, tests and thresholds as the table above; its dataset line counts the features "
+            "only (the prediction rule is stated at the top), and the verdict is the one at the top."
         )
+    else:
+        title = "Distributions (Evidently, sample-based view)"
+        note = (
+            f"Drawn from {sample.get('note', 'a sample')}: its scores and 'detected' labels are the "
+            "sample's and may differ from the all-rows ones above; the verdict is the one at the top."
+        )
+    sections = [_evidently_section("drift", title, note, drift_data)]
+    if quality_snap is not None:
+        sections.append(
+            _evidently_section(
+                "quality",
+                "Classification quality (Evidently)",
+                "On the labelled predictions of the window (ground truth from feedback) and the reference.",
+                _dashboard(quality_snap)[1],
+            )
+        )
+    body = summary_html(summary) + "".join(sections) + _packed(EVIDENTLY_LIB_ID, _evidently_lib()) + _LOADER
+    page = _page(_title(summary), body, head=style)
     doc = {
         **summary,
         "evidently": drift_snap.dict(),

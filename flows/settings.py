@@ -17,12 +17,22 @@ class FlowSettings(CommonSettings):
         default=None, description="Root of drift reports; default <data_dir>/reports"
     )
     drift_webhook_url: str | None = Field(
-        default=None, description="If set, a JSON alert is POSTed here when a drift run finds drift"
+        default=None,
+        description="If set, a JSON alert is POSTed here when a drift run finds drift, an estimated "
+        "quality drop, or no data",
     )
     drift_sample_rows: int = Field(
         default=2_000,  # Evidently's cost is mostly per column (plotly); 2k rows draw the same shapes
         ge=1_000,
         description="Rows per side given to Evidently for the report's charts (statistics use all rows)",
+    )
+    reports_base_url: str | None = Field(
+        default=None,
+        description="URL serving the reports folder (e.g. https://reports.example/drift); the Prefect "
+        "link artifact points there. Default: the report's file:// URL",
+    )
+    report_retention_days: int = Field(
+        default=90, ge=1, description="Drift reports older than this are removed by the maintenance flow"
     )
     pushgateway_url: str | None = Field(
         default=None,

@@ -273,9 +273,19 @@ def _cmd_flows(args: argparse.Namespace) -> int:
 
         serve()
         return 0
+    if args.flows_command == "automation":
+        from flows.automation import ensure
+
+        created = ensure(args.webhook_url)
+        print(
+            f"automation '{created.name}' ({created.id}): POSTs to {args.webhook_url} "
+            "on drift, quality drop or no data"
+        )
+        return 0
     data_dir = str(args.data_dir) if args.data_dir else None
     if args.flow == "drift":
         from flows.drift import drift_flow
+        from flows.outcome import exit_code
 
         state = drift_flow(
             model_name=args.model,
@@ -286,11 +296,10 @@ def _cmd_flows(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             return_state=True,
         )
-        data = {"state": state.name, "message": state.message}
+        code = exit_code(state.name, state.is_completed())
+        data = {"state": state.name, "message": state.message, "exit_code": code}
         _print_result(args, "drift", f"{state.name}: {state.message}", data)
-        if state.is_completed():
-            return 0
-        return 1 if state.name == "Drift detected" else 2
+        return code
     if args.flow == "bi":
         from dataclasses import asdict
 
@@ -347,14 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     lksub = lk.add_subparsers(dest="lake_command", required=True)
     lq = lksub.add_parser("sql", help="run one DuckDB query; the tables are views named after them")
     lq.add_argument("sql", help="e.g. 'SELECT model_version, count(*) FROM inference_events GROUP BY 1'")
-    lq.add_argument("--data-dir", type=Path, default=None)
+    lq.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     lq.set_defaults(func=_cmd_lake)
     lm = lksub.add_parser(
         "migrate", help="import a lake of hive-partitioned Parquet files (the old layout), exactly once"
     )
     lm.add_argument("--source", type=Path, default=None, help="old lake directory (default: <data dir>/lake)")
     lm.add_argument("--group", default="lake", help="the lake consumer group whose files these are")
-    lm.add_argument("--data-dir", type=Path, default=None)
+    lm.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     lm.set_defaults(func=_cmd_lake)
 
     cp = sub.add_parser("compact", help="compact each closed lake hour's files (optimize; idempotent)")
@@ -398,7 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     flsub = fl.add_subparsers(dest="flows_command", required=True)
     fls = flsub.add_parser("serve", help="serve the deployments of prefect.yaml on their schedules")
     fls.set_defaults(func=_cmd_flows)
-    flr = flsub.add_parser("run", help="run one flow once, now (exit 1 when drift is found)")
+    fla = flsub.add_parser(
+        "automation", help="create (or replace) the Prefect automation that POSTs to a webhook on drift"
+    )
+    fla.add_argument("--webhook-url", required=True, help="where the drift notifications are POSTed")
+    fla.set_defaults(func=_cmd_flows)
+    flr = flsub.add_parser(
+        "run",
+        help="run one flow once, now (drift exits 0 no drift, 1 drift, 4 quality drop estimated, "
+        "3 no data, 2 error)",
+    )
     flr.add_argument("flow", choices=["drift", "bi", "maintenance"], help="which flow")
     flr.add_argument("--model", default="car-loan", help="drift: model name")
     flr.add_argument("--version", default="latest", help="drift: model version (default: the latest)")

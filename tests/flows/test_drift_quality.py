@@ -29,7 +29,9 @@ def _summary(data_dir, model) -> dict:
     return orjson.loads(runs[-1].read_bytes())
 
 
-def test_quality_drop_alerts_without_input_drift_then_realized_lands(prefect_harness, model_lake, write_lake):
+def test_quality_drop_alerts_without_input_drift_then_realized_lands(
+    prefect_harness, model_lake, write_lake, feedback_writer
+):
     m = model_lake
     rows = _unsure_tail(m.predict(m.reference), share=1 / 12)  # the last of 12 slices
     ids = write_lake(m.data_dir / "lake", m.name, m.version, rows, m.features)
@@ -37,7 +39,9 @@ def test_quality_drop_alerts_without_input_drift_then_realized_lands(prefect_har
     summary = _summary(m.data_dir, m.name)
     assert summary["verdict"]["drift"] is False, summary["verdict"]
     assert not summary["verdict"]["drifted_features"]
-    assert state.is_failed() and state.name == QUALITY_STATE_NAME, state
+    # a finding like drift (flows.outcome): Completed, under its own name and outcome
+    assert state.is_completed() and state.name == QUALITY_STATE_NAME, state
+    assert summary["outcome"] == "quality_drop"
     perf = summary["performance"]
     assert perf["available"] and perf["alert"] and "accuracy" in perf["alert_metrics"]
     alerted = [s for s in perf["slices"] if s["metrics"]["accuracy"]["alert"]]
@@ -52,8 +56,7 @@ def test_quality_drop_alerts_without_input_drift_then_realized_lands(prefect_har
     # labels land (the model was right on every row): a re-run of the window shows them
     truth = rows.select(pl.col("prediction").cast(pl.String).alias("label"))
     truth = truth.with_columns(pl.Series("event_id", ids))
-    (m.data_dir / "lake" / "inference_feedback").mkdir(parents=True)
-    truth.write_parquet(m.data_dir / "lake" / "inference_feedback" / "part-0.parquet")
+    feedback_writer(m.data_dir / "lake", truth)  # the lake's feedback Delta table
     drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
     perf = _summary(m.data_dir, m.name)["performance"]
     assert sum(s["labelled"] for s in perf["slices"]) == rows.height

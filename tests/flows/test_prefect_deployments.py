@@ -33,9 +33,13 @@ def test_every_entrypoint_imports_as_a_flow(spec):
 
 
 def test_schedules():
-    crons = {s["entrypoint"].split(":")[1]: [x["cron"] for x in s["schedules"]] for s in deployment_specs()}
+    crons = {
+        s["entrypoint"].split(":")[1]: [x["cron"] for x in s.get("schedules") or []]
+        for s in deployment_specs()
+    }
     assert crons == {
-        "drift_flow": ["5 * * * *"],
+        "drift_all_flow": ["5 * * * *"],  # every model with traffic
+        "drift_flow": [],  # one model, on demand
         "bi_load_flow": ["*/15 * * * *"],
         "maintenance_flow": ["30 3 * * *"],
     }
@@ -47,5 +51,6 @@ def test_flows_serve_builds_the_yaml_deployments():
     deps = runner_deployments()
     assert sorted(d.name for d in deps) == sorted(s["name"] for s in deployment_specs())
     by_name = {d.name: d for d in deps}
-    assert by_name["drift-hourly"].parameters == {"model_name": "car-loan", "window": "last_hour"}
+    assert by_name["drift-hourly"].parameters == {"window": "last_hour"}
+    assert by_name["drift-model"].parameters == {"model_name": "car-loan", "window": "last_hour"}
     assert by_name["bi-every-15-min"].schedules[0].schedule.cron == "*/15 * * * *"

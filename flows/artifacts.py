@@ -1,0 +1,122 @@
+"""What a drift run leaves in Prefect: three artifacts under keys stable per model and
+version (so the UI's Artifacts page keeps their history run after run), and one event
+an automation can trigger on.
+
+    drift-<model>-v<version>-summary   markdown: verdict, drifted columns, window, rows, reference
+    drift-<model>-v<version>-report    link to report.html (INFERSTREAM_REPORTS_BASE_URL, or a file URL)
+    drift-<model>-v<version>-columns   table: column, role, method, score, threshold, verdict
+
+    event inferstream.drift.detected | inferstream.drift.none | inferstream.drift.no-data
+    resource inferstream.model.<model>.v<version>
+
+The markdown and table builders are pure (tested through them); ``publish`` needs a run
+context and a Prefect API.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
+
+from flows.outcome import EVENTS, LABELS, Outcome, of_summary
+from flows.report import window_text
+
+
+def key(model: str, version: str, kind: str) -> str:
+    """Prefect keys allow lowercase letters, digits and dashes only."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"drift-{model}-v{version}".lower()).strip("-")
+    return f"{slug}-{kind}"
+
+
+def report_url(html: Path, reports_root: Path, base_url: str | None) -> str:
+    """``<base_url>/<model>/<run>/report.html`` when a base URL is set (a web server or
+    bucket serving the reports folder), else the file's own URL."""
+    if base_url:
+        rel = html.resolve().relative_to(reports_root.resolve()).as_posix()
+        return f"{base_url.rstrip('/')}/{rel}"
+    return html.resolve().as_uri()
+
+
+def _md(text: object) -> str:
+    return re.sub(r"([\\`*_{}\[\]<>|])", r"\\\1", str(text))
+
+
+def summary_markdown(summary: dict[str, Any], url: str) -> str:
+    outcome = of_summary(summary)
+    v = summary["verdict"]
+    drifted = [c for c in summary["columns"] if c["drifted"]]
+    lines = [
+        f"# {LABELS[outcome]}: {_md(summary['model'])} v{_md(summary['version'])}",
+        "",
+        f"**Verdict:** {LABELS[outcome]} – {_md(v['reason'])}",
+        "",
+        f"- **Window:** {_md(window_text(summary['window']))}",
+        f"- **Rows:** {summary['current_rows']} current (all rows tested)",
+        f"- **Reference:** {_md(summary['reference']['name'])} ({summary['reference']['rows']} rows)",
+        "- **Drifted columns:** "
+        + (", ".join(f"{_md(c['column'])} ({c['method']} {c['score']:.4g})" for c in drifted) or "none"),
+        f"- **Report:** [{_md(url)}]({url})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def columns_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "column": c["column"],
+            "role": c["role"],
+            "method": c["method"],
+            "score": round(float(c["score"]), 6),
+            "threshold": float(c["threshold"]),
+            "verdict": "DRIFT" if c["drifted"] else "ok",
+        }
+        for c in summary["columns"]
+    ]
+
+
+def event_payload(summary: dict[str, Any], url: str) -> dict[str, Any]:
+    outcome = of_summary(summary)
+    return {
+        "outcome": outcome.value,
+        "verdict": LABELS[outcome],
+        "model": summary["model"],
+        "version": str(summary["version"]),
+        "reason": summary["verdict"]["reason"],
+        "window": summary["window"],
+        "rows": summary["current_rows"],
+        "drifted_columns": [c["column"] for c in summary["columns"] if c["drifted"]],
+        "report_url": url,
+    }
+
+
+def publish(summary: dict[str, Any], url: str) -> Outcome:
+    """Create the three artifacts and emit the outcome's event (in a flow run)."""
+    model, version = summary["model"], str(summary["version"])
+    outcome = of_summary(summary)
+    create_markdown_artifact(
+        summary_markdown(summary, url),
+        key=key(model, version, "summary"),
+        description=f"{LABELS[outcome]}: {model} v{version}, {window_text(summary['window'])}",
+    )
+    create_link_artifact(url, link_text="drift report", key=key(model, version, "report"))
+    if summary["columns"]:
+        create_table_artifact(
+            columns_table(summary),
+            key=key(model, version, "columns"),
+            description="per-column drift, all rows",
+        )
+    emit_event(
+        event=EVENTS[outcome],
+        resource={
+            "prefect.resource.id": f"inferstream.model.{model}.v{version}",
+            "prefect.resource.name": f"{model} v{version}",
+            "inferstream.model": model,
+            "inferstream.version": version,
+        },
+        payload=event_payload(summary, url),
+    )
+    return outcome
