@@ -95,7 +95,7 @@ def performance_html(perf: dict[str, Any] | None) -> str:
             for m in metrics
         )
         rows.append(
-            f"<tr><td>{html.escape(str(s['start']))}</td><td>{s['rows']}</td><td>{s['labelled']}</td>{cells}</tr>"
+            f"<tr><td>{html.escape(_utc(s['start']))}</td><td>{s['rows']}</td><td>{s['labelled']}</td>{cells}</tr>"
         )
     mae_row = "".join(f"<td>MAE {_fmt(mae.get(m))}</td>" for m in metrics)
     table = (
@@ -106,3 +106,16 @@ def performance_html(perf: dict[str, Any] | None) -> str:
         + f"<tr><td colspan=3>estimation error</td>{mae_row}</tr></table>"
     )
     return f"<section id='{SECTION_ID}'>{head}{lead}{charts}{table}</section>"
+
+
+def _utc(value: object) -> str:
+    """A slice start as ``2026-11-29 19:05:16``, UTC (no microseconds, no offset)."""
+    from datetime import UTC, datetime
+
+    try:
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
