@@ -34,6 +34,8 @@ FOREIGN_IMAGE_PREFIXES = {
     "postgres:": ("POSTGRES_",),
     "prefecthq/prefect:": ("PREFECT_",),
     "chrislusf/seaweedfs:": ("AWS_",),  # weed mini: the initial S3 credentials
+    # Grafana's own settings, and the password its provisioned data source reads
+    "grafana/grafana-oss:": ("GF_", "POSTGRES_PASSWORD"),
 }
 # Which settings class a command reads; other commands may read any of them.
 COMMAND_MODULE = {"api": "api.settings", "consume": "consumers.settings"}
