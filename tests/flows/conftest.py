@@ -91,11 +91,17 @@ def _write_lake(
 
 
 def write_feedback(lake_dir: Path, frame: pl.DataFrame) -> None:
-    """Rows with ``event_id`` and ``label`` (text) appended to the feedback table."""
+    """Rows with ``event_id`` and ``label`` (text) appended to the feedback table; their
+    ``feedback_time`` is kept where the frame has one (else T0)."""
     n = frame.height
+    when = (
+        pl.col("feedback_time").dt.cast_time_unit("us")
+        if "feedback_time" in frame.columns
+        else pl.lit(T0).dt.cast_time_unit("us")
+    )
     df = frame.with_columns(
         pl.Series("feedback_id", [str(events.uuid7()) for _ in range(n)]),
-        pl.lit(T0).dt.cast_time_unit("us").alias("feedback_time"),
+        when.alias("feedback_time"),
         pl.lit("m").alias("model"),
         pl.lit(T0.date()).alias("date"),
         pl.lit(T0.hour, pl.Int32).alias("hour"),

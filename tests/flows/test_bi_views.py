@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 from flows.bi_load import bi_load_flow
 from warehouse import tables, views
@@ -45,7 +46,7 @@ COMMENTS_SQL = {
 
 
 @pytest.fixture
-def loaded(prefect_harness, warehouse_settings, model_lake, write_lake, monkeypatch):
+def loaded(prefect_harness, warehouse_settings, model_lake, write_lake, feedback_writer, monkeypatch):
     """300 events over two hours, 5 of them failed, labels for 100, one drift row."""
     ws, m = warehouse_settings, model_lake
     for k, v in (
@@ -58,14 +59,14 @@ def loaded(prefect_harness, warehouse_settings, model_lake, write_lake, monkeypa
     rows = m.predict(m.reference).head(300)
     ids = write_lake(lake_dir, m.name, m.version, rows, m.features, start=T0, span=timedelta(minutes=119))
     # five failed inferences in hour 10: errors counted, no prediction, no scores
-    f = next((lake_dir / "inference_events").rglob("hour=10/*.parquet"))
-    df = pl.read_parquet(f)
-    failed = df.with_row_index().with_columns(
-        pl.when(pl.col("index") < 5).then(pl.lit("error")).otherwise("status").alias("status"),
-        pl.when(pl.col("index") < 5).then(None).otherwise("prediction").alias("prediction"),
-        pl.when(pl.col("index") < 5).then(None).otherwise("scores").alias("scores"),
+    # (an update of the Delta table: its data files are never rewritten in place)
+    table = DeltaTable(str(lake_dir / "inference_events"))
+    df = pl.from_arrow(table.to_pyarrow_table(filters=[("hour", "=", 10)]))
+    first5 = ", ".join(f"'{i}'" for i in df["event_id"].head(5))
+    table.update(
+        updates={"status": "'error'", "prediction": "NULL", "scores": "NULL"},
+        predicate=f"event_id IN ({first5})",
     )
-    failed.drop("index").write_parquet(f)
     fb = pl.DataFrame(
         {
             "event_id": ids[100:200],
@@ -74,8 +75,7 @@ def loaded(prefect_harness, warehouse_settings, model_lake, write_lake, monkeypa
         },
         schema_overrides={"feedback_time": pl.Datetime("us", "UTC")},
     )
-    (lake_dir / "inference_feedback").mkdir(parents=True)
-    fb.write_parquet(lake_dir / "inference_feedback" / "part-0.parquet")
+    feedback_writer(lake_dir, fb)
     wh = open_warehouse(ws)
     try:
         wh.upsert(tables.DRIFT_RESULTS.name, _drift_rows(m.name, m.version, m.features[:3]))
