@@ -319,6 +319,18 @@ def _status(cluster: KafkaCluster, tmp: Path, *args: str) -> subprocess.Complete
     )
 
 
+def _status_json(cluster: KafkaCluster, tmp: Path, timeout_s: float = 90) -> dict:
+    """``kafka status --json``; a call that fails (a metadata request timing out while the
+    cluster re-elects leaders) is retried until the deadline, then reported."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = _status(cluster, tmp, "--json")
+        if out.returncode == 0:
+            return json.loads(out.stdout)
+        assert time.monotonic() < deadline, out.stderr[-2000:]
+        time.sleep(1)
+
+
 def test_kafka_status_shows_the_offline_node_shrunken_isr_and_disk(tmp_path, kafka_cluster):
     topic = "events-status"
     bootstrap = kafka_cluster.bootstrap_servers
@@ -338,7 +350,7 @@ def test_kafka_status_shows_the_offline_node_shrunken_isr_and_disk(tmp_path, kaf
 
     asyncio.run(produce())
 
-    healthy = json.loads(_status(kafka_cluster, tmp_path, "--json").stdout)
+    healthy = _status_json(kafka_cluster, tmp_path)
     assert healthy["offline_brokers"] == [] and healthy["under_replicated_partitions"] == []
     assert sorted(b["node_id"] for b in healthy["brokers"] if b["online"]) == [1, 2, 3]
     for b in healthy["brokers"]:  # disk per broker and log dir (DescribeLogDirs)
@@ -351,7 +363,7 @@ def test_kafka_status_shows_the_offline_node_shrunken_isr_and_disk(tmp_path, kaf
     kafka_cluster.kill_node(2)
     deadline = time.monotonic() + 60
     while True:  # the controller fences the dead node, then removes it from every ISR
-        degraded = json.loads(_status(kafka_cluster, tmp_path, "--json").stdout)
+        degraded = _status_json(kafka_cluster, tmp_path)
         if degraded["offline_brokers"] == [2] and len(degraded["under_replicated_partitions"]) >= 3:
             break
         assert time.monotonic() < deadline, degraded
@@ -371,7 +383,7 @@ def test_kafka_status_shows_the_offline_node_shrunken_isr_and_disk(tmp_path, kaf
     _wait_isr_full(kafka_cluster, topic)
     deadline = time.monotonic() + 60
     while True:
-        healed = json.loads(_status(kafka_cluster, tmp_path, "--json").stdout)
+        healed = _status_json(kafka_cluster, tmp_path)
         if not healed["offline_brokers"] and not healed["under_replicated_partitions"]:
             break
         assert time.monotonic() < deadline, healed
