@@ -46,6 +46,12 @@ class ConsumerMetrics:
             ["group", "topic", "partition"],
             registry=self.registry,
         )
+        self.log_changes = Counter(
+            "inferstream_consumer_log_changes",
+            "Partitions whose log was replaced under the consumer (broker restarted empty, topic re-created)",
+            labels,
+            registry=self.registry,
+        ).labels(group)
         self.pending = Gauge(
             "inferstream_consumer_pending_records",
             "Records added but not yet durable",

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from common.errors import DependencyUnavailable
 from consumers.deadletters import DeadLetter, DeadLetterProducer
 from consumers.errors import DeadLettersStuck, NotAcknowledged
+from consumers.lifecheck import Life, LifeCheck
 from consumers.metrics import ConsumerMetrics
 from consumers.transactions import TransactionalCommitter, TransactionFenced
 
@@ -88,30 +89,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.error("%s", exc)
                 runner.stop()  # the loop's last flush raises it again: the process exits
                 return
-        committed = await runner.committed(assigned)
-        async with runner.lock:
-            # in a thread: a sink may read its own store (the lake table) to answer
-            resume = await asyncio.to_thread(runner.sink.assigned, committed)
-            for tp, offset in (resume or {}).items():
-                runner.consumer.seek(tp, offset)
-            rewind = getattr(runner.sink, "rewind", None)
-            if rewind is not None:  # e.g. the drift monitor rebuilds its window from the topic
-                for tp, offset in rewind(committed).items():
-                    runner.consumer.seek(tp, offset)
-            runner.ready.update(assigned)
-            runner.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
-            history = int(getattr(runner.sink, "history_records", 0))
-            for tp in assigned:
-                offset = committed[tp][0]
-                if history and offset:
-                    runner.warm_until[tp] = offset
-                    runner.consumer.seek(tp, max(0, offset - history))
-        log.info(
-            "assigned group=%s partitions=%s committed=%s",
-            runner.group_id,
-            sorted(tp.partition for tp in assigned),
-            {tp.partition: committed[tp][0] for tp in sorted(assigned)},
-        )
+        await runner.assign_partitions(assigned)
 
 
 def incarnation_of(first: ConsumerRecord[bytes, bytes]) -> str:
@@ -176,6 +154,13 @@ class ConsumerRunner:
         self._outputs: list[Any] = []
         self._position: dict[TopicPartition, int] = {}
         self.ready: set[TopicPartition] = set()  # assigned and known to the sink
+        # per partition, a fetched record to read back (see consumers.lifecheck), and the
+        # newest one fetched: it becomes the anchor once the anchor's log is confirmed
+        self.life = LifeCheck(bootstrap_servers)
+        self._anchor: dict[TopicPartition, ConsumerRecord[bytes, bytes]] = {}
+        self._newest: dict[TopicPartition, ConsumerRecord[bytes, bytes]] = {}
+        self._suspect: set[TopicPartition] = set()  # to check at the next flush
+        self._life_checked_at = 0.0
         # health: what this runner last committed, and when it last made progress
         self.committed_offsets: dict[TopicPartition, int | None] = {}
         self._progress_at = time.monotonic()
@@ -245,6 +230,68 @@ class ConsumerRunner:
             missing = [tp for tp in missing if not out[tp][1]]
         return out
 
+    async def assign_partitions(self, assigned: list[TopicPartition]) -> None:
+        """Partitions now owned: their committed offsets and incarnation go to the sink,
+        which may answer where to resume (the runner seeks there)."""
+        committed = await self.committed(assigned)
+        async with self.lock:
+            await self._assign_locked(assigned, committed)
+
+    async def _assign_locked(
+        self, assigned: list[TopicPartition], committed: dict[TopicPartition, tuple[int | None, str]]
+    ) -> dict[TopicPartition, int]:
+        for tp in assigned:
+            self._anchor.pop(tp, None)
+            self._newest.pop(tp, None)
+        # in a thread: a sink may read its own store (the lake table) to answer
+        resume = await asyncio.to_thread(self.sink.assigned, committed) or {}
+        for tp, offset in resume.items():
+            self.consumer.seek(tp, offset)
+        rewind = getattr(self.sink, "rewind", None)
+        if rewind is not None:  # e.g. the drift monitor rebuilds its window from the topic
+            for tp, offset in rewind(committed).items():
+                self.consumer.seek(tp, offset)
+        self.ready.update(assigned)
+        self.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
+        history = int(getattr(self.sink, "history_records", 0))
+        for tp in assigned:
+            offset = committed[tp][0]
+            if history and offset:
+                self.warm_until[tp] = offset
+                self.consumer.seek(tp, max(0, offset - history))
+        log.info(
+            "assigned group=%s partitions=%s committed=%s",
+            self.group_id,
+            sorted(tp.partition for tp in assigned),
+            {tp.partition: committed[tp][0] for tp in sorted(assigned)},
+        )
+        return resume
+
+    async def _restart_partitions(self, changed: set[TopicPartition]) -> None:
+        """Partitions whose log was replaced under us (see ``consumers.lifecheck``): the
+        sink forgets their pending work, and they are assigned again as a new life,
+        read from where the sink's own store says or from the new log's beginning. The
+        group's committed offset is not used: it is gone with the old log, or it
+        belongs to it. Called with ``self.lock`` held."""
+        parts = sorted(changed)
+        log.warning(
+            "the log of %s changed under group=%s (broker restarted without its data, or topic "
+            "re-created): no offset of the old log is committed; reading the new one from its start",
+            [f"{tp.topic}/{tp.partition}" for tp in parts],
+            self.group_id,
+        )
+        self.metrics.log_changes.inc(len(parts))
+        self.sink.revoked(parts)
+        self._forget(changed)
+        self.life.forget(changed)
+        self._suspect -= changed
+        committed = await self.committed(parts)
+        fresh = {tp: (None, incarnation) for tp, (_, incarnation) in committed.items()}
+        resume = await self._assign_locked(parts, fresh)
+        start = [tp for tp in parts if tp not in resume]
+        if start:
+            await self.consumer.seek_to_beginning(*start)
+
     async def _earliest_incarnations(self, partitions: list[TopicPartition]) -> dict[TopicPartition, str]:
         reader = AIOKafkaConsumer(
             bootstrap_servers=self._consumer_kwargs["bootstrap_servers"],
@@ -285,7 +332,10 @@ class ConsumerRunner:
                     self._pending_records = self._pending_bytes = 0
                     self._oldest = None
             if self.transactions is not None:
-                await self._commit_transaction(start)
+                offsets, changed = await self._verify_lives()
+                if changed:
+                    await self._restart_partitions(changed)
+                await self._commit_transaction(start, offsets)
                 return
             if self._dead:
                 if self.dlq is None:
@@ -307,10 +357,11 @@ class ConsumerRunner:
                     self._outputs = exc.unsent
                     raise
                 self._outputs = []
-            if not self._to_commit:
+            offsets, changed = await self._verify_lives()
+            if changed:
+                await self._restart_partitions(changed)
+            if not offsets:
                 return
-            offsets = self._to_commit
-            self._to_commit = {}
             if self.pause_before_commit_s:
                 await asyncio.sleep(self.pause_before_commit_s)
             try:
@@ -328,17 +379,21 @@ class ConsumerRunner:
             self.metrics.flush_seconds.observe(elapsed)
             log.debug("committed group=%s offsets=%s seconds=%.3f", self.group_id, offsets, elapsed)
 
-    async def _commit_transaction(self, start: float) -> None:
+    async def _commit_transaction(self, start: float, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
         """Outputs, dead letters and offsets in one transaction; kept for the retry when
         it fails (SinkUnavailable), so the next transaction carries them again."""
         assert self.transactions is not None
-        if not (self._to_commit or self._dead or self._outputs):
+        if not (offsets or self._dead or self._outputs):
             return
-        await self.transactions.commit(
-            self._to_commit, self._dead, self._outputs, pause_before_commit_s=self.pause_before_commit_s
-        )
-        offsets, dead = self._to_commit, len(self._dead)
-        self._to_commit, self._dead, self._outputs = {}, [], []
+        try:
+            await self.transactions.commit(
+                offsets, self._dead, self._outputs, pause_before_commit_s=self.pause_before_commit_s
+            )
+        except BaseException:
+            self._to_commit = {**offsets, **self._to_commit}
+            raise
+        dead = len(self._dead)
+        self._dead, self._outputs = [], []
         self._count_dead_letters(dead)
         self.batches += 1
         self.metrics.batches.inc()
@@ -382,11 +437,17 @@ class ConsumerRunner:
             self.sink.revoked(revoked)
             self._to_commit = {tp: v for tp, v in self._to_commit.items() if tp not in gone}
             self._dead = [d for d in self._dead if TopicPartition(d.topic, d.partition) not in gone]
-            for tp in gone:
-                self._position.pop(tp, None)
-                self.warm_until.pop(tp, None)
-                self.committed_offsets.pop(tp, None)
-                self.metrics.forget_partition(tp.topic, tp.partition)
+            self._forget(gone)
+
+    def _forget(self, gone: set[TopicPartition]) -> None:
+        self._to_commit = {tp: v for tp, v in self._to_commit.items() if tp not in gone}
+        for tp in gone:
+            self._position.pop(tp, None)
+            self._anchor.pop(tp, None)
+            self._newest.pop(tp, None)
+            self.warm_until.pop(tp, None)
+            self.committed_offsets.pop(tp, None)
+            self.metrics.forget_partition(tp.topic, tp.partition)
 
     def stop(self) -> None:
         """Ask the loop to end (signal-handler safe)."""
@@ -429,11 +490,14 @@ class ConsumerRunner:
                         self._pending_records += n
                         self._pending_bytes += sum(len(m.value or b"") for m in msgs)
                         self._position[tp] = msgs[-1].offset + 1
+                        self._newest[tp] = msgs[-1]
+                        self._anchor.setdefault(tp, msgs[0])
                         if self._oldest is None:
                             self._oldest = time.monotonic()
                 self.metrics.pending.set(self._pending_records)
                 self._update_lag()
                 due = self._oldest is not None and time.monotonic() - self._oldest >= self.max_batch_age_s
+                due = self._behind_log_end() or due  # the flush checks those partitions' logs
                 if (
                     due
                     or self._pending_records >= self.max_batch_rows
@@ -461,6 +525,7 @@ class ConsumerRunner:
                 await self.dlq.stop()
             if self.transactions is not None:
                 await self.transactions.stop()
+            await self.life.stop()
 
     async def _start_flush(self) -> None:
         """Flush in the background while the loop keeps fetching (the sink's Parquet
@@ -488,6 +553,44 @@ class ConsumerRunner:
             pos = self._position.get(tp)
             if high is not None and pos is not None:
                 self.metrics.set_lag(tp.topic, tp.partition, max(0, high - pos))
+
+    def _behind_log_end(self) -> bool:
+        """Once a second: partitions fetched past their log's end (the high watermark)
+        may have a new, shorter log; they become suspects the next flush checks."""
+        now = time.monotonic()
+        if now - self._life_checked_at < 1.0:
+            return False
+        self._life_checked_at = now
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            pos = self._position.get(tp)
+            if high is not None and pos is not None and high < pos and tp in self._anchor:
+                self._suspect.add(tp)
+        return bool(self._suspect)
+
+    async def _verify_lives(self) -> tuple[dict[TopicPartition, tuple[int, str]], set[TopicPartition]]:
+        """The offsets safe to commit now, and the partitions whose log changed.
+        Offsets of a partition whose log could not be read back wait in ``_to_commit``
+        for a later flush; those of a changed log are dropped."""
+        suspects = set(self._to_commit) | self._suspect
+        self._suspect = set()
+        anchors = {tp: self._anchor[tp] for tp in suspects if tp in self._anchor}
+        newest = {tp: self._newest[tp] for tp in anchors}
+        verdicts = await self.life.check(anchors)
+        changed: set[TopicPartition] = set()
+        waiting: set[TopicPartition] = set()
+        for tp, verdict in verdicts.items():
+            if verdict is Life.SAME:
+                # the anchor's log is still there: what was fetched up to now is of it
+                self._anchor[tp] = newest[tp]
+            elif verdict is Life.CHANGED:
+                changed.add(tp)
+            else:
+                waiting.add(tp)
+        self._suspect |= {tp for tp in waiting if tp not in self._to_commit}
+        offsets = {tp: v for tp, v in self._to_commit.items() if tp not in changed and tp not in waiting}
+        self._to_commit = {tp: v for tp, v in self._to_commit.items() if tp in waiting}
+        return offsets, changed
 
     def health(self) -> dict[str, Any]:
         """``status`` "stuck" or "ok", for the health endpoint (any thread may call it)."""
