@@ -82,7 +82,9 @@ def test_a_broker_hung_for_15s_under_load_leaves_one_lake_row_per_event(
     lander = Child(
         "lander",
         ["consume", "lake"],
-        consumer_env(bootstrap, TOPIC, tmp_path, "lake-hung", INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE=idempotence),
+        consumer_env(
+            bootstrap, TOPIC, tmp_path, "lake-hung", INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE=idempotence
+        ),
         tmp_path / "lander.log",
     )
     hung = False

@@ -47,7 +47,9 @@ def test_five_fast_broker_restarts_every_event_the_new_broker_holds_lands(tmp_pa
     broker = EmbeddedBroker(port=port, log_path=log).start()
     bootstrap = broker.bootstrap_servers
     _topics(bootstrap)
-    env = consumer_env(bootstrap, TOPIC, tmp_path, "lake-restarts", INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE="false")
+    env = consumer_env(
+        bootstrap, TOPIC, tmp_path, "lake-restarts", INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE="false"
+    )
     lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
     produced: list[str] = []
     held_by_live_brokers: list[list[str]] = []
