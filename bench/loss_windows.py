@@ -25,7 +25,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 TOPIC = "inference-events"
 
@@ -63,6 +62,7 @@ def run_once(work: Path, rows: list[dict], version: str, load_s: float, down_s: 
         "INFERSTREAM_MODEL_VERSION": version,
         "INFERSTREAM_PORT": str(api_port),
         "INFERSTREAM_AUTH_ENABLED": "false",
+        "INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE": "false",  # Tansu has no idempotent producer
     }
     api = Child("api", ["api"], api_env, work / "api.log")
     lander_env = {
@@ -70,6 +70,7 @@ def run_once(work: Path, rows: list[dict], version: str, load_s: float, down_s: 
         "INFERSTREAM_DATA_DIR": str(work),
         "INFERSTREAM_EVENTS_TOPIC": TOPIC,
         "INFERSTREAM_GROUP_ID": "lake",
+        "INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE": "false",
     }
     lander = Child("lander", ["consume", "lake"], lander_env, work / "lander.log")
     acked: list[str] = []
@@ -113,7 +114,7 @@ def main() -> int:
     p.add_argument("--load-s", type=float, default=5.0)
     p.add_argument("--down-s", type=float, default=0.5)
     args = p.parse_args()
-    from conftest import breast_cancer_frame
+    from tests.conftest import breast_cancer_frame
 
     from inferstream.train import train_classifier
 
