@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-fast install lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: $(STAMP)
 	./.ci/ensure-chromium
 	./.ci/ensure-promtool
 	$(BIN)/python -m pytest -q --durations=15
+
+# the quick loop while developing: everything but the slow end-to-end and fault tests
+test-fast: $(STAMP)
+	./.ci/ensure-postgres
+	./.ci/ensure-java
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -114,9 +114,8 @@ def main() -> int:
     p.add_argument("--load-s", type=float, default=5.0)
     p.add_argument("--down-s", type=float, default=0.5)
     args = p.parse_args()
-    from tests.conftest import breast_cancer_frame
-
     from inferstream.train import train_classifier
+    from tests.conftest import breast_cancer_frame
 
     for run in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="inferstream-loss-"))

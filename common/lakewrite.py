@@ -2,7 +2,7 @@
 
 The commit carries, beside the rows, one Delta *application transaction* per Kafka
 partition of the batch: ``app_id`` names the consumer group, topic, partition and the
-topic's incarnation (see ``consumers.runner.incarnation_of``), ``version`` is the next
+topic's incarnation (:func:`incarnation_of`), ``version`` is the next
 offset to consume. The table is therefore the source of truth for progress (the
 design of delta-io's kafka-delta-ingest): a lander resumes at
 :func:`next_offsets`, and a commit is checked against the snapshot it is made on:
@@ -26,6 +26,7 @@ them); after it, the rows and their offsets are in the table together.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
+from aiokafka import ConsumerRecord
 
 from common.errors import DependencyUnavailable
 from common.lake import PARTITION_BY, Lake
@@ -47,6 +49,16 @@ TABLE_CONFIG = {
     "delta.logRetentionDuration": "interval 7 days",
 }
 MAX_ATTEMPTS = 30
+
+
+def incarnation_of(first: ConsumerRecord[bytes, bytes]) -> str:
+    """A stable id for one life of a topic partition, from its earliest record."""
+    h = hashlib.blake2b(digest_size=6)
+    h.update(str(first.offset).encode())
+    h.update(str(first.timestamp).encode())
+    h.update(first.key or b"")
+    h.update(first.value or b"")
+    return h.hexdigest()
 
 
 def app_id(group: str, topic: str, partition: int, incarnation: str) -> str:

@@ -25,9 +25,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from common import lake
 from common.events import SCHEMA_VERSION
-from common.lakewrite import PartitionBatch, app_id, commit_batch, next_offsets
+from common.lakewrite import PartitionBatch, app_id, commit_batch, incarnation_of, next_offsets
 from consumers.deadletters import DeadLetter
-from consumers.runner import incarnation_of
 from consumers.validate import PoisonError, decode_event, nesting
 
 log = logging.getLogger(__name__)

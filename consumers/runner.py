@@ -23,7 +23,6 @@ state a previous owner had; they are never added, scored as new, or committed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from common.errors import DependencyUnavailable
+from common.lakewrite import incarnation_of
 from consumers.deadletters import DeadLetter, DeadLetterProducer
 from consumers.errors import DeadLettersStuck, NotAcknowledged
 from consumers.lifecheck import Life, LifeCheck
@@ -90,16 +90,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                 runner.stop()  # the loop's last flush raises it again: the process exits
                 return
         await runner.assign_partitions(assigned)
-
-
-def incarnation_of(first: ConsumerRecord[bytes, bytes]) -> str:
-    """A stable id for one life of a topic partition, from its earliest record."""
-    h = hashlib.blake2b(digest_size=6)
-    h.update(str(first.offset).encode())
-    h.update(str(first.timestamp).encode())
-    h.update(first.key or b"")
-    h.update(first.value or b"")
-    return h.hexdigest()
 
 
 class ConsumerRunner:

@@ -27,7 +27,8 @@ from flows import bi_aggregates as agg
 from flows.quality import read_feedback
 from flows.settings import FlowSettings
 from warehouse import dashboard, tables
-from warehouse.base import Warehouse, open_warehouse
+from warehouse.backends import open_warehouse
+from warehouse.base import Warehouse
 from warehouse.settings import WarehouseSettings
 
 Partition = tuple[str, date, int]  # model (as in the table), date, hour

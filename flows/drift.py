@@ -59,7 +59,7 @@ from flows.settings import FlowSettings
 from flows.window import Window, resolve
 from monitoring.stats import ColumnData, ColumnDrift
 from warehouse import tables
-from warehouse.base import open_warehouse
+from warehouse.backends import open_warehouse
 from warehouse.settings import WarehouseSettings
 
 DRIFT_STATE_NAME = outcomes.STATE_NAMES[outcomes.Outcome.DRIFT]

@@ -15,9 +15,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from common.errors import ConfigError
 from warehouse import tables, views
-from warehouse.settings import WarehouseSettings
 
 
 class Warehouse(Protocol):
@@ -34,23 +32,6 @@ class Warehouse(Protocol):
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame: ...
 
     def close(self) -> None: ...
-
-
-def open_warehouse(settings: WarehouseSettings) -> Warehouse:
-    """The configured backend, with its tables created."""
-    wh: Warehouse
-    if settings.warehouse_backend == "postgres":
-        if not settings.postgres_dsn:
-            raise ConfigError("INFERSTREAM_WAREHOUSE_BACKEND=postgres needs INFERSTREAM_POSTGRES_DSN")
-        from warehouse.postgres_backend import PostgresWarehouse
-
-        wh = PostgresWarehouse(settings.postgres_dsn, settings.warehouse_schema)
-    else:
-        from warehouse.duckdb_backend import DuckDBWarehouse
-
-        wh = DuckDBWarehouse(settings.duckdb_path, settings.warehouse_schema)
-    wh.ensure_tables()
-    return wh
 
 
 def schema_sql(schema: str, has_table: Callable[[str, str], bool]) -> Iterator[str]:

@@ -12,9 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common import lake
-from common.lakewrite import app_id
+from common.lakewrite import app_id, incarnation_of
 from common.topics import start_admin
-from consumers.runner import incarnation_of
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 

@@ -15,7 +15,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from flows.bi_load import bi_load_flow
 from warehouse import tables
-from warehouse.base import open_warehouse
+from warehouse.backends import open_warehouse
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 

@@ -22,7 +22,7 @@ from deltalake import DeltaTable
 
 from flows.bi_load import bi_load_flow
 from warehouse import tables, views
-from warehouse.base import open_warehouse
+from warehouse.backends import open_warehouse
 from warehouse.settings import WarehouseSettings
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

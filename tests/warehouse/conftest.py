@@ -12,7 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from warehouse.base import Warehouse, open_warehouse
+from warehouse.backends import open_warehouse
+from warehouse.base import Warehouse
 from warehouse.settings import WarehouseSettings
 
 PG_DSN = os.environ.get("INFERSTREAM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")

@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import ConfigError, DependencyUnavailable
 from warehouse import tables
-from warehouse.base import open_warehouse
+from warehouse.backends import open_warehouse
 from warehouse.settings import WarehouseSettings
 
 H = datetime(2026, 3, 1, 10, tzinfo=UTC)
