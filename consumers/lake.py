@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -49,9 +50,10 @@ _REQUIRED = ("event_id", "event_time", "model_name", "model_version", "features"
 # Records of one model version share one shape (the API validates features against
 # the model's spec). The shape key is the model, its version and the number of quote
 # characters (keys and string values; a single-byte count is the cheapest scan): records
-# with another shape get their own schema, inferred once and then reused. Limit: a
-# record of a known model version with other keys but the same quote count would be
-# read with the cached schema, its unknown keys dropped.
+# with another shape get their own schema, inferred once and then reused. A record of a
+# known shape key can still carry other keys (a renamed feature, same quote count):
+# reading it with the cached schema would drop them, so every cached read is checked
+# by counting keys (see ``_keys_all_known``) and falls back to inference otherwise.
 _MODEL_RE = re.compile(rb'"model_name":"((?:[^"\\]|\\.)*)","model_version":"((?:[^"\\]|\\.)*)"')
 _MAX_SCHEMAS = 256
 _ShapeKey = tuple[bytes, bytes, int]
@@ -300,6 +302,8 @@ class LakeSink:
                 df = pl.read_ndjson(group.ndjson(), schema=schema)
             except pl.exceptions.PolarsError:
                 df = None  # a record does not fit the shape: decode one by one below
+            if df is not None and not _keys_all_known(group.ndjson(), df):
+                df = None  # a record has a key the cached shape lacks: infer it below
         if df is None:
             records: list[ConsumerRecord[bytes, bytes]] = []
             for rec in group.records:
@@ -434,3 +438,32 @@ def _reason(row: dict[str, Any]) -> str:
     if not 1 <= row["_year"] <= 9999:
         return "event_time is outside the years 1-9999"
     return f"event_id {str(row['event_id'])[:40]!r} is not a UUID"
+
+
+def _present(col: pl.Series) -> int:
+    """How many values of ``col`` were present and not null, counting each nested key."""
+    n = col.len() - col.null_count()
+    if isinstance(col.dtype, pl.Struct):
+        n += sum(_present(f) for f in col.struct.unnest().iter_columns())
+    return n
+
+
+def _keys_all_known(ndjson: bytes, df: pl.DataFrame) -> bool:
+    """Whether ``df`` (read from ``ndjson`` with a cached schema) kept every key.
+
+    A read with a schema drops unknown keys silently. Every key in the bytes is a string
+    followed by ``":`` (a quote inside a string value is escaped, ``\\"``); every key the
+    frame kept is a non-null value, or an explicit ``null``. The counts agree only if no
+    record had an unknown key, except one whose value is null in the whole batch (there
+    is no value to keep). Miscounts (a key with a trailing backslash, ``": null"`` inside
+    a string) only ever send the batch to the slower inference."""
+    if any(isinstance(dt, pl.List) for dt in df.schema.values()):
+        return False  # keys inside lists are not counted by _present
+    a = np.frombuffer(ndjson, np.uint8)
+    quote_colon = (a[:-1] == ord('"')) & (a[1:] == ord(":"))  # the end of each key
+    keys = int(np.count_nonzero(quote_colon))
+    if b'\\"' in ndjson:  # rare: an escaped quote, which is no key's end
+        keys -= int(np.count_nonzero(quote_colon[1:] & (a[:-2] == ord("\\"))))
+    # ':' stands outside strings only after a key
+    nulls = ndjson.count(b":null") + ndjson.count(b": null")
+    return bool(keys == sum(_present(c) for c in df.iter_columns()) + nulls)

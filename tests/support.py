@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from common import events
 from consumers.deadletters import coordinates
@@ -169,6 +170,8 @@ def committed(bootstrap: str, group: str, partitions: list[TopicPartition]) -> d
         admin = await start_admin(bootstrap)
         try:
             found = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        except GroupCoordinatorNotAvailableError:
+            return {}  # a fresh cluster still creating __consumer_offsets: nothing committed yet
         finally:
             await admin.close()
         return {tp.partition: m.offset for tp, m in found.items() if m is not None and m.offset >= 0}

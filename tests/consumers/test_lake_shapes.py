@@ -50,3 +50,22 @@ def test_mixed_models_and_an_extra_feature_keep_every_value(tmp_path):
     assert b == [(50, sum(range(100, 200, 2)), True)]
     z = con.execute(f"SELECT features.z FROM {src} WHERE kafka_offset = 200").fetchall()
     assert z == [(7.5,)]
+
+
+def test_same_version_other_keys_same_quote_count_keeps_every_key(tmp_path):
+    """The shape cache is keyed by model, version and quote count: an event of a known
+    version whose keys differ but whose quote count is the same (a renamed feature, or
+    one more key of another type) must not be read with the cached shape."""
+    sink = LakeSink(tmp_path)
+    sink.assigned({TP: (None, "abc")})
+    sink.add(TP, [_rec(i, "a", {"x": float(i), "y": 1.0}) for i in range(50)])  # caches the shape
+    sink.flush()
+    # same quote count as the cached shape: "y" renamed to "w", or a non-null value moved
+    sink.add(TP, [_rec(50 + i, "a", {"x": float(i), "w": 2.5}) for i in range(50)])
+    sink.flush()
+    con = lakesql.connect(tmp_path)
+    got = con.execute(
+        f"SELECT count(*), count(features.w), sum(features.w), count(features.y) FROM {lake.EVENTS_TABLE} "
+        "WHERE kafka_offset >= 50"
+    ).fetchall()
+    assert got == [(50, 50, 125.0, 0)]
