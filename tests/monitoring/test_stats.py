@@ -125,3 +125,20 @@ def test_stratified_sample_keeps_time_and_class_mix():
     assert abs((s["prediction"] == "1").mean() - 0.1) < 0.02
     per_hour = s.group_by(pl.col("event_time").dt.hour()).len()["len"]
     assert per_hour.min() > 0.7 * 2_000 / 24
+
+
+def test_numpy_wasserstein_and_jensenshannon_equal_scipys():
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(5)
+    for n, m in [(50, 70), (3000, 20000)]:
+        u, v = rng.normal(0, 1, n), rng.lognormal(0, 0.5, m)
+        assert stats.wasserstein_distance(u, v) == pytest.approx(wasserstein_distance(u, v), rel=1e-12)
+        u, v = np.round(u, 1), np.round(v, 1)  # ties
+        assert stats.wasserstein_distance(u, v) == pytest.approx(wasserstein_distance(u, v), rel=1e-12)
+    p, q = rng.random(6), rng.random(6)
+    q[3] = 0.0
+    assert stats.jensenshannon(p / p.sum(), q / q.sum()) == pytest.approx(
+        jensenshannon(p / p.sum(), q / q.sum()), rel=1e-12
+    )
