@@ -49,6 +49,7 @@ from flows.quality import classification_quality, join_labels, read_feedback
 from flows.reference import (
     ColumnSpec,
     artifact_reference_stats,
+    class_labels,
     column_specs,
     frame_stats,
     normalise,
@@ -111,6 +112,7 @@ def load_inputs(
             features,
             version=meta.version,
             score_label=label,
+            class_scores=class_labels(meta),
             include_synthetic=include_synthetic,
         )
         return normalise(df, specs)
