@@ -17,9 +17,10 @@ Outcome (``flows.outcome``): drift → Completed "Drift detected"; an estimated 
 drop without input drift → Completed "Quality drop estimated" (a finding, like drift);
 no drift → Completed "No drift"; no rows in the window → Failed "No data" (never
 green). Each run is named after its model, version and window (``car-loan v1
-2026-11-29 19:00-20:00Z``), is tagged ``model:<name>`` and ``version:<v>``, leaves three
-artifacts and an event (``flows.artifacts``), records its results with the report's
-URL in the warehouse, pushes its scores to the optional INFERSTREAM_PUSHGATEWAY_URL,
+2026-11-29 19:00-20:00Z``), is tagged ``model:<name>`` and ``version:<v>``, leaves four
+artifacts (one the estimated vs realized quality per slice) and an event
+(``flows.artifacts``), records its results with the report's URL in the warehouse,
+pushes its scores to the optional INFERSTREAM_PUSHGATEWAY_URL,
 and on drift, quality drop or no data POSTs a JSON alert to the optional
 INFERSTREAM_DRIFT_WEBHOOK_URL. Failed without the name "No data" means a real error.
 """

@@ -16,6 +16,7 @@ import pytest
 
 from common import artifact
 from common.artifact import FeatureSpec
+from flows import artifacts
 from flows.drift import QUALITY_STATE_NAME, drift_flow
 from inferstream.train import train_classifier
 from monitoring import estimate_performance
@@ -76,6 +77,45 @@ def test_quality_drop_alerts_without_input_drift_then_realized_lands(
     ).fetchone()
     con.close()
     assert got == (len(perf["slices"]), len(perf["slices"]), True)  # the re-run replaced its rows
+
+
+def _artifact_rows(model: str, version: str) -> list[dict]:
+    from prefect.artifacts import Artifact
+
+    art = Artifact.get(artifacts.key(model, version, "quality"))
+    assert art is not None, "no quality artifact"
+    return orjson.loads(art.data) if isinstance(art.data, str) else art.data
+
+
+def test_quality_artifact_tables_estimate_then_realized(
+    prefect_harness, model_lake, write_lake, feedback_writer
+):
+    m = model_lake
+    rows = _unsure_tail(m.predict(m.reference), share=1 / 12)
+    ids = write_lake(m.data_dir / "lake", m.name, m.version, rows, m.features)
+    drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
+    perf = _summary(m.data_dir, m.name)["performance"]
+    table = _artifact_rows(m.name, m.version)
+    assert len(table) == len(perf["slices"]) == 12
+    for row, s in zip(table, perf["slices"], strict=True):
+        assert row["slice"] == f"{s['start']} – {s['end']}"
+        assert (row["rows"], row["labelled"]) == (s["rows"], 0)
+        assert row["accuracy estimated"] == round(s["metrics"]["accuracy"]["value"], 4)
+        assert row["accuracy realized"] is None
+    # the run's alerts (ROC AUC, accuracy) in the last slice only; F1/precision/recall apart
+    assert table[-1]["alerts"] == "roc_auc, accuracy"
+    assert all(r["alerts"] == "none" for r in table[:-1])
+    others = {"none", "f1", "precision", "recall"}
+    assert all(set(r["others outside thresholds"].split(", ")) <= others for r in table)
+
+    truth = rows.select(pl.col("prediction").cast(pl.String).alias("label")).with_columns(
+        pl.Series("event_id", ids)
+    )
+    feedback_writer(m.data_dir / "lake", truth)
+    drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
+    table = _artifact_rows(m.name, m.version)  # the same key: the latest run's table
+    assert [r["labelled"] for r in table] == [s["rows"] for s in perf["slices"]]
+    assert all(r["accuracy realized"] == 1.0 for r in table)
 
 
 def _three_class_model(models_dir):
@@ -151,3 +191,5 @@ def test_multiclass_model_is_estimated_from_every_class_score(prefect_harness, w
     acc = [s["metrics"]["accuracy"]["value"] for s in perf["slices"]]
     assert acc[-1] < 0.5 < min(acc[:-1])
     assert perf["slices"][-1]["metrics"]["accuracy"]["alert"] and "accuracy" in perf["alert_metrics"]
+    table = _artifact_rows("three-class", art.name)
+    assert table[-1]["accuracy estimated"] == round(acc[-1], 4) and "accuracy" in table[-1]["alerts"]
