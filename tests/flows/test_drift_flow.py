@@ -254,3 +254,27 @@ def test_empty_window_is_no_data_everywhere(prefect_harness, model_lake, monkeyp
     args = ["flows", "run", "drift", "--model", m.name, "--data-dir", str(m.data_dir)]
     assert main([*args, "--start", WINDOW["start"], "--end", WINDOW["end"]]) == 3
     assert "drift: No data:" in capsys.readouterr().out
+
+
+def test_the_window_is_released_before_evidently_draws(prefect_harness, model_lake, write_lake, monkeypatch):
+    """The window (``Inputs``, with the current frame) is no longer alive when the flow
+    hands freed memory back and loads Evidently for the charts: a 1M-row window and
+    Evidently's ~250 MB of imports never share the process (bench/drift.py)."""
+    import gc
+
+    from flows import drift as drift_module
+    from flows import drift_calc
+
+    alive: list[int] = []
+    release = drift_calc.release_freed_memory
+
+    def check() -> None:
+        release()
+        alive.append(sum(isinstance(o, drift_module.Inputs) for o in gc.get_objects()))
+
+    monkeypatch.setattr(drift_calc, "release_freed_memory", check)
+    m = model_lake
+    write_lake(m.data_dir / "lake", m.name, m.version, m.predict(m.reference), m.features)
+    state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
+    assert state.is_completed(), state.message
+    assert alive == [0]
