@@ -1,10 +1,12 @@
-"""What a drift run leaves in Prefect: three artifacts under keys stable per model and
+"""What a drift run leaves in Prefect: four artifacts under keys stable per model and
 version (so the UI's Artifacts page keeps their history run after run), and one event
 an automation can trigger on.
 
     drift-<model>-v<version>-summary   markdown: verdict, drifted columns, window, rows, reference
     drift-<model>-v<version>-report    link to report.html (INFERSTREAM_REPORTS_BASE_URL, or a file URL)
     drift-<model>-v<version>-columns   table: column, role, method, score, threshold, verdict
+    drift-<model>-v<version>-quality   table: per slice, estimated (CBPE) vs realized quality and
+                                       the metrics alerting; or one row saying why nothing was estimated
 
     event inferstream.drift.detected | inferstream.drift.none | inferstream.drift.no-data
     resource inferstream.model.<model>.v<version>
@@ -23,6 +25,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.events import emit_event
 
 from flows.outcome import EVENTS, LABELS, Outcome, of_summary
+from flows.performance import ALERT_METRICS
 from flows.report import window_text
 
 
@@ -78,6 +81,33 @@ def columns_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def quality_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per time slice of the window: its rows and labelled rows, each metric's
+    estimate and realized value (None until labels land) and the metrics whose estimate
+    left the reference thresholds there (``alerts``: those the run alerts on). Without an
+    estimate, one row with the reason."""
+    perf = summary.get("performance") or {}
+    if not perf.get("available"):
+        return [{"estimated": "no", "reason": perf.get("reason", "not estimated in this run")}]
+    rows = []
+    for s in perf["slices"]:
+        row: dict[str, Any] = {
+            "slice": f"{s['start']} – {s['end']}",
+            "rows": s["rows"],
+            "labelled": s["labelled"],
+        }
+        for m, e in s["metrics"].items():
+            row[f"{m} estimated"] = None if e["value"] is None else round(float(e["value"]), 4)
+            row[f"{m} realized"] = None if e["realized"] is None else round(float(e["realized"]), 4)
+        outside = [m for m, e in s["metrics"].items() if e["alert"]]
+        # the run's rule (flows.performance): only ROC AUC and accuracy alert; F1, precision
+        # and recall on small slices are mostly noise, listed apart
+        row["alerts"] = ", ".join(m for m in outside if m in ALERT_METRICS) or "none"
+        row["others outside thresholds"] = ", ".join(m for m in outside if m not in ALERT_METRICS) or "none"
+        rows.append(row)
+    return rows
+
+
 def event_payload(summary: dict[str, Any], url: str) -> dict[str, Any]:
     outcome = of_summary(summary)
     return {
@@ -94,7 +124,7 @@ def event_payload(summary: dict[str, Any], url: str) -> dict[str, Any]:
 
 
 def publish(summary: dict[str, Any], url: str) -> Outcome:
-    """Create the three artifacts and emit the outcome's event (in a flow run)."""
+    """Create the four artifacts and emit the outcome's event (in a flow run)."""
     model, version = summary["model"], str(summary["version"])
     outcome = of_summary(summary)
     create_markdown_artifact(
@@ -109,6 +139,17 @@ def publish(summary: dict[str, Any], url: str) -> Outcome:
             key=key(model, version, "columns"),
             description="per-column drift, all rows",
         )
+    perf = summary.get("performance") or {}
+    create_table_artifact(
+        quality_table(summary),
+        key=key(model, version, "quality"),
+        description=(
+            f"estimated (CBPE, {perf.get('problem', '')}) vs realized quality per slice; "
+            f"run alerts on: {', '.join(perf.get('alert_metrics') or []) or 'none'}"
+            if perf.get("available")
+            else "quality not estimated in this run"
+        ),
+    )
     emit_event(
         event=EVENTS[outcome],
         resource={

@@ -17,9 +17,10 @@ Outcome (``flows.outcome``): drift → Completed "Drift detected"; an estimated 
 drop without input drift → Completed "Quality drop estimated" (a finding, like drift);
 no drift → Completed "No drift"; no rows in the window → Failed "No data" (never
 green). Each run is named after its model, version and window (``car-loan v1
-2026-11-29 19:00-20:00Z``), is tagged ``model:<name>`` and ``version:<v>``, leaves three
-artifacts and an event (``flows.artifacts``), records its results with the report's
-URL in the warehouse, pushes its scores to the optional INFERSTREAM_PUSHGATEWAY_URL,
+2026-11-29 19:00-20:00Z``), is tagged ``model:<name>`` and ``version:<v>``, leaves four
+artifacts (one the estimated vs realized quality per slice) and an event
+(``flows.artifacts``), records its results with the report's URL in the warehouse,
+pushes its scores to the optional INFERSTREAM_PUSHGATEWAY_URL,
 and on drift, quality drop or no data POSTs a JSON alert to the optional
 INFERSTREAM_DRIFT_WEBHOOK_URL. Failed without the name "No data" means a real error.
 """
@@ -49,6 +50,7 @@ from flows.quality import classification_quality, join_labels, read_feedback
 from flows.reference import (
     ColumnSpec,
     artifact_reference_stats,
+    class_labels,
     column_specs,
     frame_stats,
     normalise,
@@ -111,6 +113,7 @@ def load_inputs(
             features,
             version=meta.version,
             score_label=label,
+            class_scores=class_labels(meta),
             include_synthetic=include_synthetic,
         )
         return normalise(df, specs)
@@ -148,8 +151,22 @@ def _sample_note(cur_n: int, cur_s: int, ref_n: int, ref_s: int) -> str:
     )
 
 
+@dataclass
+class Digest:
+    """What the report needs once the window's own numbers are done: the summary and
+    the small samples Evidently draws from (never the window itself)."""
+
+    summary: dict[str, Any]
+    run_dir: Path
+    specs: list[ColumnSpec]
+    classes: list[str]
+    current_sample: pl.DataFrame
+    reference_sample: pl.DataFrame
+    labels: tuple[pl.DataFrame, pl.DataFrame] | None
+
+
 @task(cache_policy=NO_CACHE)
-def write_report(
+def summarise(
     settings: FlowSettings,
     inputs: Inputs,
     window: Window,
@@ -158,7 +175,10 @@ def write_report(
     tl: list[Any],
     run_time: datetime,
     run_id: str,
-) -> tuple[Path, Path, dict[str, Any]]:
+) -> Digest:
+    """Everything that reads the window: samples, quality, estimated performance, the
+    prediction mix and the summary. The flow drops the window after this task, so the
+    report's Evidently charts (``render``) never share memory with it."""
     meta = inputs.meta
     roles = {s.name: s.role for s in inputs.specs}
     cur_s = drift_calc.stratified_sample(inputs.current, settings.drift_sample_rows)
@@ -220,31 +240,44 @@ def write_report(
         "performance": perf,
     }
     run_dir = settings.reports_root / meta.name / run_time.strftime("%Y%m%dT%H%M%S.%fZ")
-    if inputs.current.is_empty():
-        html, js = report.write_empty_run(run_dir, summary)
-    else:
-        methods = {r.column: r.method for r in results}
-        labels = None
-        if labelled.height and ref_labelled is not None and "label" in ref_labelled.columns:
-            labels = (
-                ref_labelled.select("label", "prediction").drop_nulls(),
-                drift_calc.stratified_sample(labelled, settings.drift_sample_rows).select(
-                    "label", "prediction"
-                ),
-            )
-        snap, quality_snap = report.evidently_snapshot(
-            ref_s,
-            cur_s,
-            [s for s in inputs.specs if s.name in methods],
-            methods,
-            thresholds={r.column: r.threshold for r in results},
-            drift_share=verdict.drift_share,
-            labels=labels,
-            classes=[str(c) for c in meta.classes],
+    methods = {r.column: r.method for r in results}
+    labels = None
+    if labelled.height and ref_labelled is not None and "label" in ref_labelled.columns:
+        labels = (
+            ref_labelled.select("label", "prediction").drop_nulls(),
+            drift_calc.stratified_sample(labelled, settings.drift_sample_rows).select("label", "prediction"),
         )
-        html, js = report.write_run(run_dir, summary, snap, quality_snap)
+    return Digest(
+        summary,
+        run_dir,
+        [s for s in inputs.specs if s.name in methods],
+        [str(c) for c in meta.classes],
+        cur_s,
+        ref_s,
+        labels,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def render(settings: FlowSettings, digest: Digest) -> tuple[Path, Path]:
+    """report.html/.json (Evidently's charts from the samples) and the refreshed index."""
+    summary = digest.summary
+    if not summary["current_rows"]:
+        html, js = report.write_empty_run(digest.run_dir, summary)
+    else:
+        snap, quality_snap = report.evidently_snapshot(
+            digest.reference_sample,
+            digest.current_sample,
+            digest.specs,
+            {c["column"]: c["method"] for c in summary["columns"]},
+            thresholds={c["column"]: c["threshold"] for c in summary["columns"]},
+            drift_share=summary["verdict"]["drift_share"],
+            labels=digest.labels,
+            classes=digest.classes,
+        )
+        html, js = report.write_run(digest.run_dir, summary, snap, quality_snap)
     index.refresh(settings.reports_root)
-    return html, js, summary
+    return html, js
 
 
 def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata) -> pl.DataFrame | None:
@@ -426,7 +459,11 @@ def drift_flow(
     results, verdict, tl = compute(inputs, drift_share)
     run_time = datetime.now(UTC)
     run_id = str(flow_run.get_id() or f"local-{run_time:%Y%m%dT%H%M%S%f}")
-    html, js, summary = write_report(settings, inputs, win, results, verdict, tl, run_time, run_id)
+    digest = summarise(settings, inputs, win, results, verdict, tl, run_time, run_id)
+    del inputs  # the window: Evidently's charts are drawn from the digest's samples alone
+    drift_calc.release_freed_memory()
+    html, _ = render(settings, digest)
+    summary = digest.summary
     url = artifacts.report_url(html, settings.reports_root, settings.reports_base_url)
     record_results(ws, summary, win, url)
     if settings.pushgateway_url:

@@ -20,6 +20,11 @@ from flows.window import Window
 
 SCORE = "score"
 PREDICTION = "prediction"
+CLASS_SCORE_PREFIX = "score:"  # one column per class: "score:<class>" (a multiclass model's scores)
+
+
+def class_score_column(label: str) -> str:
+    return f"{CLASS_SCORE_PREFIX}{label}"
 
 
 def _ident(name: str) -> str:
@@ -34,16 +39,20 @@ def read_window(
     *,
     version: str | None = None,
     score_label: str | None = None,
+    class_scores: Sequence[str] = (),
     include_synthetic: bool = False,
 ) -> pl.DataFrame:
     """Successful inferences in ``[window.start, window.end)``: event_id, event_time, one
-    column per feature, prediction (text) and, if ``score_label`` is given, ``score``
-    (that class's probability). Failed inferences carry no prediction and are left out."""
+    column per feature, prediction (text), if ``score_label`` is given ``score`` (that
+    class's probability), and for each of ``class_scores`` (a multiclass model's classes)
+    its probability as ``score:<class>``. Failed inferences carry no prediction and are
+    left out."""
     cols = ["event_id", "event_time"]
     cols += [f"features.{_ident(f)} AS {_ident(f)}" for f in features]
     cols.append(f"{PREDICTION}")
     if score_label is not None:
         cols.append(f"scores.{_ident(score_label)} AS {SCORE}")
+    cols += [f"scores.{_ident(c)} AS {_ident(class_score_column(c))}" for c in class_scores]
     empty = pl.DataFrame(schema={"event_id": pl.String, "event_time": pl.Datetime("us", "UTC")})
     con = duckdb.connect()
     if not lake.register_duckdb(con, where, lake.EVENTS_TABLE):

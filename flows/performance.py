@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from common import artifact
+from flows.lake_reader import SCORE, class_score_column
 from monitoring.cbpe import estimate_performance
 from warehouse import tables
 
@@ -42,29 +43,39 @@ def estimate_quality(
         return {"available": False, "reason": "regression models: performance estimation (DLE) is not built"}
     if calibration is None:
         return {"available": False, "reason": f"v{meta.version} has no calibration.json: retrain to add it"}
-    if calibration.get("problem") != "binary":
-        return {"available": False, "reason": "multiclass models: estimated in the API, not yet in the flow"}
-    if current.is_empty() or "score" not in current.columns:
+    problem = calibration.get("problem")
+    classes = [str(c) for c in calibration.get("classes", [])]
+    if problem == "binary":
+        # the reference's out-of-fold score column -> the window's column with the same scores
+        score_cols = {"cbpe_score": SCORE}
+        scores: str | dict[str, str] = SCORE
+    elif problem == "multiclass":
+        # every class's probability: the lake's scores.<class> read as "score:<class>"
+        score_cols = {f"cbpe_score_{c}": class_score_column(c) for c in classes}
+        scores = {c: class_score_column(c) for c in classes}
+    else:
+        return {"available": False, "reason": f"calibration.json: unknown problem {problem!r}"}
+    if current.is_empty() or not set(score_cols.values()) <= set(current.columns):
         return {"available": False, "reason": "no current rows with a score"}
     ref_path = art_dir / "reference.parquet"
     have = pl.read_parquet_schema(ref_path) if ref_path.is_file() else {}
     # the out-of-fold predictions training saves (see inferstream.train)
-    if not {meta.target, "cbpe_prediction", "cbpe_score"} <= set(have):
+    if not {meta.target, "cbpe_prediction", *score_cols} <= set(have):
         return {"available": False, "reason": "the artifact's reference has no out-of-fold scores: retrain"}
-    ref = pl.read_parquet(ref_path, columns=[meta.target, "cbpe_prediction", "cbpe_score"]).rename(
-        {meta.target: "label", "cbpe_prediction": "prediction", "cbpe_score": "score"}
+    ref = pl.read_parquet(ref_path, columns=[meta.target, "cbpe_prediction", *score_cols]).rename(
+        {meta.target: "label", "cbpe_prediction": "prediction", **score_cols}
     )
-    cur = current.select("event_id", "event_time", "prediction", "score").with_columns(
+    cur = current.select("event_id", "event_time", "prediction", *score_cols.values()).with_columns(
         pl.col("event_id").cast(pl.String)
     )
     if not feedback.is_empty():
         cur = cur.join(feedback.select("event_id", "label"), on="event_id", how="left")
     result = estimate_performance(
         ref,
-        cur.drop_nulls(["score", "prediction"]),
+        cur.drop_nulls([*score_cols.values(), "prediction"]),
         target="label",
         prediction="prediction",
-        scores="score",
+        scores=scores,
         positive=calibration.get("positive"),
         calibration=calibration,
         slices=slices,

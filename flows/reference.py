@@ -50,6 +50,14 @@ def score_label(meta: artifact.ModelMetadata) -> str | None:
     return str(meta.classes[-1]) if meta.task == "classification" and meta.classes else None
 
 
+def class_labels(meta: artifact.ModelMetadata) -> list[str]:
+    """A multiclass model's classes as the lake's score keys (text); empty otherwise.
+    CBPE needs every class's probability for such a model, not one class's."""
+    if meta.task == "classification" and len(meta.classes) > 2:
+        return [str(c) for c in meta.classes]
+    return []
+
+
 def normalise(df: pl.DataFrame, specs: Sequence[ColumnSpec]) -> pl.DataFrame:
     """Same dtypes on both sides: numbers as Float64, categories (and booleans and the
     predicted class) as text, so a reference ``1`` and a lake ``"1"`` are one category."""

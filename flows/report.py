@@ -26,21 +26,19 @@ import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import polars as pl
-from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
-from evidently.metrics import ValueDrift
-from evidently.presets import ClassificationPreset, DataDriftPreset
-from sklearn.exceptions import UndefinedMetricWarning
 
 from flows import charts
 from flows.outcome import COLOURS, LABELS, Outcome, of_summary
 from flows.performance_report import performance_html
 from flows.reference import ColumnSpec
 from monitoring.stats import P_VALUE_METHODS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUMMARY_ID = "inferstream-summary"
 DRIFT_TABLE_ID = "inferstream-drift-table"
@@ -61,7 +59,16 @@ def evidently_snapshot(
     """Evidently configured like the run: the same tests and thresholds per column, the
     dataset-drift share over the features only, and the prediction columns as separate
     value-drift metrics (the run's rule: the prediction drifting is drift on its own).
-    Classification quality on labelled rows when ``labels`` (reference, current)."""
+    Classification quality on labelled rows when ``labels`` (reference, current).
+
+    Evidently (with pandas, scikit-learn, nltk: about 200 MB) is imported here, not when
+    the module is: the drift flow draws its charts after the window's own tests, once
+    the window is no longer held (``flows.drift``)."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import ClassificationPreset, DataDriftPreset
+    from sklearn.exceptions import UndefinedMetricWarning
+
     num = [s.name for s in specs if s.kind == "num"]
     cat = [s.name for s in specs if s.kind == "cat"]
     cols = [s.name for s in specs]

@@ -46,7 +46,8 @@ def _write_lake(
     first_offset: int = 0,
     partition: int = 0,
 ) -> list[str]:
-    """Rows of ``frame`` (features + prediction + score) as inference events spread over
+    """Rows of ``frame`` (features + prediction + score, or ``score:<class>`` columns for a
+    multiclass model) as inference events spread over
     ``span`` from ``start``, appended to the events table in the lake sink's schema and
     partitioning (``common.lake``; the sink itself is tested in tests/consumers).
     Returns the event ids."""
@@ -62,7 +63,7 @@ def _write_lake(
             "model_version": [version] * n,
             "features": frame.select(features).to_struct("features"),
             "prediction": frame["prediction"].cast(pl.String),
-            "scores": pl.DataFrame({"0": 1.0 - frame["score"], "1": frame["score"]}).to_struct("scores"),
+            "scores": _scores(frame),
             "latency_ms": [1.0 + (i % 7) for i in range(n)],
             "http_latency_ms": [10.0 + (i % 13) for i in range(n)],
             "status": ["ok"] * n,
@@ -88,6 +89,15 @@ def _write_lake(
         schema_mode="merge",
     )
     return ids
+
+
+def _scores(frame: pl.DataFrame) -> pl.Series:
+    """The events' ``scores`` struct: one field per ``score:<class>`` column of the frame
+    (a multiclass model), else classes "0" and "1" from the binary ``score``."""
+    per_class = [c for c in frame.columns if c.startswith("score:")]
+    if per_class:
+        return frame.select(pl.col(c).alias(c.removeprefix("score:")) for c in per_class).to_struct("scores")
+    return pl.DataFrame({"0": 1.0 - frame["score"], "1": frame["score"]}).to_struct("scores")
 
 
 def write_feedback(lake_dir: Path, frame: pl.DataFrame) -> None:

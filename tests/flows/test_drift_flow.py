@@ -254,3 +254,36 @@ def test_empty_window_is_no_data_everywhere(prefect_harness, model_lake, monkeyp
     args = ["flows", "run", "drift", "--model", m.name, "--data-dir", str(m.data_dir)]
     assert main([*args, "--start", WINDOW["start"], "--end", WINDOW["end"]]) == 3
     assert "drift: No data:" in capsys.readouterr().out
+
+
+def test_the_window_is_released_before_evidently_draws(prefect_harness, model_lake, write_lake, monkeypatch):
+    """The window (``Inputs``, with the current frame) is no longer alive when the flow
+    hands freed memory back and loads Evidently for the charts: a 1M-row window and
+    Evidently's ~250 MB of imports never share the process (bench/drift.py)."""
+    import gc
+
+    from flows import drift as drift_module
+    from flows import drift_calc
+
+    release = drift_calc.release_freed_memory
+    gc.collect()
+    # another test's window may still be alive (held by whatever held it there): not this run's
+    earlier = [o for o in gc.get_objects() if isinstance(o, drift_module.Inputs)]
+    alive: list[tuple[int, list[str]]] = []  # (windows of this run alive, what holds them)
+
+    def check() -> None:
+        release()
+        mine = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, drift_module.Inputs) and not any(o is e for e in earlier)
+        ]
+        holders = [type(r).__name__ for o in mine for r in gc.get_referrers(o) if r is not mine]
+        alive.append((len(mine), holders))
+
+    monkeypatch.setattr(drift_calc, "release_freed_memory", check)
+    m = model_lake
+    write_lake(m.data_dir / "lake", m.name, m.version, m.predict(m.reference), m.features)
+    state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
+    assert state.is_completed(), state.message
+    assert alive == [(0, [])], f"the window is still alive: {alive}"

@@ -110,3 +110,11 @@ def test_artifact_keys_urls_and_contents(tmp_path: Path):
         "DRIFT",
         ["car_value"],
     )
+
+
+def test_quality_table_says_why_nothing_was_estimated():
+    # SUMMARY has no performance entry (a run before CBPE, or none estimated)
+    assert artifacts.quality_table(SUMMARY) == [{"estimated": "no", "reason": "not estimated in this run"}]
+    reason = "multiclass models: no calibration.json"
+    summary = {**SUMMARY, "performance": {"available": False, "reason": reason}}
+    assert artifacts.quality_table(summary) == [{"estimated": "no", "reason": reason}]

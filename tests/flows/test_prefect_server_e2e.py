@@ -3,7 +3,7 @@ automation created by `inferstream flows automation` with a local HTTP receiver 
 webhook, `prefect deploy --all` from prefect.yaml, a process worker, and the hourly
 drift deployment run on a drifted lake. Checked through the server's API: the scan and
 the model's run end Completed "Drift detected", the run is named after model, version
-and window, is tagged, and has its three artifacts; the webhook receives the drift
+and window, is tagged, and has its four artifacts; the webhook receives the drift
 event; the worker logged no traceback; the run page, rendered by headless Chromium from
 the server's own UI, shows the verdict. Bounded: every wait has a deadline."""
 
@@ -194,7 +194,12 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
         ).json()
         by_key = {a["key"]: a for a in arts}
         prefix = f"drift-{m.name}-v{m.version}"
-        assert set(by_key) == {f"{prefix}-summary", f"{prefix}-report", f"{prefix}-columns"}
+        assert set(by_key) == {
+            f"{prefix}-summary",
+            f"{prefix}-report",
+            f"{prefix}-columns",
+            f"{prefix}-quality",
+        }
         (run_dir,) = [p.parent for p in (m.data_dir / "reports" / m.name).glob("*/summary.json")]
         url = f"{REPORTS_URL}/{m.name}/{run_dir.name}/report.html"
         # Prefect stores a link artifact as markdown: [text](url)

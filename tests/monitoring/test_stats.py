@@ -125,3 +125,59 @@ def test_stratified_sample_keeps_time_and_class_mix():
     assert abs((s["prediction"] == "1").mean() - 0.1) < 0.02
     per_hour = s.group_by(pl.col("event_time").dt.hour()).len()["len"]
     assert per_hour.min() > 0.7 * 2_000 / 24
+
+
+def test_the_drift_path_loads_neither_scipy_nor_evidently():
+    """The window's tests (Wasserstein, Jensen-Shannon, Z, the exact recomputation near the
+    threshold) and the drift flow's modules need numpy and polars only: scipy.stats,
+    pandas, scikit-learn and Evidently (about 250 MB together) are loaded for the charts,
+    after the flow has dropped the window (bench/drift.py measures it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+import numpy as np, polars as pl
+import flows.drift
+from flows.drift_calc import stratified_sample, timeline
+from monitoring import drift
+rng = np.random.default_rng(0)
+ref = pl.DataFrame({"a": rng.normal(size=5000), "few": rng.choice([0.0, 1.0], 5000),
+                    "c": rng.choice(["x", "y", "z"], 5000)})
+cur = pl.DataFrame({"a": rng.normal(size=20000) + 0.1 * 1.0, "few": rng.choice([0.0, 1.0], 20000),
+                    "c": rng.choice(["x", "y", "z"], 20000)})
+r = drift(ref, cur, {"a": "num", "few": "num", "c": "cat"})
+assert [c.method for c in r] == ["wasserstein", "jensenshannon", "jensenshannon"], list(r)
+small = drift(ref.head(800), cur, {"few": "num"})  # a reference of <= 1000 rows: the Z test
+assert small["few"].method == "z", list(small)
+# a threshold inside the histogram's error band: recomputed exactly
+from monitoring.columns import column_data
+from monitoring.stats import column_drift
+ra, ca = column_data(ref["a"], "num"), column_data(cur["a"], "num", sort=False)
+assert column_drift("a", ra, ca, "wasserstein", threshold=r["a"].score).exact
+print(sorted(m for m in ("scipy", "pandas", "sklearn", "evidently") if m in sys.modules))
+"""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env={"PYTHONPATH": str(root)}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_numpy_wasserstein_and_jensenshannon_equal_scipys():
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(5)
+    for n, m in [(50, 70), (3000, 20000)]:
+        u, v = rng.normal(0, 1, n), rng.lognormal(0, 0.5, m)
+        assert stats.wasserstein_distance(u, v) == pytest.approx(wasserstein_distance(u, v), rel=1e-12)
+        u, v = np.round(u, 1), np.round(v, 1)  # ties
+        assert stats.wasserstein_distance(u, v) == pytest.approx(wasserstein_distance(u, v), rel=1e-12)
+    p, q = rng.random(6), rng.random(6)
+    q[3] = 0.0
+    assert stats.jensenshannon(p / p.sum(), q / q.sum()) == pytest.approx(
+        jensenshannon(p / p.sum(), q / q.sum()), rel=1e-12
+    )
