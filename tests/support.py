@@ -19,7 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from common import events
+from common.lake import Lake
 from consumers.deadletters import coordinates
+from inferstream.lakecheck import Landing, landing
 
 FEATURES = [f"f{i:02d}" for i in range(30)]
 # addresses of embedded Tansu brokers started by the suite: no idempotent producer there
@@ -334,3 +336,15 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     exe = shutil.which("promtool")
     assert exe, "promtool is not installed: run .ci/ensure-promtool (make test does)"
     return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+
+def wait_landed(where: Lake | Path, ids: list[str], procs: list[Any], timeout_s: float = 90.0) -> Landing:
+    """What of ``ids`` is in the lake's events table, once all are there or the time is
+    up (the caller asserts); fails at once if every process in ``procs`` has exited."""
+    deadline = time.monotonic() + timeout_s
+    result = landing(where, ids)
+    while result.missing and time.monotonic() < deadline:
+        assert any(p.alive() for p in procs), "\n".join(p.tail() for p in procs)
+        time.sleep(0.3)
+        result = landing(where, ids)
+    return result

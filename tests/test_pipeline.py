@@ -13,10 +13,10 @@ import pytest
 
 from common import lake
 from common.broker import free_port
-from inferstream.lakecheck import Landing, landing
+from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from .support import Stream, api_env, consumer_env, wait_for_log
+from .support import Stream, api_env, consumer_env, wait_for_log, wait_landed
 
 
 def _lander_env(bootstrap: str, topic: str, data_dir: Path, group: str) -> dict[str, str]:
@@ -28,16 +28,6 @@ def _lander_env(bootstrap: str, topic: str, data_dir: Path, group: str) -> dict[
 def _wait_assigned(child: Child) -> None:
     """Tansu rebalances slowly (a killed member's session must expire first)."""
     wait_for_log(child, "consumers.runner: assigned", timeout_s=90)
-
-
-def _wait_landed(lake_dir: Path, ids: list[str], lander: Child, timeout_s: float = 90.0) -> Landing:
-    deadline = time.monotonic() + timeout_s
-    result = landing(lake_dir, ids)
-    while result.missing and time.monotonic() < deadline:
-        assert lander.alive(), f"lander exited:\n{lander.tail()}"
-        time.sleep(0.5)
-        result = landing(lake_dir, ids)
-    return result
 
 
 @pytest.mark.slow
@@ -69,7 +59,7 @@ def test_http_predictions_land_in_the_lake_exactly_once(trained_model, kafka_boo
 
         ids = asyncio.run(send_all())
         assert len(set(ids)) == n
-        result = _wait_landed(tmp_path / "lake", ids, lander)
+        result = wait_landed(tmp_path / "lake", ids, [lander])
         assert (result.rows, result.distinct, result.missing, result.duplicates) == (n, n, 0, 0)
     finally:
         api.terminate()
@@ -103,7 +93,7 @@ def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_boots
         stream.join(timeout=120)
         assert stream.error is None, stream.error
         assert len(stream.ids) == n
-        result = _wait_landed(lake_dir, stream.ids, lander, timeout_s=120)
+        result = wait_landed(lake_dir, stream.ids, [lander], timeout_s=120)
         assert (result.distinct, result.missing, result.duplicates) == (n, 0, 0)
     finally:
         lander.terminate()

@@ -27,7 +27,7 @@ from common.topics import ensure_topics
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from .support import api_env, consumer_env, read_values, wait_for_log
+from .support import api_env, consumer_env, read_values, wait_for_log, wait_landed
 
 TOPIC = "inference-events"
 HANG_S = float(os.environ.get("INFERSTREAM_TEST_HANG_S", "15"))
@@ -107,12 +107,7 @@ def test_a_broker_hung_for_15s_under_load_leaves_one_lake_row_per_event(
         load.join(timeout=30)
         acked = list(load.acked)
         assert len(acked) - acked_at_hang > 100, "the API did not answer while the broker hung"
-        deadline = time.monotonic() + 120
-        result = landing(tmp_path / "lake", acked)
-        while result.missing and time.monotonic() < deadline:
-            assert lander.alive(), lander.tail()
-            time.sleep(0.5)
-            result = landing(tmp_path / "lake", acked)
+        wait_landed(tmp_path / "lake", acked, [lander], timeout_s=120)
         time.sleep(2)  # a late copy would land within a flush or two
         result = landing(tmp_path / "lake", acked)
         copies = Counter(events.decode(v)["event_id"] for v in read_values(bootstrap, TOPIC, len(acked)))

@@ -23,7 +23,7 @@ from common.topics import ensure_topics
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import Stream, consumer_env, wait_for_log  # noqa: TID252
+from ..support import Stream, consumer_env, wait_for_log, wait_landed  # noqa: TID252
 
 TOPIC = "inference-events"
 RESTARTS = 5
@@ -65,12 +65,7 @@ def test_five_fast_broker_restarts_every_event_the_new_broker_holds_lands(tmp_pa
             held = _produce(bootstrap, 600)
             produced += held
             held_by_live_brokers.append(held)
-            deadline = time.monotonic() + 60
-            result = landing(tmp_path / "lake", held)
-            while result.missing and time.monotonic() < deadline:
-                assert lander.alive(), lander.tail()
-                time.sleep(0.3)
-                result = landing(tmp_path / "lake", held)
+            result = wait_landed(tmp_path / "lake", held, [lander], timeout_s=60)
             rounds.append((restart, result.missing))
             assert not result.missing, (
                 f"after {restart} restarts, {result.missing} of {len(held)} events the live broker "

@@ -8,26 +8,15 @@ import asyncio
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from common import events, lake, lakemaint
-from inferstream.lakecheck import Landing, landing
+from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, make_event, wait_for_log  # noqa: TID252
-
-
-def _wait_landed(where: Path, ids: list[str], proc: Child, timeout_s: float = 90.0) -> Landing:
-    deadline = time.monotonic() + timeout_s
-    result = landing(where, ids)
-    while result.missing and time.monotonic() < deadline:
-        assert proc.alive(), proc.tail()
-        time.sleep(0.3)
-        result = landing(where, ids)
-    return result
+from ..support import consumer_env, make_event, wait_for_log, wait_landed  # noqa: TID252
 
 
 async def _produce(
@@ -58,7 +47,7 @@ def test_an_event_written_three_times_to_the_topic_lands_as_one_row(kafka_bootst
         time.sleep(1.5)
         asyncio.run(_produce(kafka_bootstrap, topic, values[100:] + values[:100]))
         ids = [str(e["event_id"]) for e in evs]
-        result = _wait_landed(tmp_path / "lake", ids, lander)
+        result = wait_landed(tmp_path / "lake", ids, [lander])
         time.sleep(1.5)  # a late duplicate would land within a flush or two
         result = landing(tmp_path / "lake", ids)
         assert (result.rows, result.distinct, result.missing) == (300, 300, 0)
@@ -91,7 +80,7 @@ def test_landing_while_compaction_runs_loses_and_duplicates_nothing(kafka_bootst
             time.sleep(0.3)
         producing.join()
         ids = [str(e["event_id"]) for e in evs]
-        result = _wait_landed(where, ids, lander, timeout_s=120)
+        result = wait_landed(where, ids, [lander], timeout_s=120)
         r, _ = lakemaint.compact(where, lake.EVENTS_TABLE, datetime.now(UTC) + timedelta(hours=2))
         removed += r
         result = landing(where, ids)

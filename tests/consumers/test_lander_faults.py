@@ -7,29 +7,15 @@ from __future__ import annotations
 import os
 import random
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from common.broker import free_port
-from common.lake import Lake
-from inferstream.lakecheck import Landing, landing
+from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, dlq_coordinates, read_dlq, wait_for_log  # noqa: TID252
-
-
-def _wait_landed(
-    lake_dir: Lake | Path, ids: list[str], procs: list[Child], timeout_s: float = 90.0
-) -> Landing:
-    deadline = time.monotonic() + timeout_s
-    result = landing(lake_dir, ids)
-    while result.missing and time.monotonic() < deadline:
-        assert any(p.alive() for p in procs), "\n".join(p.tail() for p in procs)
-        time.sleep(0.3)
-        result = landing(lake_dir, ids)
-    return result
+from ..support import consumer_env, dlq_coordinates, read_dlq, wait_for_log, wait_landed  # noqa: TID252
 
 
 @pytest.mark.slow
@@ -47,7 +33,7 @@ def test_poison_goes_to_the_dlq_with_coordinates_and_every_valid_event_lands(
         stream.join(timeout=120)
         assert stream.error is None, stream.error
         assert len(stream.poison) == 30
-        result = _wait_landed(lake_at.where, stream.ids, [lander])
+        result = wait_landed(lake_at.where, stream.ids, [lander])
         assert (result.distinct, result.missing, result.duplicates) == (3000, 0, 0)
         found = dlq_coordinates(read_dlq(kafka_bootstrap, f"{topic}.dlq", expected=30))
         assert set(found) == set(stream.poison)
@@ -97,7 +83,7 @@ def test_lander_sigkilled_five_times_lands_exactly_n(
             lander = Child(f"lander-{kills}", ["consume", "lake"], env, tmp_path / f"lander-{kills}.log")
         stream.join(timeout=120)
         assert stream.error is None, stream.error
-        result = _wait_landed(lake_dir, stream.ids, [lander], timeout_s=120)
+        result = wait_landed(lake_dir, stream.ids, [lander], timeout_s=120)
         assert (result.rows, result.distinct, result.missing) == (n, n, 0)
     finally:
         lander.terminate()
@@ -140,7 +126,7 @@ def test_two_landers_in_one_group_one_killed_loses_and_duplicates_nothing(
             assert handoff_s < 60, handoff_s
         stream.join(timeout=120)
         assert stream.error is None, stream.error
-        result = _wait_landed(lake_dir, stream.ids, [a], timeout_s=150)
+        result = wait_landed(lake_dir, stream.ids, [a], timeout_s=150)
         assert (result.rows, result.distinct, result.missing) == (n, n, 0)
     finally:
         a.terminate()
