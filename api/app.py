@@ -477,6 +477,7 @@ def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublish
         client_id=f"{settings.kafka_client_id}-api",
         send_timeout_s=settings.send_timeout_s,
         probe_interval_s=settings.probe_interval_s,
+        probe_max_interval_s=settings.probe_max_interval_s,
         spool_sync_interval_s=settings.spool_fsync_interval_ms / 1000.0,
         on_delivered=metrics.delivery_latency.observe,
         partitioning=settings.partitioning,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter, defaultdict
 from typing import Any, Protocol
 
@@ -28,6 +29,15 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 Record = tuple[str, bytes, bytes, float]  # (topic, key, value, monotonic time offered)
+
+
+def _not_bootstrap_failure(record: logging.LogRecord) -> bool:
+    """aiokafka logs an ERROR for each failed bootstrap, i.e. each failed probe; the
+    publisher reports those itself, with backoff (see :meth:`EventPublisher._probe`)."""
+    return record.msg != 'Unable connect to "%s:%s": %s'
+
+
+_AIOKAFKA_LOG = logging.getLogger("aiokafka")
 
 
 class SenderUnavailable(Exception):
@@ -71,6 +81,8 @@ class AiokafkaSender:
         self._timeout_s = timeout_s
         self._open_timeout_s = open_timeout_s or timeout_s
         self._parts = _Partitions(partitioning == "sticky")
+        if _not_bootstrap_failure not in _AIOKAFKA_LOG.filters:
+            _AIOKAFKA_LOG.addFilter(_not_bootstrap_failure)
         # constructed now: a bad setting (a compression codec whose library is missing)
         # fails the API's start-up instead of the background task
         self._producer = AIOKafkaProducer(**self._kwargs)
