@@ -115,7 +115,18 @@ def test_metrics_count_requests_and_events(client, trained_model):
     for row in trained_model.rows[:3]:
         assert client.post("/v1/predict", json={"features": row}).status_code == 200
     text = client.get("/metrics").text
-    assert 'inferstream_requests_total{route="/v1/predict",status="200"} 3.0' in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    mv = (("model", trained_model.name), ("version", trained_model.version))
+    route = (("route", "/v1/predict"), ("status", "200"))
+    assert samples[("inferstream_requests_total", tuple(sorted(mv + route)))] == 3.0
+    assert samples[("inferstream_request_seconds_count", tuple(sorted(mv + route)))] == 3.0
+    assert samples[("inferstream_model_seconds_count", mv)] == 3.0
     assert "inferstream_events_enqueued_total 3.0" in text
 
 
