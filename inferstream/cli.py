@@ -307,12 +307,7 @@ def _cmd_flows(args: argparse.Namespace) -> int:
         from flows.bi_load import bi_load_flow
 
         r = bi_load_flow(data_dir=data_dir)
-        text = (
-            f"loaded {r.files_loaded} new lake file(s) in {r.partitions} partition(s): "
-            f"{r.event_rows} events, "
-            f"{r.feedback_rows} labels, {r.quality_rows} daily accuracy rows; dashboard {r.dashboard}"
-        )
-        _print_result(args, "bi", text, asdict(r))
+        _print_result(args, "bi", r.describe(), asdict(r))
         return 0
     from flows.maintenance import maintenance_flow
 
