@@ -40,6 +40,17 @@ def _not_bootstrap_failure(record: logging.LogRecord) -> bool:
 _AIOKAFKA_LOG = logging.getLogger("aiokafka")
 
 
+def _not_rdkafka_bootstrap_failure(record: logging.LogRecord) -> bool:
+    """librdkafka's ERROR for each failed connection to a bootstrap address (several a
+    second while a probe waits): the publisher reports those itself, with backoff."""
+    return not (record.levelno >= logging.ERROR and "/bootstrap: Connect to" in record.getMessage())
+
+
+# librdkafka's log, through Python's logging (it printed to stderr on its own)
+_RDKAFKA_LOG = logging.getLogger("librdkafka")
+_RDKAFKA_LOG.addFilter(_not_rdkafka_bootstrap_failure)
+
+
 class SenderUnavailable(Exception):
     """The broker cannot be reached or the topic's metadata is missing."""
 
@@ -173,7 +184,8 @@ class ConfluentSender:
                 "batch.size": 1_000_000,
                 "message.timeout.ms": int(timeout_s * 1000),
                 "queue.buffering.max.messages": 1_000_000,
-            }
+            },
+            logger=_RDKAFKA_LOG,
         )
 
     async def open(self) -> None:

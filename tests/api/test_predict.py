@@ -208,10 +208,13 @@ def test_api_process_logs_its_address_model_and_version_at_start(
         child.terminate()
 
 
-def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_once(trained_model, tmp_path):
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_once(
+    trained_model, tmp_path, client
+):
     """A real API process pointed at a closed port: one warning naming the setting, then
     warnings after 2, 4, 8 failed attempts only, attempts spaced out exponentially, no
-    ERROR (aiokafka's per-attempt one included) and no traceback."""
+    ERROR (the Kafka clients' per-attempt ones included) and no traceback."""
     import re
     import time
     from datetime import UTC, datetime
@@ -228,6 +231,7 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
         "INFERSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
         "INFERSTREAM_PROBE_INTERVAL_S": "0.25",
         "INFERSTREAM_PROBE_MAX_INTERVAL_S": "2",
+        "INFERSTREAM_KAFKA_CLIENT": client,
     }
     child = Child("api", ["api"], env, tmp_path / "api.log")
     try:
@@ -235,12 +239,17 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
         wait_for_log(child, f"Kafka at {closed} unreachable", timeout_s=10)
         # attempts at about 0, .25, .75, 1.75, 3.75, 5.75, 7.75 s: the 8th after ~9.75 s
         # (with a fixed 0.25 s interval it would come after 1.75 s, the 16th after 3.75 s)
-        wait_for_log(child, "still unreachable after 8 attempts", timeout_s=30)
+        # (librdkafka's probe waits out its 5 s metadata timeout: ~50 s)
+        wait_for_log(
+            child, "still unreachable after 8 attempts", timeout_s=30 if client == "aiokafka" else 120
+        )
         time.sleep(3)
     finally:
         child.terminate()
     lines = child.log_path.read_text().splitlines()
     assert not [ln for ln in lines if " ERROR " in ln or "Traceback" in ln], lines
+    # nothing beside the log (librdkafka printed "%3|...|FAIL|..." to stderr per attempt)
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \d+ ", ln) for ln in lines), lines
     warnings = [ln for ln in lines if " WARNING " in ln]
     assert len(warnings) == 4, warnings  # first failure, then after 2, 4 and 8 attempts
     assert "(is KAFKA_BOOTSTRAP_SERVERS right?)" in warnings[0]
