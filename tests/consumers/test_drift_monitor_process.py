@@ -22,6 +22,7 @@ from inferstream.procs import Child, wait_ready
 from ..support import (  # noqa: TID252
     api_env,
     consumer_env,
+    promtool,
     read_values,
     streaming_drift_alerts,
     wait_for_log,
@@ -111,6 +112,9 @@ def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the
         )
         # during the episode, the monitor's own /metrics fires the shipped alert rule
         scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert "_created" not in scrape and 'inferstream_build_info{python="' in scrape, scrape
+        check = promtool("check", "metrics", stdin=scrape)
+        assert check.returncode == 0, check.stdout + check.stderr
         columns, rules = streaming_drift_alerts(scrape, tmp_path)
         assert SHIFTED in columns and rules.returncode == 0, (columns, rules.stdout + rules.stderr)
         # the window is all shifted: keep it so a little longer (commits move on), then kill
