@@ -89,8 +89,7 @@ def local_server(port: int, log_dir: Path, timeout_s: float = 300.0) -> Iterator
         )
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "prefect-server.log"
-    prefect = Path(sys.executable).parent / "prefect"
-    cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
