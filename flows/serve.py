@@ -64,7 +64,9 @@ def runner_deployments(path: Path = PREFECT_YAML) -> list[Any]:
 def serve(path: Path = PREFECT_YAML, *, server_port: int = 4200, log_dir: Path | None = None) -> None:
     """Block serving every deployment in ``path`` on their cron schedules, on the
     server at ``PREFECT_API_URL``, or on a local one started here (see the module)."""
-    url = os.environ.get("PREFECT_API_URL")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()  # the environment, or the active Prefect profile
     with contextlib.ExitStack() as stack:
         if url:
             log.info("serving on the Prefect server at %s (PREFECT_API_URL)", url)
@@ -72,7 +74,8 @@ def serve(path: Path = PREFECT_YAML, *, server_port: int = 4200, log_dir: Path |
             # SIGTERM (a service manager) takes Ctrl-C's path: the server is stopped too
             signal.signal(signal.SIGTERM, _interrupt)
             url = stack.enter_context(local_server(server_port, log_dir or Path(".")))
-            os.environ["PREFECT_API_URL"] = url  # read when prefect is first imported, below
+            os.environ["PREFECT_API_URL"] = url  # for the flow-run processes
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
         from prefect import serve as prefect_serve
 
         prefect_serve(*runner_deployments(path))
