@@ -105,8 +105,7 @@ class _RequestMetrics:
             await self.app(scope, receive, _send)
         finally:
             route = scope["path"] if scope["path"] in self.routes else "other"
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route, str(status)).observe(time.perf_counter() - start)
+            self.metrics.observe_request(route, status, time.perf_counter() - start)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -191,7 +190,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
             Field(min_length=1, max_length=settings.batch_max_items, description="At most batch_max_items"),
         ),
     )
-    metrics = ApiMetrics(settings.prometheus_multiproc_dir)
+    metrics = ApiMetrics(settings.prometheus_multiproc_dir, model=meta.name, model_version=meta.version)
     keys = _key_store(settings)
     emitter = Emitter(
         metrics,
@@ -477,6 +476,7 @@ def _build_publisher(settings: ApiSettings, metrics: ApiMetrics) -> EventPublish
         client_id=f"{settings.kafka_client_id}-api",
         send_timeout_s=settings.send_timeout_s,
         probe_interval_s=settings.probe_interval_s,
+        probe_max_interval_s=settings.probe_max_interval_s,
         spool_sync_interval_s=settings.spool_fsync_interval_ms / 1000.0,
         on_delivered=metrics.delivery_latency.observe,
         partitioning=settings.partitioning,

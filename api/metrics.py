@@ -6,6 +6,13 @@ at every scrape and once a second. That is what makes several uvicorn workers wo
 in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before the workers start, as
 ``inferstream api --workers N`` does) each worker writes its values to files there and
 ``/metrics`` served by any worker sums the whole service.
+
+Labels: a process serves one model version, so the request and model-time families
+carry ``model`` and ``version`` (the model's, as the drift families name them): a
+dashboard or an alert can split or join by them across API replicas and drift.
+``inferstream_build_info`` says which inferstream (``version``, as the convention for
+build info has it) and Python serve. The publisher's families (events, spool, queue,
+broker) describe the process's delivery, whatever the model, and carry none.
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ _STAT_COUNTERS = ("enqueued", "published", "spooled", "replayed", "failed_sends"
 class ApiMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+    def __init__(
+        self, multiprocess_dir: Path | None = None, *, model: str = "", model_version: str = ""
+    ) -> None:
         # counters without a `_created` twin each: nobody graphs process start times
         disable_created_metrics()
         self.multiprocess_dir = multiprocess_dir
         self.registry = r = CollectorRegistry()
+        self.model = (model, model_version)
         Gauge(
             "inferstream_build_info",
             "Always 1; labels say which inferstream and Python serve",
@@ -47,20 +57,23 @@ class ApiMetrics:
             registry=r,
             multiprocess_mode="max",
         ).labels(_VERSION, platform.python_version()).set(1)
-        self.requests = Counter("inferstream_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.requests = Counter(
+            "inferstream_requests", "HTTP requests", ["model", "version", "route", "status"], registry=r
+        )
         self.latency = Histogram(
             "inferstream_request_seconds",
             "Request latency by route and status",
-            ["route", "status"],
+            ["model", "version", "route", "status"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.model_latency = Histogram(
             "inferstream_model_seconds",
             "Time inside the model",
+            ["model", "version"],
             buckets=(0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
             registry=r,
-        )
+        ).labels(model, model_version)
         self.delivery_latency = Histogram(
             "inferstream_delivery_seconds",
             "Age of a batch's oldest event when Kafka acknowledged the batch",
@@ -100,6 +113,10 @@ class ApiMetrics:
         )
         self._publisher: EventPublisher | None = None
         self._seen: dict[str, int] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(*self.model, route, str(status)).inc()
+        self.latency.labels(*self.model, route, str(status)).observe(seconds)
 
     def watch(self, publisher: EventPublisher) -> None:
         self._publisher = publisher

@@ -28,6 +28,10 @@ Delivery (an event is in Kafka, in the spool, or counted as dropped with a reaso
   records are skipped when the spool is replayed, so a short hang duplicates nothing.
   Probes run beside the publishing loop (which spools meanwhile), so a slow or hung
   probe never holds events in memory either.
+- Broker unreachable: probes back off exponentially (``probe_interval_s`` doubling up
+  to ``probe_max_interval_s``) and so does the log: one warning at the first failure
+  (naming ``KAFKA_BOOTSTRAP_SERVERS`` if this process never reached Kafka, where a
+  wrong address is the likely cause), then one after 2, 4, 8... failed attempts.
 - ``stop()`` (SIGTERM): drain the queue to Kafka for up to ``drain_timeout_s``, spool
   what is left, fsync, release the spool.
 
@@ -100,6 +104,7 @@ class EventPublisher:
         client_id: str = "inferstream-api",
         send_timeout_s: float = 10.0,
         probe_interval_s: float = 1.0,
+        probe_max_interval_s: float = 10.0,
         spool_sync_interval_s: float = 0.2,
         on_delivered: Callable[[float], None] | None = None,
         partitioning: str = "sticky",
@@ -128,6 +133,8 @@ class EventPublisher:
         self._stall_s = min(stall_s, send_timeout_s)
         self._durable = durable
         self._probe_interval_s = probe_interval_s
+        self._probe_max_interval_s = max(probe_max_interval_s, probe_interval_s)
+        self._bootstrap_servers = bootstrap_servers
         self._sync_interval_s = spool_sync_interval_s
         self._on_delivered = on_delivered
         self._client = client
@@ -151,6 +158,9 @@ class EventPublisher:
         self._pending: list[Record] = []  # taken from the queue, not yet acknowledged or spooled
         self._next_probe = 0.0
         self._probe_task: asyncio.Task[None] | None = None
+        self._probe_failures = 0  # in a row; the next probe waits 2**n intervals (capped)
+        self._down_since = 0.0
+        self._ever_connected = False
         self._stragglers: set[asyncio.Task[None]] = set()
         # (topic, key, hash(value)) of spooled records a straggler got acknowledged
         self._landed_late: Counter[tuple[str, bytes, int]] = Counter()
@@ -403,24 +413,63 @@ class EventPublisher:
             self._probe_task = asyncio.create_task(self._probe(), name="kafka-probe")
 
     async def _probe(self) -> None:
-        """Open a client and fetch metadata; on failure, try again after an interval.
-        Runs beside the publishing loop, which spools meanwhile."""
+        """Open a client and fetch metadata; on failure, try again after a delay that
+        doubles with each failure in a row (capped). Runs beside the publishing loop,
+        which spools meanwhile."""
         try:
+            # at most one probe an interval even when each one succeeds (a broker whose
+            # metadata answers but whose sends fail)
             self._next_probe = time.monotonic() + self._probe_interval_s
             sender = self._sender or make_sender(self._client, **self._sender_kwargs)
             self._sender = sender
             try:
                 await sender.open()
             except SenderUnavailable as exc:
-                log.warning(
-                    "Kafka unreachable (%s); spooling, next try in %.1fs", exc, self._probe_interval_s
-                )
+                self._probe_failed(exc)
                 await self._drop_sender()
                 return
+            if self._probe_failures:
+                log.info(
+                    "Kafka at %s reachable again after %d failed attempts in %.0fs",
+                    self._bootstrap_servers,
+                    self._probe_failures,
+                    time.monotonic() - self._down_since,
+                )
+            else:
+                log.info("Kafka reachable")
+            self._probe_failures = 0
+            self._ever_connected = True
             self.broker_connected = True
-            log.info("Kafka reachable")
         finally:
             self._probe_task = None
+
+    def _probe_failed(self, exc: SenderUnavailable) -> None:
+        now = time.monotonic()
+        if not self._probe_failures:
+            self._down_since = now
+        self._probe_failures = n = self._probe_failures + 1
+        delay = min(self._probe_interval_s * 2 ** (n - 1), self._probe_max_interval_s)
+        self._next_probe = now + delay
+        if n == 1:
+            hint = "" if self._ever_connected else " (is KAFKA_BOOTSTRAP_SERVERS right?)"
+            log.warning(
+                "Kafka at %s unreachable%s: %s; events go to the spool, retrying with backoff "
+                "(%.1fs doubling up to %.0fs)",
+                self._bootstrap_servers,
+                hint,
+                exc,
+                delay,
+                self._probe_max_interval_s,
+            )
+        elif n & (n - 1) == 0:  # the log backs off too: after 2, 4, 8... failures
+            log.warning(
+                "Kafka at %s still unreachable after %d attempts in %.0fs: %s; next try in %.1fs",
+                self._bootstrap_servers,
+                n,
+                now - self._down_since,
+                exc,
+                delay,
+            )
 
     async def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None

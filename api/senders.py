@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter, defaultdict
 from typing import Any, Protocol
 
@@ -28,6 +29,26 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 Record = tuple[str, bytes, bytes, float]  # (topic, key, value, monotonic time offered)
+
+
+def _not_bootstrap_failure(record: logging.LogRecord) -> bool:
+    """aiokafka logs an ERROR for each failed bootstrap, i.e. each failed probe; the
+    publisher reports those itself, with backoff (see :meth:`EventPublisher._probe`)."""
+    return record.msg != 'Unable connect to "%s:%s": %s'
+
+
+_AIOKAFKA_LOG = logging.getLogger("aiokafka")
+
+
+def _not_rdkafka_bootstrap_failure(record: logging.LogRecord) -> bool:
+    """librdkafka's ERROR for each failed connection to a bootstrap address (several a
+    second while a probe waits): the publisher reports those itself, with backoff."""
+    return not (record.levelno >= logging.ERROR and "/bootstrap: Connect to" in record.getMessage())
+
+
+# librdkafka's log, through Python's logging (it printed to stderr on its own)
+_RDKAFKA_LOG = logging.getLogger("librdkafka")
+_RDKAFKA_LOG.addFilter(_not_rdkafka_bootstrap_failure)
 
 
 class SenderUnavailable(Exception):
@@ -71,6 +92,8 @@ class AiokafkaSender:
         self._timeout_s = timeout_s
         self._open_timeout_s = open_timeout_s or timeout_s
         self._parts = _Partitions(partitioning == "sticky")
+        if _not_bootstrap_failure not in _AIOKAFKA_LOG.filters:
+            _AIOKAFKA_LOG.addFilter(_not_bootstrap_failure)
         # constructed now: a bad setting (a compression codec whose library is missing)
         # fails the API's start-up instead of the background task
         self._producer = AIOKafkaProducer(**self._kwargs)
@@ -161,7 +184,8 @@ class ConfluentSender:
                 "batch.size": 1_000_000,
                 "message.timeout.ms": int(timeout_s * 1000),
                 "queue.buffering.max.messages": 1_000_000,
-            }
+            },
+            logger=_RDKAFKA_LOG,
         )
 
     async def open(self) -> None:

@@ -50,7 +50,12 @@ class ApiSettings(CommonSettings):
     send_timeout_s: float = Field(
         default=10.0, gt=0, description="a batch unacknowledged this long is spooled"
     )
-    probe_interval_s: float = Field(default=1.0, gt=0, description="how often a down broker is retried")
+    probe_interval_s: float = Field(
+        default=1.0, gt=0, description="first retry of an unreachable broker; doubles with each failure"
+    )
+    probe_max_interval_s: float = Field(
+        default=10.0, gt=0, description="cap of the retry interval while the broker stays unreachable"
+    )
     broker_stall_s: float = Field(
         default=1.5,
         gt=0,

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from common.errors import ConfigError, DependencyUnavailable
 from consumers.deadletters import DeadLetter
@@ -52,6 +52,7 @@ ReferenceLoader = Callable[[str, str], Reference]
 
 class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        disable_created_metrics()  # no `_created` twin per counter, as ConsumerMetrics
         labels = ["model", "version", "column"]
         self.score = Gauge(
             "inferstream_drift_score",

@@ -3,6 +3,9 @@ several runners in one process do not collide)."""
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import version
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 
@@ -11,6 +14,12 @@ class ConsumerMetrics:
         disable_created_metrics()  # no `_created` twin per counter
         self.registry = registry or CollectorRegistry()
         self.group = group
+        Gauge(
+            "inferstream_build_info",
+            "Always 1; labels say which inferstream and Python run the consumer",
+            ["version", "python"],
+            registry=self.registry,
+        ).labels(version("inferstream"), platform.python_version()).set(1)
         labels = ["group"]
         self.records = Counter(
             "inferstream_consumer_records", "Records consumed", labels, registry=self.registry

@@ -53,6 +53,14 @@ class BiLoadResult:
     quality_rows: int
     dashboard: Path | None = None
 
+    def describe(self) -> str:
+        """One sentence for people (the CLI and the flow's log)."""
+        return (
+            f"loaded {self.files_loaded} new lake file(s) in {self.partitions} partition(s): "
+            f"{self.event_rows} events, {self.feedback_rows} labels, {self.quality_rows} daily "
+            f"accuracy rows; dashboard {self.dashboard}"
+        )
+
 
 def partition_hour(part: Partition) -> datetime:
     _, day, hour = part
@@ -161,7 +169,7 @@ def bi_load_flow(data_dir: str | None = None) -> BiLoadResult:
         result.dashboard = write_dashboard(wh, settings.reports_root / "dashboard.html")
     finally:
         wh.close()
-    get_run_logger().info("BI load: %s", result)
+    get_run_logger().info("BI load: %s", result.describe())
     return result
 
 

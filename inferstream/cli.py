@@ -269,9 +269,10 @@ def _cmd_flows(args: argparse.Namespace) -> int:
     if args.flows_command == "run" and args.flow == "drift":
         _check_flow_args(args)
     if args.flows_command == "serve":
+        from common.settings import CommonSettings
         from flows.serve import serve
 
-        serve()
+        serve(server_port=args.server_port, log_dir=CommonSettings().data_dir / "logs")
         return 0
     if args.flows_command == "automation":
         from flows.automation import ensure
@@ -306,12 +307,7 @@ def _cmd_flows(args: argparse.Namespace) -> int:
         from flows.bi_load import bi_load_flow
 
         r = bi_load_flow(data_dir=data_dir)
-        text = (
-            f"loaded {r.files_loaded} new lake file(s) in {r.partitions} partition(s): "
-            f"{r.event_rows} events, "
-            f"{r.feedback_rows} labels, {r.quality_rows} daily accuracy rows; dashboard {r.dashboard}"
-        )
-        _print_result(args, "bi", text, asdict(r))
+        _print_result(args, "bi", r.describe(), asdict(r))
         return 0
     from flows.maintenance import maintenance_flow
 
@@ -405,7 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     fl = sub.add_parser("flows", help="scheduled Prefect flows: drift, BI load, maintenance")
     flsub = fl.add_subparsers(dest="flows_command", required=True)
-    fls = flsub.add_parser("serve", help="serve the deployments of prefect.yaml on their schedules")
+    fls = flsub.add_parser(
+        "serve",
+        help="serve the deployments of prefect.yaml on their schedules",
+        description="Serve the deployments of prefect.yaml on their schedules, on the Prefect server at "
+        "PREFECT_API_URL (e.g. http://prefect:4200/api), or, when it is not set, on a local Prefect "
+        "server started here with its UI (log in <data dir>/logs/prefect-server.log) and stopped on "
+        "exit. Ctrl-C or SIGTERM pauses the deployments and exits.",
+    )
+    fls.add_argument(
+        "--server-port",
+        type=int,
+        default=4200,
+        help="without PREFECT_API_URL: the port of the local Prefect server and its UI (default 4200)",
+    )
     fls.set_defaults(func=_cmd_flows)
     fla = flsub.add_parser(
         "automation", help="create (or replace) the Prefect automation that POSTs to a webhook on drift"

@@ -348,3 +348,54 @@ def wait_landed(where: Lake | Path, ids: list[str], procs: list[Any], timeout_s:
         time.sleep(0.3)
         result = landing(where, ids)
     return result
+
+
+ALERT_RULES = Path(__file__).resolve().parents[1] / "deployments" / "prometheus" / "alerts.yaml"
+
+
+def streaming_drift_alerts(exposition: str, tmp: Path) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Feed a scrape of the drift monitor's /metrics, held for 10 minutes, to the shipped
+    rules (``promtool test rules``), expecting InferstreamStreamingDrift at 5m for each
+    column whose ``inferstream_drift_in_episode`` is 1 there, with the labels and summary
+    an operator gets. Returns those columns and promtool's result (rc 0: as expected)."""
+    import json
+    import math
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series, expected, columns = [], [], set()
+    for family in text_string_to_metric_families(exposition):
+        for s in family.samples:
+            if not math.isfinite(s.value):
+                continue
+            labels = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(s.labels.items()))
+            series.append({"series": f"{s.name}{{{labels}}}", "values": f"{s.value:.12f}x10"})
+            if s.name == "inferstream_drift_in_episode" and s.value == 1:
+                m, v, c = s.labels["model"], s.labels["version"], s.labels["column"]
+                columns.add(c)
+                expected.append(
+                    {
+                        "exp_labels": {"severity": "warning", "model": m, "version": v, "column": c},
+                        "exp_annotations": {
+                            "summary": f"{m} v{v}: column {c} is drifting in live traffic",
+                            "description": "The drift monitor opened an episode "
+                            "(drift_episode_opened on the alerts topic).",
+                        },
+                    }
+                )
+    test = {
+        "rule_files": [str(ALERT_RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "InferstreamStreamingDrift", "exp_alerts": expected}
+                ],
+            }
+        ],
+    }
+    path = tmp / "streaming_drift_test.yaml"
+    path.write_text(json.dumps(test))  # JSON is YAML
+    return columns, promtool("test", "rules", str(path))

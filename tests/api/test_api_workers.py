@@ -56,7 +56,9 @@ def test_two_workers_report_the_whole_service_and_own_their_spools(
     }
     assert len(pid_files) >= 2, pid_files  # two processes wrote metrics
     for text in scrapes:  # whichever worker answered, it reports the sum
-        assert _value(text, r'^inferstream_requests_total\{route="/v1/predict",status="200"\} (\S+)$') == n
+        requests = r'^inferstream_requests_total\{model="[^"]+",route="/v1/predict",status="200",'
+        requests += r'version="[^"]+"\}'
+        assert _value(text, requests + r" (\S+)$") == n
         assert _value(text, r"^inferstream_events_enqueued_total (\S+)$") == n
     slots = sorted(p.name for p in (tmp_path / "spool").glob("slot-*"))
     assert slots == ["slot-0", "slot-1"]

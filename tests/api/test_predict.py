@@ -115,7 +115,18 @@ def test_metrics_count_requests_and_events(client, trained_model):
     for row in trained_model.rows[:3]:
         assert client.post("/v1/predict", json={"features": row}).status_code == 200
     text = client.get("/metrics").text
-    assert 'inferstream_requests_total{route="/v1/predict",status="200"} 3.0' in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    mv = (("model", trained_model.name), ("version", trained_model.version))
+    route = (("route", "/v1/predict"), ("status", "200"))
+    assert samples[("inferstream_requests_total", tuple(sorted(mv + route)))] == 3.0
+    assert samples[("inferstream_request_seconds_count", tuple(sorted(mv + route)))] == 3.0
+    assert samples[("inferstream_model_seconds_count", mv)] == 3.0
     assert "inferstream_events_enqueued_total 3.0" in text
 
 
@@ -195,3 +206,58 @@ def test_api_process_logs_its_address_model_and_version_at_start(
         )
     finally:
         child.terminate()
+
+
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_once(
+    trained_model, tmp_path, client
+):
+    """A real API process pointed at a closed port: one warning naming the setting, then
+    warnings after 2, 4, 8 failed attempts only, attempts spaced out exponentially, no
+    ERROR (the Kafka clients' per-attempt ones included) and no traceback."""
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    from common.broker import free_port
+    from inferstream.procs import Child, wait_ready
+
+    from ..support import api_env, wait_for_log
+
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    port = free_port()
+    env = {
+        **api_env(trained_model, closed, "events", port),
+        "INFERSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
+        "INFERSTREAM_PROBE_INTERVAL_S": "0.25",
+        "INFERSTREAM_PROBE_MAX_INTERVAL_S": "2",
+        "INFERSTREAM_KAFKA_CLIENT": client,
+    }
+    child = Child("api", ["api"], env, tmp_path / "api.log")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", child)
+        wait_for_log(child, f"Kafka at {closed} unreachable", timeout_s=10)
+        # attempts at about 0, .25, .75, 1.75, 3.75, 5.75, 7.75 s: the 8th after ~9.75 s
+        # (with a fixed 0.25 s interval it would come after 1.75 s, the 16th after 3.75 s)
+        # (librdkafka's probe waits out its 5 s metadata timeout: ~50 s)
+        wait_for_log(
+            child, "still unreachable after 8 attempts", timeout_s=30 if client == "aiokafka" else 120
+        )
+        time.sleep(3)
+    finally:
+        child.terminate()
+    lines = child.log_path.read_text().splitlines()
+    assert not [ln for ln in lines if " ERROR " in ln or "Traceback" in ln], lines
+    # nothing beside the log (librdkafka printed "%3|...|FAIL|..." to stderr per attempt)
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \d+ ", ln) for ln in lines), lines
+    warnings = [ln for ln in lines if " WARNING " in ln]
+    assert len(warnings) == 4, warnings  # first failure, then after 2, 4 and 8 attempts
+    assert "(is KAFKA_BOOTSTRAP_SERVERS right?)" in warnings[0]
+    assert sum("KAFKA_BOOTSTRAP_SERVERS" in ln for ln in warnings) == 1
+    assert [re.search(r"after (\d+) attempts", ln).group(1) for ln in warnings[1:]] == ["2", "4", "8"]
+
+    def at(line: str) -> float:
+        # local time, as logged: only differences matter
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC).timestamp()
+
+    assert at(warnings[3]) - at(warnings[0]) > 6.0, warnings

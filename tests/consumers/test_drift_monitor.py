@@ -228,3 +228,44 @@ def test_episode_alerts_reach_the_webhook_once_and_a_dead_webhook_stops_nothing(
     assert first_run and received == first_run  # each alert once, as published
     assert second_run and [a["kind"] for a in second_run] == [a["kind"] for a in first_run]
     assert registry.get_sample_value("inferstream_drift_webhook_failures_total") == len(second_run)
+
+
+def test_the_monitors_metrics_pass_promtool_and_fire_the_shipped_streaming_drift_alert(tmp_path):
+    """What the monitor serves on its metrics port during an episode: valid exposition
+    (no `_created` families), scores per model, version and column, and the shipped
+    InferstreamStreamingDrift rule fires on exactly the columns in an episode."""
+    from prometheus_client import generate_latest
+
+    from ..support import promtool, streaming_drift_alerts  # noqa: TID252
+
+    clock = _Clock()
+    registry = CollectorRegistry()
+    sink = DriftSink(
+        load_reference=lambda m, v: _reference(),
+        window_events=400,
+        min_events=400,
+        eval_interval_s=1.0,
+        consecutive=2,
+        registry=registry,
+        clock=clock,
+    )
+    tp = TopicPartition("t", 0)
+    for step, shift in enumerate([0.0] * 3 + [3.0] * 4):
+        clock.now += 1.0
+        sink.add(tp, _records(_rows(400, shift=shift, seed=step), step * 400))
+        sink.flush()
+        sink.take_outputs()
+    text = generate_latest(registry).decode()
+    assert "_created" not in text
+    check = promtool("check", "metrics", stdin=text)
+    assert check.returncode == 0, check.stdout + check.stderr
+    scores = {
+        s.labels["column"]: s.labels["method"]
+        for f in registry.collect()
+        for s in f.samples
+        if s.name == "inferstream_drift_score" and (s.labels["model"], s.labels["version"]) == ("m", "1")
+    }
+    assert set(scores) == set(KINDS), scores  # a score per column, with its method
+    columns, result = streaming_drift_alerts(text, tmp_path)
+    assert "x" in columns and "flag" not in columns, columns
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,5 @@
-"""The drift monitor as a real process on a real cluster: SIGKILLed mid-episode and
+"""The drift monitor as a real process on a real cluster: its /metrics during an
+episode fires the shipped Prometheus alert; SIGKILLed mid-episode and
 restarted, it neither repeats the opening alert nor misses the closing one; started
 next to a running API, it changes nothing there."""
 
@@ -18,7 +19,14 @@ from common import events
 from common.broker import free_port
 from inferstream.procs import Child, wait_ready
 
-from ..support import api_env, consumer_env, read_values, wait_for_log  # noqa: TID252
+from ..support import (  # noqa: TID252
+    api_env,
+    consumer_env,
+    promtool,
+    read_values,
+    streaming_drift_alerts,
+    wait_for_log,
+)
 
 SHIFTED = "mean_area"
 
@@ -77,6 +85,7 @@ def _kinds(alerts: list[dict], column: str) -> list[str]:
 def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the_close(
     trained_model, kafka_bootstrap, topic, tmp_path
 ):
+    metrics_port = free_port()
     env = consumer_env(
         kafka_bootstrap,
         topic,
@@ -86,6 +95,7 @@ def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the
         INFERSTREAM_DRIFT_MIN_EVENTS="300",
         INFERSTREAM_DRIFT_EVAL_INTERVAL_S="0.5",
         INFERSTREAM_DRIFT_CONSECUTIVE="2",
+        INFERSTREAM_METRICS_PORT=str(metrics_port),
     )
     first = Child("drift-1", ["consume", "drift"], env, tmp_path / "drift-1.log")
     second = None
@@ -100,6 +110,13 @@ def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the
             lambda a: "drift_episode_opened" in _kinds(a, SHIFTED),
             100,
         )
+        # during the episode, the monitor's own /metrics fires the shipped alert rule
+        scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert "_created" not in scrape and 'inferstream_build_info{python="' in scrape, scrape
+        check = promtool("check", "metrics", stdin=scrape)
+        assert check.returncode == 0, check.stdout + check.stderr
+        columns, rules = streaming_drift_alerts(scrape, tmp_path)
+        assert SHIFTED in columns and rules.returncode == 0, (columns, rules.stdout + rules.stderr)
         # the window is all shifted: keep it so a little longer (commits move on), then kill
         _produce(kafka_bootstrap, topic, trained_model, 300, True, seed=200)
         time.sleep(1.5)

@@ -1,5 +1,7 @@
-"""deployments/prometheus/alerts.yaml passes `promtool check rules` and only names
-metrics the code exports; the drift flow's Pushgateway payload passes `promtool check
+"""deployments/prometheus/alerts.yaml passes `promtool check rules`, only names
+metrics the code exports, and passes its unit tests (`promtool test rules
+alerts_test.yaml`), which exercise every rule (a rule that cannot fire fails them); the
+drift flow's Pushgateway payload passes `promtool check
 metrics` and carries the scores per model, version and column. promtool comes from
 Debian's prometheus package (.ci/ensure-promtool, run by `make test`)."""
 
@@ -20,12 +22,34 @@ from ..support import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deployments" / "prometheus" / "alerts.yaml"
+RULE_TESTS = RULES.with_name("alerts_test.yaml")
 
 
 def test_alert_rules_passpromtool() -> None:
     proc = promtool("check", "rules", str(RULES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 6 rules found" in proc.stdout
+    assert "SUCCESS: 7 rules found" in proc.stdout
+
+
+def test_alert_rules_pass_their_unit_tests() -> None:
+    proc = promtool("test", "rules", str(RULE_TESTS))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+ALERTS = re.findall(r"- alert: (\w+)", RULES.read_text())
+
+
+@pytest.mark.parametrize("alert", ALERTS)
+def test_the_unit_tests_catch_a_rule_that_never_fires(alert: str, tmp_path: Path) -> None:
+    text = RULES.read_text()
+    start = text.index(f"- alert: {alert}\n")
+    expr = re.compile(r"expr: .*").search(text, start)
+    assert expr is not None
+    (tmp_path / "alerts.yaml").write_text(text[: expr.start()] + "expr: vector(1) > 2" + text[expr.end() :])
+    (tmp_path / "alerts_test.yaml").write_text(RULE_TESTS.read_text())
+    proc = promtool("test", "rules", str(tmp_path / "alerts_test.yaml"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"alertname: {alert}," in out, out
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:

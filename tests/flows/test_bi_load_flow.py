@@ -43,7 +43,9 @@ def env(warehouse_settings, monkeypatch):
     return ws
 
 
-def test_bi_load_twice_gives_same_tables(prefect_harness, env, model_lake, write_lake, feedback_writer):
+def test_bi_load_twice_gives_same_tables(
+    prefect_harness, env, model_lake, write_lake, feedback_writer, caplog
+):
     m, ws = model_lake, env
     lake_dir = m.data_dir / "lake"
     assert ws.data_dir == m.data_dir
@@ -59,8 +61,13 @@ def test_bi_load_twice_gives_same_tables(prefect_harness, env, model_lake, write
     )
 
     n10 = sum(1 for i in range(300) if i * 119 / 300 < 60)  # events of hour 10
-    r1 = bi_load_flow(data_dir=str(m.data_dir))
+    with caplog.at_level("INFO"):
+        r1 = bi_load_flow(data_dir=str(m.data_dir))
     assert r1.files_loaded == 4 and r1.partitions == 2
+    # the run's log says it for people, not as a Python repr
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("BI load: ")]
+    assert said == [f"BI load: {r1.describe()}"] and "BiLoadResult(" not in said[0], said
+    assert said[0].startswith("BI load: loaded 4 new lake file(s) in 2 partition(s): 320 events")
     snap1 = _snapshot(ws)
     events = snap1[tables.EVENTS.name]
     assert len(events) == 320  # 300 + 20 synthetic; the 50 replayed rows deduplicated

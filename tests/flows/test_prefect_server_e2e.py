@@ -233,3 +233,127 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
         if worker is not None:
             _stop(worker)
         _stop(server)
+
+
+SERVED = {"drift-hourly", "drift-model", "bi-every-15-min", "maintenance-daily"}
+
+
+def _serve_env(tmp_path: Path, api_url: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "INFERSTREAM_DATA_DIR": str(tmp_path / "data"),
+    }
+    env.pop("PREFECT_API_KEY", None)
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def _deployments(api: str) -> set[str]:
+    try:
+        r = httpx.post(f"{api}/deployments/filter", json={}, timeout=10)
+    except httpx.TransportError:
+        return set()
+    return {d["name"] for d in r.json()} if r.status_code == 200 else set()
+
+
+def _ctrl_c(proc: subprocess.Popen, log: Path) -> int:
+    """SIGINT to the process group, as a terminal's Ctrl-C sends it; the return code."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        text = log.read_text(errors="replace")[-4000:]
+        raise AssertionError(f"still running 90 s after Ctrl-C:\n{text}") from None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_flows_serve_on_a_real_prefect_server_and_ctrl_c_exits_cleanly(tmp_path):
+    """PREFECT_API_URL points `inferstream flows serve` at a running `prefect server`:
+    the deployments of prefect.yaml appear there; Ctrl-C ends serve at once, without a
+    traceback, and leaves the server up."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = _serve_env(tmp_path, api)
+    logs = {name: tmp_path / f"{name}.log" for name in ("server", "serve")}
+    env_server = {**env, "PREFECT_UI_ENABLED": "false"}
+    server = _start(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env_server,
+        tmp_path,
+        logs["server"],
+    )
+    serve = None
+    try:
+        tail = lambda name: lambda: logs[name].read_text(errors="replace")[-4000:]  # noqa: E731
+
+        def healthy() -> bool:
+            assert server.poll() is None, tail("server")()
+            try:
+                return httpx.get(f"{api}/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _until("prefect server health", 300, healthy, tail("server"))
+        serve = _start([sys.executable, "-m", "inferstream", "flows", "serve"], env, ROOT, logs["serve"])
+
+        def served() -> bool:
+            assert serve.poll() is None, tail("serve")()
+            return "being served" in logs["serve"].read_text(errors="replace")
+
+        _until("flows serve", 300, served, tail("serve"))
+        assert _deployments(api) >= SERVED, tail("serve")()
+        rc = _ctrl_c(serve, logs["serve"])
+        assert rc in (0, 130), (rc, tail("serve")())
+        assert server.poll() is None and healthy()  # someone else's server: left running
+    finally:
+        if serve is not None:
+            _stop(serve)
+        _stop(server)
+    text = logs["serve"].read_text(errors="replace")
+    assert f"serving on the Prefect server at {api} (PREFECT_API_URL)" in text
+    assert "Traceback" not in text and "Starting temporary server" not in text, text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_flows_serve_without_a_server_starts_one_with_its_ui_and_ctrl_c_stops_both(tmp_path):
+    """Without PREFECT_API_URL, `flows serve` starts `prefect server start` (UI on) in its
+    own session; a terminal's Ctrl-C (SIGINT to serve's process group) reaches serve only,
+    which pauses the deployments and stops the server: no traceback, nothing left behind.
+    (Prefect's temporary server died first, and the shutdown printed tracebacks and hung.)"""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    log = tmp_path / "serve.log"
+    serve = _start(
+        [sys.executable, "-m", "inferstream", "flows", "serve", "--server-port", str(port)],
+        _serve_env(tmp_path, None),
+        ROOT,
+        log,
+    )
+    try:
+        tail = lambda: log.read_text(errors="replace")[-4000:]  # noqa: E731
+
+        def served() -> bool:
+            assert serve.poll() is None, tail()
+            return "being served" in log.read_text(errors="replace")
+
+        _until("flows serve", 600, served, tail)
+        assert _deployments(api) >= SERVED, tail()
+        ui = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+        rc = _ctrl_c(serve, log)
+        assert rc in (0, 130), (rc, tail())
+    finally:
+        _stop(serve)
+    text = log.read_text(errors="replace")
+    assert f"PREFECT_API_URL is not set: starting a local Prefect server on {api}" in text
+    assert "Traceback" not in text and "Starting temporary server" not in text, text
+    assert f"Prefect server on port {port} stopped" in text
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{api}/health", timeout=2)
