@@ -79,6 +79,10 @@ def _check(html: Path, summary: dict, rows: int) -> None:
     assert raw.count("class='chart drift-chart'") == sum(c["drifted"] for c in summary["columns"])
     assert "class='chart mix-chart'" in raw and "class='chart accuracy-chart'" in raw
     assert "id='evidently-quality'" in raw, "Evidently's classification-quality dashboard"
+    # more rows than Evidently's sample: its section says it is a sample's view, and
+    # whose verdict counts (issue 12 item 3)
+    assert "Distributions (Evidently, sample-based view)" in raw
+    assert "may differ from the all-rows ones above; the verdict is the one at the top" in raw
     size = html.stat().st_size
     assert size <= LIMIT, f"{rows} rows: report.html is {size / 1e6:.2f} MB, over {LIMIT / 1e6:.0f} MB"
 
