@@ -17,10 +17,20 @@ names both. "No data" is Failed on purpose: a window with no rows was not monito
 all (lander down, API idle, wrong model name), and Prefect draws only Completed in
 green. Errors stay Failed with their own message, and ``inferstream flows run drift``
 exits 2 for them.
+
+"No data" is an outcome, not an error, so it leaves no traceback. Prefect's engine, when
+a worker runs a flow (``python -m prefect.engine``), raises the result of any final
+state but Completed and logs it in the run's logs as "Engine execution exited with
+unexpected exception" with a traceback, after the state is set and the run's last line
+("Finished in state No data(...)") is logged. The "No data" state therefore carries a
+``NoData`` exception as its result, and a logging filter on Prefect's run and engine
+loggers drops the records whose exception is a ``NoData``; every other error keeps its
+traceback.
 """
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Any
 
@@ -80,10 +90,36 @@ def of_summary(summary: dict[str, Any]) -> Outcome:
     return decide(int(summary.get("current_rows") or 0), bool(v["drift"]), bool(v.get("quality_alert")))
 
 
+class NoData(Exception):
+    """The result of a "No data" state: what Prefect raises for it at the top of a
+    worker's flow process, and what ``drift_flow(...)`` raises when called without
+    ``return_state=True``."""
+
+
+class _NoDataTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], NoData))
+
+
+QUIET_LOGGERS = ("prefect.flow_runs", "prefect.engine")  # the engine's error loggers
+
+
+def quiet_no_data_tracebacks() -> None:
+    """Drop Prefect's "exited with unexpected exception" traceback for a "No data"
+    run (see the module docstring); idempotent, done when this module is imported."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoDataTraceback) for f in logger.filters):
+            logger.addFilter(_NoDataTraceback())
+
+
+quiet_no_data_tracebacks()
+
+
 def state(outcome: Outcome, message: str) -> State[Any]:
     name = STATE_NAMES[outcome]
     if outcome is Outcome.NO_DATA:
-        return Failed(name=name, message=message)
+        return Failed(name=name, message=message, data=NoData(message))
     return Completed(name=name, message=message)
 
 

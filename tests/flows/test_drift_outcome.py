@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flows import artifacts
 from flows.automation import NOTIFY_ON
-from flows.outcome import ALERTING, EVENTS, Outcome, decide, exit_code, explain, of_summary, state
+from flows.outcome import (
+    ALERTING,
+    EVENTS,
+    QUIET_LOGGERS,
+    NoData,
+    Outcome,
+    decide,
+    exit_code,
+    explain,
+    of_summary,
+    state,
+)
 
 
 def test_states_and_exit_codes():
@@ -19,6 +31,35 @@ def test_states_and_exit_codes():
     assert [exit_code(s.name, s.is_completed()) for s in (quiet, drift, silent)] == [0, 1, 3]
     assert exit_code("Failed", False) == 2 and exit_code("Crashed", False) == 2
     assert exit_code("Drift detected", False) == 2  # a failed run is an error whatever its name
+
+
+def test_no_data_leaves_no_engine_traceback():
+    """Prefect's engine logs the exception of a final non-Completed state with its
+    traceback; "No data" carries a NoData, whose records are dropped, and only those
+    (the process-level check is tests/flows/test_drift_engine_logs.py)."""
+    assert isinstance(state(Outcome.NO_DATA, "no data: x").data, NoData)
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.seen.append(record.getMessage())
+
+    for name in QUIET_LOGGERS:
+        logger, keep = logging.getLogger(name), Keep()
+        logger.addHandler(keep)
+        try:
+            for exc in (NoData("no data: x"), RuntimeError("broken")):
+                try:
+                    raise exc
+                except Exception:
+                    logger.error("exited with %s", type(exc).__name__, exc_info=True)
+            logger.error("no exception")
+        finally:
+            logger.removeHandler(keep)
+        assert keep.seen == ["exited with RuntimeError", "no exception"], name
 
 
 def test_an_estimated_quality_drop_is_a_finding_of_its_own():

@@ -1,11 +1,15 @@
 """The real thing, once: `prefect server start` (with its UI) on a free port, the drift
 automation created by `inferstream flows automation` with a local HTTP receiver as
 webhook, `prefect deploy --all` from prefect.yaml, a process worker, and the hourly
-drift deployment run on a drifted lake. Checked through the server's API: the scan and
-the model's run end Completed "Drift detected", the run is named after model, version
-and window, is tagged, and has its four artifacts; the webhook receives the drift
-event; the worker logged no traceback; the run page, rendered by headless Chromium from
-the server's own UI, shows the verdict. Bounded: every wait has a deadline."""
+drift deployment (its cron on the server) run on a drifted lake. Checked through the
+server's API: the scan and the model's run end Completed "Drift detected", the run is
+named after model, version and window, is tagged, and has its four artifacts; the
+webhook receives the drift event. Then the one-model deployment on an empty hour: Failed
+"No data", named and tagged the same way, the no-data event at the webhook, and the
+artifacts under the same keys (one per run, the newest NO DATA). No run's logs (read
+from the API) nor the worker's hold a traceback. Each run page, rendered by headless
+Chromium from the server's own UI, shows its verdict. Bounded: every wait has a
+deadline."""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect")
 T0 = "2026-03-01T10:00:00+00:00"
 T1 = "2026-03-01T11:00:00+00:00"
+T2, T3 = "2026-03-01T12:00:00+00:00", "2026-03-01T13:00:00+00:00"  # no traffic
 REPORTS_URL = "https://reports.example/drift"
 
 
@@ -109,6 +114,9 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
         "PREFECT_LOGGING_LEVEL": "INFO",
         "INFERSTREAM_DATA_DIR": str(m.data_dir),
         "INFERSTREAM_REPORTS_BASE_URL": REPORTS_URL,
+        # the worker's flow processes run in the project dir: this checkout's packages, not
+        # whichever one the environment's editable install points at
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     env.pop("PREFECT_API_KEY", None)
     env.pop("INFERSTREAM_DRIFT_WEBHOOK_URL", None)  # the notification must come from the automation
@@ -148,6 +156,8 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
             assert "inferstream: notify on drift" in made
             cli("--no-prompt", "work-pool", "create", "inferstream", "--type", "process")
             cli("--no-prompt", "deploy", "--all")
+            hourly = httpx.get(f"{api}/deployments/name/drift-all/drift-hourly", timeout=10).json()
+            assert [s["schedule"]["cron"] for s in hourly["schedules"]] == ["5 * * * *"], hourly
             params = {"start": T0, "end": T1}
             out = cli(
                 "--no-prompt",
@@ -167,13 +177,39 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
             def runs() -> list[dict]:
                 return httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
 
-            def scan_final() -> dict | None:
-                scan = [r for r in runs() if r["parent_task_run_id"] is None]
-                if scan and scan[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                    return scan[0]
-                return None
+            def final(pick: Callable[[dict], bool]) -> Callable[[], dict | None]:
+                def probe() -> dict | None:
+                    got = [r for r in runs() if pick(r)]
+                    if got and got[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                        return got[0]
+                    return None
 
-            scan = _until("the scan's final state", 420, scan_final, tail("worker"))
+                return probe
+
+            def run_logs(r: dict) -> list[str]:
+                """The run's logs as the UI shows them, read again a moment after its last
+                line ("Finished in state <name>(...)") arrived, so anything the engine logs
+                after it (Prefect's traceback of a failed state) has arrived as well."""
+
+                def read() -> list[str]:
+                    got = httpx.post(
+                        f"{api}/logs/filter",
+                        json={"logs": {"flow_run_id": {"any_": [r["id"]]}}, "sort": "TIMESTAMP_ASC"},
+                        timeout=10,
+                    ).json()
+                    return [f"{g['level']} {g['message']}" for g in got if g["task_run_id"] is None]
+
+                last = f"20 Finished in state {r['state']['name']}("
+                _until(f"{r['name']}'s last log line", 60, lambda: last in "\n".join(read()), tail("worker"))
+                time.sleep(5)
+                return read()
+
+            scan = _until(
+                "the scan's final state",
+                420,
+                final(lambda r: r["parent_task_run_id"] is None),
+                tail("worker"),
+            )
             assert (scan["state"]["type"], scan["state"]["name"]) == ("COMPLETED", "Drift detected"), scan
             assert scan["name"] == "all models 2026-03-01 10:00-11:00Z"
             (run,) = [r for r in runs() if r["parent_task_run_id"] is not None]
@@ -183,177 +219,113 @@ def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake)
 
             # the notification: the automation calls the webhook block with the event
             received = _until("the webhook call", 120, lambda: list(hook.received), tail("server"))
-        body = received[0]["body"]
-        assert body["event"] == "inferstream.drift.detected"
-        assert body["resource"] == f"inferstream.model.{m.name}.v{m.version}"
-        assert (body["payload"]["model"], body["payload"]["verdict"]) == (m.name, "DRIFT")
-        assert "mean_radius" in body["payload"]["drifted_columns"]
+            body = received[0]["body"]
+            assert body["event"] == "inferstream.drift.detected"
+            assert body["resource"] == f"inferstream.model.{m.name}.v{m.version}"
+            assert (body["payload"]["model"], body["payload"]["verdict"]) == (m.name, "DRIFT")
+            assert "mean_radius" in body["payload"]["drifted_columns"]
 
-        arts = httpx.post(
-            f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}, timeout=10
+            arts = httpx.post(
+                f"{api}/artifacts/filter",
+                json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},
+                timeout=10,
+            ).json()
+            by_key = {a["key"]: a for a in arts}
+            prefix = f"drift-{m.name}-v{m.version}"
+            assert set(by_key) == {
+                f"{prefix}-summary",
+                f"{prefix}-report",
+                f"{prefix}-columns",
+                f"{prefix}-quality",
+            }
+            (run_dir,) = [p.parent for p in (m.data_dir / "reports" / m.name).glob("*/summary.json")]
+            url = f"{REPORTS_URL}/{m.name}/{run_dir.name}/report.html"
+            # Prefect stores a link artifact as markdown: [text](url)
+            assert by_key[f"{prefix}-report"]["data"] == f"[drift report]({url})"
+            md = by_key[f"{prefix}-summary"]["data"]
+            assert "**Verdict:** DRIFT" in md and "2026-03-01 10:00 – 11:00 UTC (1 h)" in md
+            table = orjson.loads(by_key[f"{prefix}-columns"]["data"])
+            row = next(r for r in table if r["column"] == "mean_radius")
+            assert (row["method"], row["verdict"]) == ("ks", "DRIFT")
+            summary = orjson.loads((run_dir / "summary.json").read_bytes())
+            assert row["score"] == pytest.approx(
+                next(c["score"] for c in summary["columns"] if c["column"] == "mean_radius")
+            )
+            for r in (scan, run):
+                text = "\n".join(run_logs(r))
+                assert "Traceback" not in text and "Engine execution exited" not in text, text[-3000:]
+
+            # an empty hour, run on demand through the one-model deployment: "No data", a
+            # failed run that is not an error (no traceback), under the same artifact keys
+            out = cli(
+                "--no-prompt",
+                "deployment",
+                "run",
+                "drift/drift-model",
+                *[
+                    a
+                    for k, v in {"model_name": m.name, "start": T2, "end": T3}.items()
+                    for a in ("--param", f"{k}={v}")
+                ],
+            )
+            assert "Created flow run" in out
+            empty = _until(
+                "the empty hour's final state",
+                420,
+                final(lambda r: r["parent_task_run_id"] is None and r["id"] != scan["id"]),
+                tail("worker"),
+            )
+            assert (empty["state"]["type"], empty["state"]["name"]) == ("FAILED", "No data"), empty
+            assert empty["state"]["message"].startswith("no data: the window holds no rows"), empty
+            assert empty["name"] == f"{m.name} v{m.version} 2026-03-01 12:00-13:00Z"
+            assert {f"model:{m.name}", f"version:{m.version}"} <= set(empty["tags"])
+            lines = run_logs(empty)
+            assert lines[-1].startswith("20 Finished in state No data('no data"), lines[-3:]
+            text = "\n".join(lines)
+            assert "Traceback" not in text and "Engine execution exited" not in text, text[-3000:]
+            silent = _until(
+                "the no-data webhook call",
+                120,
+                lambda: [r["body"] for r in hook.received if r["body"]["event"].endswith(".no-data")],
+                tail("server"),
+            )
+            assert (silent[0]["payload"]["verdict"], silent[0]["payload"]["rows"]) == ("NO DATA", 0)
+            assert silent[0]["resource"] == f"inferstream.model.{m.name}.v{m.version}"
+
+        # stable keys: each key holds one artifact per run, the newest the empty hour's
+        for kind in ("summary", "report"):
+            versions = httpx.post(
+                f"{api}/artifacts/filter",
+                json={"artifacts": {"key": {"any_": [f"{prefix}-{kind}"]}}, "sort": "CREATED_DESC"},
+                timeout=10,
+            ).json()
+            assert [a["flow_run_id"] for a in versions] == [empty["id"], run["id"]], kind
+        latest = httpx.post(
+            f"{api}/artifacts/latest/filter",
+            json={"artifacts": {"key": {"any_": [f"{prefix}-summary"]}}},
+            timeout=10,
         ).json()
-        by_key = {a["key"]: a for a in arts}
-        prefix = f"drift-{m.name}-v{m.version}"
-        assert set(by_key) == {
-            f"{prefix}-summary",
-            f"{prefix}-report",
-            f"{prefix}-columns",
-            f"{prefix}-quality",
-        }
-        (run_dir,) = [p.parent for p in (m.data_dir / "reports" / m.name).glob("*/summary.json")]
-        url = f"{REPORTS_URL}/{m.name}/{run_dir.name}/report.html"
-        # Prefect stores a link artifact as markdown: [text](url)
-        assert by_key[f"{prefix}-report"]["data"] == f"[drift report]({url})"
-        md = by_key[f"{prefix}-summary"]["data"]
-        assert "**Verdict:** DRIFT" in md and "2026-03-01 10:00 – 11:00 UTC (1 h)" in md
-        table = orjson.loads(by_key[f"{prefix}-columns"]["data"])
-        row = next(r for r in table if r["column"] == "mean_radius")
-        assert (row["method"], row["verdict"]) == ("ks", "DRIFT")
-        summary = orjson.loads((run_dir / "summary.json").read_bytes())
-        assert row["score"] == pytest.approx(
-            next(c["score"] for c in summary["columns"] if c["column"] == "mean_radius")
-        )
+        assert "**Verdict:** NO DATA" in latest[0]["data"], latest
 
         worker_log = logs["worker"].read_text(errors="replace")
         assert "Traceback" not in worker_log and "Engine execution exited" not in worker_log, worker_log[
             -4000:
         ]
 
-        # the run page in the server's UI, as a user opens it
-        page_url = f"http://127.0.0.1:{port}/runs/flow-run/{run['id']}"
-        dom = _chromium(page_url, tmp_path, "--dump-dom")
-        text = re.sub(
-            r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S))
-        )
-        assert "Drift detected" in text and run["name"] in text, text[:3000]
+        # the run pages in the server's UI, as a user opens them
+        for r, verdict in ((run, "Drift detected"), (empty, "No data")):
+            page_url = f"http://127.0.0.1:{port}/runs/flow-run/{r['id']}"
+            dom = _chromium(page_url, tmp_path, "--dump-dom")
+            text = re.sub(
+                r"\s+",
+                " ",
+                re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)),
+            )
+            assert verdict in text and r["name"] in text, text[:3000]
         shot = tmp_path / "run-page.png"
-        _chromium(page_url, tmp_path, f"--screenshot={shot}")
+        _chromium(f"http://127.0.0.1:{port}/runs/flow-run/{run['id']}", tmp_path, f"--screenshot={shot}")
         assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     finally:
         if worker is not None:
             _stop(worker)
         _stop(server)
-
-
-SERVED = {"drift-hourly", "drift-model", "bi-every-15-min", "maintenance-daily"}
-
-
-def _serve_env(tmp_path: Path, api_url: str | None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "INFERSTREAM_DATA_DIR": str(tmp_path / "data"),
-    }
-    env.pop("PREFECT_API_KEY", None)
-    env.pop("PREFECT_API_URL", None)
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return env
-
-
-def _deployments(api: str) -> set[str]:
-    try:
-        r = httpx.post(f"{api}/deployments/filter", json={}, timeout=10)
-    except httpx.TransportError:
-        return set()
-    return {d["name"] for d in r.json()} if r.status_code == 200 else set()
-
-
-def _ctrl_c(proc: subprocess.Popen, log: Path) -> int:
-    """SIGINT to the process group, as a terminal's Ctrl-C sends it; the return code."""
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        return proc.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        _stop(proc)
-        text = log.read_text(errors="replace")[-4000:]
-        raise AssertionError(f"still running 90 s after Ctrl-C:\n{text}") from None
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_flows_serve_on_a_real_prefect_server_and_ctrl_c_exits_cleanly(tmp_path):
-    """PREFECT_API_URL points `inferstream flows serve` at a running `prefect server`:
-    the deployments of prefect.yaml appear there; Ctrl-C ends serve at once, without a
-    traceback, and leaves the server up."""
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = _serve_env(tmp_path, api)
-    logs = {name: tmp_path / f"{name}.log" for name in ("server", "serve")}
-    env_server = {**env, "PREFECT_UI_ENABLED": "false"}
-    server = _start(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env_server,
-        tmp_path,
-        logs["server"],
-    )
-    serve = None
-    try:
-        tail = lambda name: lambda: logs[name].read_text(errors="replace")[-4000:]  # noqa: E731
-
-        def healthy() -> bool:
-            assert server.poll() is None, tail("server")()
-            try:
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _until("prefect server health", 300, healthy, tail("server"))
-        serve = _start([sys.executable, "-m", "inferstream", "flows", "serve"], env, ROOT, logs["serve"])
-
-        def served() -> bool:
-            assert serve.poll() is None, tail("serve")()
-            return "being served" in logs["serve"].read_text(errors="replace")
-
-        _until("flows serve", 300, served, tail("serve"))
-        assert _deployments(api) >= SERVED, tail("serve")()
-        rc = _ctrl_c(serve, logs["serve"])
-        assert rc in (0, 130), (rc, tail("serve")())
-        assert server.poll() is None and healthy()  # someone else's server: left running
-    finally:
-        if serve is not None:
-            _stop(serve)
-        _stop(server)
-    text = logs["serve"].read_text(errors="replace")
-    assert f"serving on the Prefect server at {api} (PREFECT_API_URL)" in text
-    assert "Traceback" not in text and "Starting temporary server" not in text, text
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_flows_serve_without_a_server_starts_one_with_its_ui_and_ctrl_c_stops_both(tmp_path):
-    """Without PREFECT_API_URL, `flows serve` starts `prefect server start` (UI on) in its
-    own session; a terminal's Ctrl-C (SIGINT to serve's process group) reaches serve only,
-    which pauses the deployments and stops the server: no traceback, nothing left behind.
-    (Prefect's temporary server died first, and the shutdown printed tracebacks and hung.)"""
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    log = tmp_path / "serve.log"
-    serve = _start(
-        [sys.executable, "-m", "inferstream", "flows", "serve", "--server-port", str(port)],
-        _serve_env(tmp_path, None),
-        ROOT,
-        log,
-    )
-    try:
-        tail = lambda: log.read_text(errors="replace")[-4000:]  # noqa: E731
-
-        def served() -> bool:
-            assert serve.poll() is None, tail()
-            return "being served" in log.read_text(errors="replace")
-
-        _until("flows serve", 600, served, tail)
-        assert _deployments(api) >= SERVED, tail()
-        ui = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
-        assert ui.status_code == 200 and "<html" in ui.text.lower()
-        rc = _ctrl_c(serve, log)
-        assert rc in (0, 130), (rc, tail())
-    finally:
-        _stop(serve)
-    text = log.read_text(errors="replace")
-    assert f"PREFECT_API_URL is not set: starting a local Prefect server on {api}" in text
-    assert "Traceback" not in text and "Starting temporary server" not in text, text
-    assert f"Prefect server on port {port} stopped" in text
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{api}/health", timeout=2)
