@@ -27,9 +27,10 @@ the alerts topic before consuming (:func:`recover_episodes`): an alert is publis
 is known to the next process, which neither repeats it nor misses the closing one.
 
 Scale: one process per group holds every partition, hence whole windows. A second
-process in the group would own some partitions and see a share of every model's events
-(keys are random): each would evaluate its own share and could raise its own episodes.
-Run one replica (it handles the measured rate of ``bench/streaming_drift.py``).
+process in the group owns some partitions and sees a share of every model's events
+(keys are random): each evaluates its own share and raises its own episodes (a test runs
+two); each alert names the partitions of the process that raised it (``partitions``).
+Run one replica (README, "The streaming drift monitor", says exactly what two do).
 """
 
 from __future__ import annotations
@@ -127,6 +128,10 @@ class DriftSink:
     def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> None:
         for tp, (off, _) in partitions.items():
             self._committed[tp] = off or 0
+        log.info(
+            "drift: this process reads partitions %s; its windows hold only their events",
+            ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(self._committed)),
+        )
 
     def rewind(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
         """Where to start each newly assigned partition: ``window_events`` records behind
@@ -278,6 +283,8 @@ class DriftSink:
                 "score": score,
                 "threshold": threshold,
                 "window_events": n,
+                # the partitions whose events this process's windows hold (see "Scale")
+                "partitions": sorted(tp.partition for tp in self._committed),
                 "consecutive_evaluations": t.evaluations,
                 "alerted_at": datetime.now().astimezone().isoformat(),
             }
