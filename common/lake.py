@@ -2,6 +2,7 @@
 
     <lake url>/inference_events/    partitioned by model, date, hour (of event_time)
     <lake url>/inference_feedback/  partitioned by model, date, hour (of feedback_time)
+    <lake url>/drift_episodes/      partitioned by model, date, hour (of alerted_at)
 
 The URL is ``file:///abs/dir`` (or a plain path; the default is ``<data dir>/lake``) or
 ``s3://bucket/prefix`` with ``storage_options`` (endpoint, region, credentials, see
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
 EVENTS_TABLE = "inference_events"
 FEEDBACK_TABLE = "inference_feedback"
-TABLES = (EVENTS_TABLE, FEEDBACK_TABLE)
+EPISODES_TABLE = "drift_episodes"  # the streaming drift monitor's episode alerts
+TABLES = (EVENTS_TABLE, FEEDBACK_TABLE, EPISODES_TABLE)
 PARTITION_BY = ["model", "date", "hour"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")

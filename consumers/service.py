@@ -29,14 +29,17 @@ def build_sink(
 ) -> tuple[Sink, list[str]]:
     """The sink and the topics it reads (``registry``: where a sink's own metrics go)."""
     if name == "lake":
+        from consumers.episodes import EpisodesLakeSink
         from consumers.feedback import FeedbackLakeSink, RoutingSink
         from consumers.lake import LakeSink
 
-        topics = [settings.events_topic, settings.feedback_topic]
+        # the drift monitor's episode alerts too: the drift flow reads them from the lake
+        topics = [settings.events_topic, settings.feedback_topic, settings.alerts_topic]
         group = settings.group_id or name
         sinks = {
             settings.events_topic: LakeSink(settings.lake(), group=group),
             settings.feedback_topic: FeedbackLakeSink(settings.lake(), group=group),
+            settings.alerts_topic: EpisodesLakeSink(settings.lake(), group=group),
         }
         return RoutingSink(sinks), topics
     if name == "audit":

@@ -40,7 +40,11 @@ class ConsumerSettings(CommonSettings):
         gt=0,
         description="/healthz says stuck after this long without a commit while records wait",
     )
-    alerts_topic: str = Field(default=ALERTS_TOPIC, description="Where the fraud scorer publishes")
+    alerts_topic: str = Field(
+        default=ALERTS_TOPIC,
+        description="Alerts: the fraud scorer and the drift monitor publish there; the lake group lands "
+        "the drift episodes from there",
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve Prometheus /metrics on this port (unset: off)"
     )

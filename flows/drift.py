@@ -20,7 +20,9 @@ green). Each run is named after its model, version and window (``car-loan v1
 2026-11-29 19:00-20:00Z``), is tagged ``model:<name>`` and ``version:<v>``, leaves four
 artifacts (one the estimated vs realized quality per slice) and an event
 (``flows.artifacts``), records its results with the report's URL in the warehouse,
-pushes its scores to the optional INFERSTREAM_PUSHGATEWAY_URL,
+lists the streaming drift monitor's episodes that overlap its window
+(``flows.episodes``, from the lake's ``drift_episodes`` table), pushes its scores to
+the optional INFERSTREAM_PUSHGATEWAY_URL,
 and on drift, quality drop or no data POSTs a JSON alert to the optional
 INFERSTREAM_DRIFT_WEBHOOK_URL. Failed without the name "No data" means a real error.
 """
@@ -45,6 +47,7 @@ from flows import artifacts, drift_calc, index, performance, report, slices
 from flows import outcome as outcomes
 from flows.alert import post_alert
 from flows.drift_metrics import push_drift
+from flows.episodes import read_episodes
 from flows.lake_reader import read_window
 from flows.quality import classification_quality, join_labels, read_feedback
 from flows.reference import (
@@ -238,6 +241,8 @@ def summarise(
         "prediction_mix": slices.prediction_mix(inputs.current, window),
         "quality": quality.to_json(),
         "performance": perf,
+        # what the streaming drift monitor raised meanwhile (None: the lake has no episodes table)
+        "episodes": read_episodes(settings.lake(), meta.name, meta.version, window),
     }
     run_dir = settings.reports_root / meta.name / run_time.strftime("%Y%m%dT%H%M%S.%fZ")
     methods = {r.column: r.method for r in results}

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 SUMMARY_ID = "inferstream-summary"
 DRIFT_TABLE_ID = "inferstream-drift-table"
+EPISODES_ID = "inferstream-episodes"
 EVIDENTLY_LIB_ID = "evidently-lib"
 
 
@@ -285,7 +286,44 @@ def summary_html(summary: dict[str, Any]) -> str:
         + (f"<h3>When the drifted columns start drifting</h3><ul>{starts}</ul>" if starts else "")
         + performance_html(summary.get("performance"))
         + q_html
+        + episodes_html(summary)
         + "</section>"
+    )
+
+
+def episodes_html(summary: dict[str, Any]) -> str:
+    """The streaming drift monitor's episodes that overlap the window (``flows.episodes``)."""
+    if "episodes" not in summary:  # a report from before the monitor's episodes were read
+        return ""
+    eps = summary["episodes"]
+    head = f"<h3 id='{EPISODES_ID}'>Streaming drift monitor: episodes in this window</h3>"
+    if eps is None:
+        return head + (
+            "<p>Unknown: the lake has no drift_episodes table (the lake consumer lands the drift "
+            "monitor's alerts there; is `inferstream consume drift` running?).</p>"
+        )
+    if not eps:
+        return head + "<p>None: the monitor opened no episode for this model version during the window.</p>"
+    rows = "".join(
+        f"<tr><td>{_fmt(e['column'])}</td><td>{_fmt(charts.minute(datetime.fromisoformat(e['opened_at'])))}"
+        + ("" if e["opened_in_window"] else " (before the window)")
+        + "</td><td>"
+        + (
+            "open at the window's end"
+            if e["open_at_end"]
+            else _fmt(charts.minute(datetime.fromisoformat(e["closed_at"])))
+        )
+        + f"</td><td>{_fmt(e['method'])}</td><td>{_fmt(e['score_at_open'])}</td>"
+        f"<td>{_fmt(e['threshold'])}</td><td><code>{_fmt(e['episode_id'])}</code></td></tr>"
+        for e in eps
+    )
+    return (
+        head + f"<p>{len(eps)} episode{'s' if len(eps) != 1 else ''} (times are the monitor's, in UTC; "
+        "each is one opening and one closing alert on inference-alerts with this episode id).</p>"
+        + f"<table id='{EPISODES_ID}-table'><tr><th>column</th><th>opened</th><th>closed</th>"
+        "<th>method</th><th>score at opening</th><th>threshold</th><th>episode id</th></tr>"
+        + rows
+        + "</table>"
     )
 
 

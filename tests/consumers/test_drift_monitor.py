@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -269,3 +270,141 @@ def test_the_monitors_metrics_pass_promtool_and_fire_the_shipped_streaming_drift
     columns, result = streaming_drift_alerts(text, tmp_path)
     assert "x" in columns and "flag" not in columns, columns
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _window_rows(ref: Reference, evs: list[dict], size: int) -> pl.DataFrame:
+    """The row-by-row window the ring buffers replaced: the last ``size`` events,
+    each value converted with ``_num``/``_cat``, as the reference for the vectorised one."""
+    from consumers.drift_window import _cat, _num
+
+    rows = evs[-size:]
+    data = {}
+    for c, kind in ref.kinds.items():
+        if c == "prediction":
+            values = [e.get("prediction") for e in rows]
+        elif c == "score":
+            values = [e["scores"].get("1") if isinstance(e.get("scores"), dict) else None for e in rows]
+        else:
+            values = [e["features"].get(c) for e in rows]
+        if kind == "num":
+            data[c] = pl.Series(c, [_num(v) for v in values], dtype=pl.Float64)
+        else:
+            data[c] = pl.Series(c, [_cat(v) for v in values], dtype=pl.String)
+    return pl.DataFrame(data)
+
+
+def _odd_event(i: int) -> dict:
+    """Events whose values take every type a client or a broken upstream can send."""
+    x = [1.5, 2, True, None, "3.25", "abc", 2**62, 1e300][i % 8]
+    color = ["red", None, True, 7, 2.5, "blue", False, "red"][i % 7]
+    ev = _event({"x": 0.0, "color": "red", "flag": True, "prediction": i % 3, "score": 0.5})
+    ev["features"] = {"x": x, "color": color} | ({"flag": i % 2 == 0} if i % 5 else {})
+    ev["prediction"] = [1, "yes", None, 0.0, False][i % 5]
+    ev["scores"] = [{"0": 0.5, "1": 0.5}, None, {"0": 1}, {"1": 1}][i % 4]
+    return ev
+
+
+def test_the_ring_window_holds_the_same_rows_as_the_row_by_row_one_after_wrapping():
+    from polars.testing import assert_frame_equal
+
+    ref = _reference()
+    evs = [_odd_event(i) for i in range(53)]
+    for size, batches in ((7, [53]), (7, [3, 9, 1, 40]), (60, [10, 43]), (1, [5, 48])):
+        window, at = Window(ref, size), 0
+        for k in batches:
+            part = evs[at : at + k]
+            window.extend(
+                [e["features"] for e in part], [e["prediction"] for e in part], [e["scores"] for e in part]
+            )
+            at += k
+            assert_frame_equal(window.frame(), _window_rows(ref, evs[:at], size))
+        assert len(window) == min(size, 53)
+
+
+def test_a_high_cardinality_column_keeps_only_the_labels_in_the_window():
+    ref = _reference()
+    window = Window(ref, 4)
+    evs = [
+        _event({"x": 1.0, "color": f"c{i}", "flag": False, "prediction": 0, "score": 0.1}) for i in range(500)
+    ]
+    for e in evs:
+        window.add(e)
+        window.frame()
+    assert window.frame()["color"].to_list() == ["c496", "c497", "c498", "c499"]
+    assert len(window._cat["color"].labels) <= 2 * 4 + 64 + 1
+
+
+def test_the_fast_decoder_reads_every_record_as_the_exact_path_does():
+    """msgspec (fast) and orjson + validate.decode_event (exact) must agree on what is
+    poison and on every value the window keeps; plain events take the fast path."""
+    from polars.testing import assert_frame_equal
+
+    from consumers import drift as drift_mod
+
+    plain = [events.encode(_event(r)) for r in _rows(20)]
+    odd = [events.encode(_odd_event(i)) for i in range(40)]
+    template = orjson.loads(plain[0])
+
+    def variant(**change: object) -> bytes:
+        return json.dumps(template | change).encode()  # stdlib: integers beyond 64 bits too
+
+    def with_raw(field: bytes, value: bytes) -> bytes:
+        return plain[0][:-1] + b',"' + field + b'":' + value + b"}"
+
+    edge = [
+        variant(features={"x": 2**63, "color": "red"}),  # orjson: int; msgspec path refuses it
+        variant(features={"x": 2**64 + 1, "color": "red"}),  # orjson: a float
+        variant(features={"x": 1.0, "color": 2**70}),  # a category whose text differs per parser
+        plain[0][:-1].replace(b'"features":{', b'"features":{"big":' + b"9" * 400 + b",") + b"}",
+        with_raw(b"extra", b'"\xff"'),  # invalid UTF-8 in a field nobody reads
+        with_raw(b"extra", b"1"),
+        variant(features={"x": [1, 2], "color": {"a": 1}}),
+        variant(latency_ms=True),
+        variant(latency_ms=5),
+        variant(schema_version=1.0),
+        variant(event_id=template["event_id"] + "\n"),
+        variant(event_id="not-a-uuid"),
+        variant(status="error"),
+        variant(synthetic=True),
+        variant(synthetic=1),
+        variant(scores=[0.1, 0.9]),
+        variant(scores={"1": "0.25"}),
+        variant(prediction={"a": 1}),
+        variant(http_latency_ms="slow"),
+        variant(model_version="2"),
+        b"[1]",
+        b"not json",
+        None,
+        b'{"schema_version": 1}',
+    ]
+    assert drift_mod.decode_fast(_records_of(plain)) is not None
+    assert drift_mod.decode_fast(_records_of(odd)) is not None
+    assert drift_mod.decode_fast(_records_of(edge[:1])) is None
+
+    def run(values: list[bytes | None], fast: bool) -> tuple[dict, list]:
+        sink = DriftSink(load_reference=lambda m, v: _reference(), window_events=100, min_events=1)
+        tp = TopicPartition("t", 0)
+        decoder = drift_mod.decode_fast
+        if not fast:
+            drift_mod.decode_fast = lambda records: None  # type: ignore[assignment]
+        try:
+            for i, v in enumerate(values):  # one by one, so each record takes its own path
+                sink.add(tp, [ConsumerRecord("t", 0, i, 0, 0, None, v, None, 0, 0, ())])
+        finally:
+            drift_mod.decode_fast = decoder
+        sink.flush()
+        frames = {k: w.frame() for k, w in sink.windows.items()}
+        return frames, [(d.offset, d.reason) for d in sink.take_dead_letters()]
+
+    values = plain + odd + edge
+    fast_frames, fast_dead = run(values, fast=True)
+    exact_frames, exact_dead = run(values, fast=False)
+    assert fast_dead == exact_dead and len(exact_dead) >= 8
+    assert set(fast_frames) == set(exact_frames) == {("m", "1"), ("m", "2")}
+    for key, frame in exact_frames.items():
+        assert_frame_equal(fast_frames[key], frame)
+    assert len(exact_frames[("m", "1")]) > 70
+
+
+def _records_of(values: list[bytes | None]) -> list[ConsumerRecord]:
+    return [ConsumerRecord("t", 0, i, 0, 0, None, v, None, 0, 0, ()) for i, v in enumerate(values)]

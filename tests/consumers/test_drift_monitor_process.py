@@ -202,3 +202,58 @@ def test_starting_the_drift_monitor_changes_nothing_on_the_api_side(
             drift.terminate()
         api.terminate()
     assert drift is not None and "records=400" in drift.log_path.read_text(), drift.tail()
+
+
+@pytest.mark.slow
+def test_two_monitors_in_one_group_each_alert_on_their_own_share_of_the_partitions(
+    trained_model, kafka_bootstrap, topic, tmp_path
+):
+    """What the README's "Scale" says happens with two processes in the group: the
+    partitions are split between them, each keeps windows of its own partitions' events
+    (keys are random, so a share of every model's traffic) and evaluates them alone, so a
+    shift raises one episode per process (two ids, each opened and closed once), each
+    alert naming the partitions it saw."""
+    env = consumer_env(
+        kafka_bootstrap,
+        topic,
+        trained_model.data_dir,
+        "drift-two",
+        INFERSTREAM_DRIFT_WINDOW_EVENTS="300",
+        INFERSTREAM_DRIFT_MIN_EVENTS="300",
+        INFERSTREAM_DRIFT_EVAL_INTERVAL_S="0.5",
+        INFERSTREAM_DRIFT_CONSECUTIVE="2",
+    )
+    first = Child("drift-a", ["consume", "drift"], env, tmp_path / "drift-a.log")
+    second = None
+    try:
+        wait_for_log(first, "assigned group=drift-two", timeout_s=90)
+        second = Child("drift-b", ["consume", "drift"], env, tmp_path / "drift-b.log")
+        wait_for_log(second, "assigned group=drift-two", timeout_s=90)
+        wait_for_log(first, "assigned group=drift-two", timeout_s=90, count=2)  # the rebalance
+        _feed_until(kafka_bootstrap, topic, trained_model, False, lambda a: True, seed=0, timeout_s=5)
+
+        def openings(a: list[dict]) -> list[dict]:
+            return [x for x in a if x.get("column") == SHIFTED and x["kind"] == "drift_episode_opened"]
+
+        def closings(a: list[dict]) -> list[dict]:
+            return [x for x in a if x.get("column") == SHIFTED and x["kind"] == "drift_episode_closed"]
+
+        _feed_until(kafka_bootstrap, topic, trained_model, True, lambda a: len(openings(a)) >= 2, 100)
+        alerts = _feed_until(
+            kafka_bootstrap, topic, trained_model, False, lambda a: len(closings(a)) >= 2, 400
+        )
+        time.sleep(2)  # a third opening, if there were one, would be out by now
+        alerts = _alerts(kafka_bootstrap, topic, expected=10**6, timeout_s=2.0)
+    finally:
+        first.terminate()
+        if second is not None:
+            second.terminate()
+    opened, closed = openings(alerts), closings(alerts)
+    assert len(opened) == 2 and len(closed) == 2, _kinds(alerts, SHIFTED)
+    assert {a["episode_id"] for a in opened} == {a["episode_id"] for a in closed}
+    assert len({a["episode_id"] for a in opened}) == 2
+    shares = [set(a["partitions"]) for a in opened]
+    assert shares[0] and shares[1] and not shares[0] & shares[1]
+    assert shares[0] | shares[1] == {0, 1, 2, 3}
+    for child in (first, second):
+        assert "drift: this process reads partitions" in child.log_path.read_text()

@@ -81,11 +81,55 @@ def drifted_run(prefect_harness, trained_model, tmp_path_factory, model_lake_fac
         synthetic=True,
         first_offset=10_000,
     )
+    _land_episodes(m.data_dir / "lake", m.name, m.version)
     with Webhook() as hook, pytest.MonkeyPatch.context() as mp:
         mp.setenv("INFERSTREAM_DRIFT_WEBHOOK_URL", hook.url)
         state = drift_flow(model_name=m.name, data_dir=str(m.data_dir), return_state=True, **WINDOW)
         received = list(hook.received)
     return DriftRun(m, state, received)
+
+
+def _land_episodes(lake_dir: Path, model: str, version: str) -> None:
+    """The streaming monitor's alerts as the lake group lands them (consumers/episodes.py):
+    an episode opened and closed inside the window, one opened inside and still open, one
+    closed before the window and one of another version (neither is the report's)."""
+    from aiokafka import ConsumerRecord, TopicPartition
+
+    from consumers.episodes import EpisodesLakeSink
+
+    def alert(kind: str, episode: str, column: str, minute: int, v: str = version) -> bytes:
+        return orjson.dumps(
+            {
+                "alert_id": f"{kind}:{episode}",
+                "kind": f"drift_episode_{kind}",
+                "episode_id": episode,
+                "model_name": model,
+                "model_version": v,
+                "column": column,
+                "method": "wasserstein",
+                "score": 0.5,
+                "threshold": 0.1,
+                "window_events": 5000,
+                "consecutive_evaluations": 3,
+                "alerted_at": (T0 + timedelta(minutes=minute)).isoformat(),
+            }
+        )
+
+    values = [
+        alert("opened", "ep-radius", "mean_radius", 12),
+        alert("closed", "ep-radius", "mean_radius", 40),
+        alert("opened", "ep-area", "worst_area", 50),
+        alert("opened", "ep-old", "mean_texture", -90),
+        alert("closed", "ep-old", "mean_texture", -30),
+        alert("opened", "ep-other", "mean_radius", 20, v="other"),
+    ]
+    tp = TopicPartition("inference-alerts", 0)
+    sink = EpisodesLakeSink(lake_dir)
+    sink.assigned({tp: (None, "inc")})
+    sink.add(
+        tp, [ConsumerRecord(tp.topic, 0, i, 0, 0, None, v, None, 0, 0, ()) for i, v in enumerate(values)]
+    )
+    sink.flush()
 
 
 def _run_dir(data_dir: Path, model: str) -> Path:
@@ -123,6 +167,9 @@ def test_drifted_window_completes_as_drift_detected_and_alerts(drifted_run):
     assert len(rows) == len(summary["columns"])
     doc = orjson.loads((run_dir / "report.json").read_bytes())
     assert doc["evidently"]["metrics"], "report.json carries Evidently's snapshot"
+    # the streaming monitor's episodes of this model version that overlap the window
+    eps = {e["episode_id"]: (e["column"], e["open_at_end"]) for e in summary["episodes"]}
+    assert eps == {"ep-radius": ("mean_radius", False), "ep-area": ("worst_area", True)}
 
 
 def _chromium_dom(html: Path, tmp: Path, *, query: str = "", raw: bool = False) -> str:
@@ -187,6 +234,13 @@ def test_report_opens_in_headless_chromium_and_shows_drift_tables(drifted_run, t
     assert "mean_radius: ks per time slice" in text
     assert sum(int(n) for n in re.findall(r"prediction \S+: (\d+) of", dom)) == summary["current_rows"]
     assert "Window 2026-03-01 10:00 – 11:00 UTC (1 h)" in text
+    # the streaming monitor's episodes, listed with their times and ids
+    assert "Streaming drift monitor: episodes in this window 2 episodes" in text
+    assert re.search(r"mean_radius 2026-03-01 10:12Z 2026-03-01 10:40Z wasserstein 0\.5 0\.1 ep-radius", text)
+    assert re.search(
+        r"worst_area 2026-03-01 10:50Z open at the window's end wasserstein 0\.5 0\.1 ep-area", text
+    )
+    assert "ep-old" not in text and "ep-other" not in text
     index = _chromium_dom(m.data_dir / "reports" / "index.html", tmp_path)
     assert re.search(rf"{m.name} v{m.version} .* DRIFT prediction drift", index)
 
@@ -222,6 +276,9 @@ def test_identical_window_completes_without_alert(
     assert (q["labelled_rows"], q["accuracy"]) == (200, pytest.approx(0.9))
     assert sum(s["labelled"] for s in q["by_slice"]) == 200
     assert "200 labelled predictions: accuracy 0.9" in out.report_html.read_text()
+    # no episodes table in this lake: the report says the monitor's episodes are unknown, not "none"
+    assert out.summary["episodes"] is None
+    assert "Unknown: the lake has no drift_episodes table" in out.report_html.read_text()
     # the quality section is drawn whole, in the page (no iframe cut at 150 px)
     dom = _chromium_dom(out.report_html, tmp_path, raw=True)
     quality = dom[dom.index('id="evidently-quality"') :]
