@@ -186,7 +186,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         "PredictBatchRequest",
         __config__=ConfigDict(extra="forbid"),
         items=(
-            list[PredictRequest],  # type: ignore[valid-type]
+            list[PredictRequest],
             Field(min_length=1, max_length=settings.batch_max_items, description="At most batch_max_items"),
         ),
     )
@@ -312,7 +312,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
         dependencies=predict_role,
     )
     async def predict(
-        body: PredictRequest,  # type: ignore[valid-type]
+        body: PredictRequest,
         request: Request,
         model: ModelDep,
         publisher: PublisherDep,
@@ -351,7 +351,7 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
 
     @app.post("/v1/predict/batch", response_model=BatchResponse, responses=_ERRORS, dependencies=predict_role)
     async def predict_batch(
-        body: PredictBatchRequest,  # type: ignore[valid-type]
+        body: PredictBatchRequest,
         request: Request,
         model: ModelDep,
         publisher: PublisherDep,
@@ -438,10 +438,10 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if keys is not None:  # outside BodyLimit: no key, no body read
-        app.add_middleware(KeyCheck, keys=keys, roles=_roles(settings))  # type: ignore[arg-type]
-    app.add_middleware(_RequestMetrics, metrics=metrics, routes=ROUTES)  # type: ignore[arg-type]
+        app.add_middleware(KeyCheck, keys=keys, roles=_roles(settings))
+    app.add_middleware(_RequestMetrics, metrics=metrics, routes=ROUTES)
     return app
 
 

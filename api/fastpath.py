@@ -94,6 +94,7 @@ def compile_linear(estimator: Any) -> FastProba | None:
         if binary:
             p = expit(scores[0])
             return np.array([1.0 - p, p])
-        return softmax(scores)
+        proba: np.ndarray = softmax(scores)  # scipy is untyped: softmax returns Any to mypy
+        return proba
 
     return predict_proba

@@ -46,7 +46,7 @@ class ApiMetrics:
         self, multiprocess_dir: Path | None = None, *, model: str = "", model_version: str = ""
     ) -> None:
         # counters without a `_created` twin each: nobody graphs process start times
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
         self.multiprocess_dir = multiprocess_dir
         self.registry = r = CollectorRegistry()
         self.model = (model, model_version)
@@ -147,5 +147,5 @@ class ApiMetrics:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=str(self.multiprocess_dir))
+        multiprocess.MultiProcessCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
         return generate_latest(merged)

@@ -29,7 +29,7 @@ def features_model(meta: ModelMetadata, max_abs: float = 1e12) -> type[BaseModel
     ``max_abs``: finite but huge inputs overflow the model's arithmetic to NaN.
     Category strings follow the event contract's :data:`common.events.Text` rule."""
     fields: dict[str, Any] = {f.name: (_TYPES[f.type], _field_for(f, max_abs)) for f in meta.features}
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"Features_{meta.name.replace('-', '_')}_v{meta.version}",
         __config__=ConfigDict(extra="forbid", strict=True),
         **fields,
@@ -94,6 +94,7 @@ class ServedModel:
 
     def predict(self, features: dict[str, Any]) -> Inference:
         start = time.perf_counter()
+        scores: dict[str, float] | None
         if self._fast is not None:
             proba = self._fast(features)
             _check_finite(proba)

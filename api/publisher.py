@@ -216,7 +216,7 @@ class EventPublisher:
 
     @property
     def spool_bytes(self) -> int:
-        return sum(s.bytes for s in (self.spool, *self._adopted) if s is not None)
+        return sum(s.size_bytes for s in (self.spool, *self._adopted) if s is not None)
 
     @property
     def spool_corrupt(self) -> int:

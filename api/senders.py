@@ -132,7 +132,8 @@ class AiokafkaSender:
         self._parts.rotation += 1
         sent: list[tuple[asyncio.Future[object], list[Record]]] = []
         for (topic, p), recs in by_tp.items():
-            batch, members = producer.create_batch(), []
+            batch = producer.create_batch()
+            members: list[Record] = []
             for rec in recs:
                 if batch.append(key=rec[1], value=rec[2], timestamp=None) is None:
                     sent.append((await producer.send_batch(batch, topic, partition=p), members))

@@ -180,7 +180,7 @@ class Spool:
 
     # -- writing -----------------------------------------------------------------
     @property
-    def bytes(self) -> int:
+    def size_bytes(self) -> int:
         """Bytes held: segments on disk (including replayed prefixes) plus the buffer."""
         return sum(self._segments.values()) + len(self._buffer)
 
@@ -197,7 +197,7 @@ class Spool:
     def append(self, topic: str, key: bytes, value: bytes) -> bool:
         """Buffer one record; False if the spool is full (the caller counts the drop)."""
         rec = encode_record(topic, key, value)
-        if self.bytes + len(rec) > self.max_bytes:
+        if self.size_bytes + len(rec) > self.max_bytes:
             return False
         self._buffer += rec
         self.stats.appended += 1

@@ -94,7 +94,7 @@ class EmbeddedBroker:
                 start_new_session=True,  # Ctrl-C reaches us, and we stop it ourselves
             )
         finally:
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):  # a file we opened, not subprocess.DEVNULL
                 log.close()
         try:
             wait_for_port(self.host, self.port, timeout_s)

@@ -135,7 +135,8 @@ def event_key(event_id: str) -> bytes:
 
 
 def decode(raw: bytes) -> dict[str, Any]:
-    return orjson.loads(raw)
+    event: dict[str, Any] = orjson.loads(raw)  # an event is a JSON object (orjson.loads returns Any)
+    return event
 
 
 def json_schema() -> dict[str, Any]:

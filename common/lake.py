@@ -147,4 +147,6 @@ def _add_actions(dt: DeltaTable) -> list[dict[str, Any]]:
     import pyarrow as pa
 
     actions = pa.table(dt.get_add_actions(flatten=True))
-    return actions.select(["size_bytes", "num_records"]).to_pylist()
+    # pyarrow is untyped: to_pylist() is Any to mypy
+    rows: list[dict[str, Any]] = actions.select(["size_bytes", "num_records"]).to_pylist()
+    return rows

@@ -18,6 +18,7 @@ landers write:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -70,7 +71,7 @@ def compact(
     return removed, added
 
 
-def _in(action: dict[str, object], part: dict[str, object]) -> bool:
+def _in(action: Mapping[str, object], part: Mapping[str, object]) -> bool:
     return all(str(action.get(f"partition.{k}")) == str(v) for k, v in part.items())
 
 

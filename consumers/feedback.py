@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
@@ -26,9 +26,12 @@ from consumers.deadletters import DeadLetter
 from consumers.lake import LakeSink
 from consumers.validate import UUID_RE, PoisonError, decode_object, parse_time
 
+if TYPE_CHECKING:
+    from polars.datatypes import DataTypeClass
+
 FEEDBACK_TABLE = lake.FEEDBACK_TABLE
 
-_SCHEMA = {
+_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
     "event_id": pl.String,
     "label": pl.String,
     "feedback_id": pl.String,

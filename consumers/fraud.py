@@ -267,6 +267,7 @@ class FraudSink:
 def _client(rec: ConsumerRecord[bytes, bytes], ev: dict[str, Any]) -> str:
     for key, value in rec.headers or ():
         if key == "client" and value:
-            return value.decode(errors="replace")
+            client_header: bytes = value  # aiokafka is untyped: a record's headers are Any
+            return client_header.decode(errors="replace")
     client = ev.get("client_id")
     return str(client) if client else "anonymous"

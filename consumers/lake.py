@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -29,6 +29,9 @@ from common.events import SCHEMA_VERSION
 from common.lakewrite import PartitionBatch, app_id, commit_batch, incarnation_of, next_offsets
 from consumers.deadletters import DeadLetter
 from consumers.validate import PoisonError, decode_event, nesting
+
+if TYPE_CHECKING:
+    from polars.datatypes import DataTypeClass
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +130,9 @@ class LakeSink:
                 self._parts[tp] = _PartitionState(committed, metadata)
         resume = {tp: off for tp, off in table_says.items() if off is not None}
         for tp, off in resume.items():
-            if off != partitions[tp][0]:  # type: ignore[index]
-                log.info("resuming %s at %d from the table (group committed %s)", tp, off, partitions[tp][0])  # type: ignore[index]
-        return resume  # type: ignore[return-value]
+            if off != partitions[tp][0]:
+                log.info("resuming %s at %d from the table (group committed %s)", tp, off, partitions[tp][0])
+        return resume
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
@@ -265,10 +268,10 @@ class LakeSink:
         if m is None or any(r.value is None for r in records):
             return None
         group = _Group()
-        group.values = [r.value for r in records]  # type: ignore[misc]
+        group.values = [r.value for r in records]
         group.records = records
         joined = b"\n".join(group.values)
-        n, keys = len(records), first.count(b'"')  # type: ignore[union-attr]
+        n, keys = len(records), first.count(b'"')
         if joined.count(m.group(0)) != n or joined.count(b'"') != n * keys:
             return None
         group.joined = joined
@@ -317,7 +320,7 @@ class LakeSink:
             if not records:
                 return None
             group.records = records
-            group.values = [r.value for r in records]  # type: ignore[misc]
+            group.values = [r.value for r in records]
             group.joined = None
             df = self._infer(group, dead)
             if df is None:
@@ -347,7 +350,7 @@ class LakeSink:
         frames, kept = [], []
         for rec in group.records:
             try:
-                frames.append(pl.read_ndjson(rec.value, schema_overrides=_FIXED_SCHEMA))  # type: ignore[arg-type]
+                frames.append(pl.read_ndjson(rec.value, schema_overrides=_FIXED_SCHEMA))
                 kept.append(rec)
             except pl.exceptions.PolarsError as exc:
                 dead.append(_dead(rec, f"cannot be stored: {exc}"[:500]))
@@ -407,9 +410,10 @@ class LakeSink:
         ).drop("_t", "_bad", "kafka_timestamp_ms")
 
 
-def _widens(old: pl.DataType, new: pl.DataType) -> bool:
+def _widens(old: pl.DataType | DataTypeClass, new: pl.DataType | DataTypeClass) -> bool:
     """Whether values of type ``old`` keep their kind as ``new``: the same type, a wider
-    number, a struct with more fields, or anything in place of nulls."""
+    number, a struct with more fields, or anything in place of nulls. A struct field's or
+    list's inner type may be a class (``pl.Int64``) as well as an instance."""
     if old == new or old == pl.Null:
         return True
     if old.is_numeric() and new.is_numeric():

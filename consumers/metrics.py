@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 class ConsumerMetrics:
     def __init__(self, group: str, registry: CollectorRegistry | None = None) -> None:
-        disable_created_metrics()  # no `_created` twin per counter
+        # no `_created` twin per counter (the ignore: the function is unannotated in prometheus_client)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         self.group = group
         Gauge(

@@ -65,6 +65,10 @@ class Sink(Protocol):
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget pending work of partitions no longer owned."""
 
+    @property
+    def pending_rows(self) -> int:
+        """Rows added and not yet flushed (the runner flushes when there are any)."""
+
     # Optional: ``rewind(partitions) -> {tp: offset}``, called right after ``assigned``
     # with the same argument: the runner seeks those partitions there (the drift monitor
     # reads its window back from before the committed offset).
@@ -245,10 +249,10 @@ class ConsumerRunner:
         self.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
         history = int(getattr(self.sink, "history_records", 0))
         for tp in assigned:
-            offset = committed[tp][0]
-            if history and offset:
-                self.warm_until[tp] = offset
-                self.consumer.seek(tp, max(0, offset - history))
+            committed_offset = committed[tp][0]
+            if history and committed_offset:
+                self.warm_until[tp] = committed_offset
+                self.consumer.seek(tp, max(0, committed_offset - history))
         log.info(
             "assigned group=%s partitions=%s committed=%s",
             self.group_id,
@@ -276,7 +280,9 @@ class ConsumerRunner:
         self.life.forget(changed)
         self._suspect -= changed
         committed = await self.committed(parts)
-        fresh = {tp: (None, incarnation) for tp, (_, incarnation) in committed.items()}
+        fresh: dict[TopicPartition, tuple[int | None, str]] = {
+            tp: (None, incarnation) for tp, (_, incarnation) in committed.items()
+        }
         resume = await self._assign_locked(parts, fresh)
         start = [tp for tp in parts if tp not in resume]
         if start:

@@ -274,9 +274,9 @@ def registry(status: ClusterStatus) -> CollectorRegistry:
             committed.labels(g.group, g.topic, str(g.partition)).set(g.committed)
         if g.lag is not None:
             lag.labels(g.group, g.topic, str(g.partition)).set(g.lag)
-    for t in status.lake:
-        files.labels(t.table).set(t.files)
-        size.labels(t.table).set(t.bytes)
+    for table in status.lake:
+        files.labels(table.table).set(table.files)
+        size.labels(table.table).set(table.bytes)
     return r
 
 

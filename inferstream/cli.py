@@ -9,10 +9,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import ConfigError, InferstreamError
 from common.kafka_cluster import KAFKA_VERSION, KafkaCluster
+
+if TYPE_CHECKING:
+    from common.broker import EmbeddedBroker
 
 log = logging.getLogger("inferstream")
 
@@ -21,6 +26,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     from common.events import EVENTS_TOPIC, FEEDBACK_TOPIC
     from common.topics import ensure_topics
 
+    broker: KafkaCluster | EmbeddedBroker
     if args.kafka:
         broker = _start_kafka_cluster(args)
     else:
@@ -32,7 +38,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         asyncio.run(
             ensure_topics(bootstrap, {EVENTS_TOPIC: args.partitions, FEEDBACK_TOPIC: args.partitions})
         )
-        if args.kafka:
+        if isinstance(broker, KafkaCluster):  # args.kafka
             print(f"Apache Kafka {args.kafka_version} (KRaft, {args.nodes} nodes) on {bootstrap}")
             print(f"  logs and data: {broker.work_dir}")
             print(f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
@@ -259,7 +265,7 @@ def _check_flow_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--version {args.version}: model {args.model} has versions {', '.join(versions)}")
 
 
-def _print_result(args: argparse.Namespace, flow: str, text: str, data: dict[str, object]) -> None:
+def _print_result(args: argparse.Namespace, flow: str, text: str, data: Mapping[str, object]) -> None:
     import json
 
     print(json.dumps({"flow": flow, **data}, default=str) if args.json else f"{flow}: {text}")

@@ -103,13 +103,13 @@ def _model_stats(where: lake.Lake, version: str) -> tuple[Any, list[tuple[Any, .
     con = lakesql.connect(where)
     try:
         src = lake.EVENTS_TABLE
-        where = "WHERE model_name = ? AND model_version = ?"
+        cond = "WHERE model_name = ? AND model_version = ?"
         latency = con.execute(
-            f"SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM {src} {where}",
+            f"SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) FROM {src} {cond}",
             [MODEL_NAME, version],
         ).fetchone()
         mix = con.execute(
-            f"SELECT prediction, count(*) FROM {src} {where} GROUP BY 1 ORDER BY 1", [MODEL_NAME, version]
+            f"SELECT prediction, count(*) FROM {src} {cond} GROUP BY 1 ORDER BY 1", [MODEL_NAME, version]
         ).fetchall()
     finally:
         con.close()
@@ -122,7 +122,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run_demo(opts: DemoOptions) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
-    settings = CommonSettings(**({"data_dir": opts.data_dir} if opts.data_dir else {}))
+    settings = CommonSettings(data_dir=opts.data_dir) if opts.data_dir else CommonSettings()
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     data_dir, lake_dir = settings.data_dir, settings.lake()
     logs = data_dir / "logs"

@@ -36,7 +36,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date
 from typing import Any, Literal
 
 import numpy as np
@@ -75,7 +75,7 @@ class Calibrator:
         return cls(tuple(float(v) for v in d.get("x", ())), tuple(float(v) for v in d.get("y", ())))
 
 
-def _isotonic():  # type: ignore[no-untyped-def]
+def _isotonic() -> Any:  # an sklearn IsotonicRegression (sklearn is untyped)
     from sklearn.isotonic import IsotonicRegression
 
     return IsotonicRegression(out_of_bounds="clip", increasing=True)
@@ -163,8 +163,8 @@ def _estimate_roc_auc(p: np.ndarray, scores: np.ndarray) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         tps = np.cumsum(p)
         fps = 1 + np.arange(len(p)) - tps
-        tps = np.round(np.r_[0, tps], 5)  # NannyML rounds before normalising
-        fps = np.round(np.r_[0, fps], 5)
+        tps = np.round(np.concatenate(([0], tps)), 5)  # NannyML rounds before normalising
+        fps = np.round(np.concatenate(([0], fps)), 5)
         tpr, fpr = tps / tps[-1], fps / fps[-1]
         return float(np.trapezoid(tpr, fpr))
 
@@ -262,8 +262,8 @@ class SliceEstimate:
     key: str
     rows: int
     labelled: int
-    start: datetime | None
-    end: datetime | None
+    start: date | None  # a datetime, or a date for a Date timestamp column
+    end: date | None
     period: Literal["reference", "analysis"]
     metrics: dict[str, MetricEstimate]
 
@@ -352,8 +352,8 @@ class PerformanceResult:
 class _Chunk:
     key: str
     rows: np.ndarray  # row positions in the frame
-    start: datetime | None
-    end: datetime | None
+    start: date | None  # a datetime, or a date for a Date timestamp column
+    end: date | None
 
 
 def _size_chunks(n: int, size: int, times: pl.Series | None) -> list[_Chunk]:
@@ -378,22 +378,21 @@ def _time_chunks(times: pl.Series, slices: int | None, period: str | None) -> li
     if period is not None:
         keys = times.dt.truncate(period)
         frame = pl.DataFrame({"k": keys}).with_row_index("i")
-        out = []
-        for (k,), g in frame.group_by("k", maintain_order=True):
-            out.append(_Chunk(str(k), g["i"].to_numpy(), k, k))  # type: ignore[arg-type]
-        return sorted(out, key=lambda c: c.start)  # type: ignore[arg-type, return-value]
+        groups = [(k, g["i"].to_numpy()) for (k,), g in frame.group_by("k", maintain_order=True)]
+        return [_Chunk(str(k), rows, k, k) for k, rows in sorted(groups, key=lambda kg: kg[0])]
     assert slices is not None
     t0, t1 = times.min(), times.max()
-    span = (t1 - t0) if t1 > t0 else None  # type: ignore[operator]
-    if span is None:
-        return [_Chunk(str(t0), np.arange(times.len()), t0, t1)]  # type: ignore[arg-type]
-    step = span / slices
-    ids = ((times - t0) / step).cast(pl.Int32).clip(0, slices - 1).to_numpy()  # type: ignore[operator]
+    if not isinstance(t0, date) or not isinstance(t1, date):  # a datetime is a date too
+        raise SchemaError(f"timestamp: column {times.name!r} holds {times.dtype}, not datetimes or dates")
+    if t1 <= t0:
+        return [_Chunk(str(t0), np.arange(times.len()), t0, t1)]
+    step = (t1 - t0) / slices
+    ids = ((times - t0) / step).cast(pl.Int32).clip(0, slices - 1).to_numpy()
     out = []
     for i in range(slices):
         rows = np.flatnonzero(ids == i)
         if rows.size:
-            start = t0 + step * i  # type: ignore[operator]
+            start = t0 + step * i
             out.append(_Chunk(start.isoformat(), rows, start, start + step))
     return out
 

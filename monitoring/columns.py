@@ -14,7 +14,7 @@ would be (an integer column with nulls becomes float in pandas, hence numerical)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import polars as pl
@@ -31,6 +31,11 @@ _KIND_NAMES: dict[str, Kind] = {
     "cat": "cat",
     "categorical": "cat",
 }
+
+
+def is_kind(value: str) -> TypeGuard[Kind]:
+    """Whether ``infer_kind``'s answer is a kind (``"num"``/``"cat"``) rather than a reason to skip."""
+    return value in ("num", "cat")
 
 
 def as_polars(frame: Any, name: str) -> pl.DataFrame:
@@ -109,11 +114,11 @@ def resolve_kinds(
         return kinds, {}
     kinds, skipped = {}, {}
     for name in names:
-        k = infer_kind(current[name])
-        if k in ("num", "cat"):
-            kinds[name] = k  # type: ignore[assignment]
+        inferred = infer_kind(current[name])
+        if is_kind(inferred):
+            kinds[name] = inferred
         else:
-            skipped[name] = str(k).removeprefix("skipped: ")
+            skipped[name] = inferred.removeprefix("skipped: ")
     return kinds, skipped
 
 

@@ -117,7 +117,8 @@ class DuckDBWarehouse:
         return self._con.execute(sql.replace("%s", "?"), list(params)).fetchall()
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
-        return self._con.sql(sql.replace("%s", "?"), params=list(params) or None).pl()
+        df: pl.DataFrame = self._con.sql(sql.replace("%s", "?"), params=list(params) or None).pl()
+        return df
 
     def close(self) -> None:
         """Checkpoint the work file and swap it in for the warehouse file. Safe twice."""

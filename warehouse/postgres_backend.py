@@ -33,7 +33,7 @@ class PostgresWarehouse:
 
         with self._con.transaction():
             for sql in schema_sql(self.schema, has_table):
-                self._con.execute(sql)  # type: ignore[arg-type]  # our own DDL
+                self._con.execute(sql)  # our own DDL
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -90,7 +90,7 @@ def test_the_size_cap_refuses_appends(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s", max_bytes=1000).open()
     accepted = sum(spool.append("events", b"k", b"x" * 90) for _ in range(20))
     assert 0 < accepted < 20
-    assert spool.bytes <= 1000
+    assert spool.size_bytes <= 1000
     spool.close()
 
 
