@@ -32,11 +32,8 @@ test-fast: $(STAMP)
 	./.ci/ensure-java
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 
-# the packages `make lint` type-checks (mypy --strict with the pydantic plugin, set in pyproject.toml).
-# flows is not clean yet: add it here once `mypy flows` reports no errors. Until then mypy still
-# reports errors in the flows modules these packages import (it follows imports), so lint fails
-# on them too: nothing is configured to hide them.
-MYPY_PACKAGES := api common consumers warehouse monitoring inferstream
+# the packages `make lint` type-checks (mypy --strict with the pydantic plugin, set in pyproject.toml)
+MYPY_PACKAGES := api common consumers warehouse monitoring flows inferstream
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

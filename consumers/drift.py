@@ -64,7 +64,7 @@ ReferenceLoader = Callable[[str, str], Reference]
 
 class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        disable_created_metrics()  # no `_created` twin per counter, as ConsumerMetrics
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client; no `_created` twins
         labels = ["model", "version", "column"]
         self.score = Gauge(
             "inferstream_drift_score",

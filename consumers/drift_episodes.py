@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 Key = tuple[str, str, str]  # model_name, model_version, column
-OPENED = "drift_episode_opened"
-CLOSED = "drift_episode_closed"
+OPENED: Final = "drift_episode_opened"
+CLOSED: Final = "drift_episode_closed"
 _EPISODE_NS = uuid.UUID("0d7f3c52-5b8e-4c1e-9a57-3f1b6e2c4d81")
 
 

@@ -218,7 +218,7 @@ class Window:
                 raw["score"] = list(map(methodcaller("get", label), scores))
             else:
                 raw["score"] = [s.get(label) if type(s) is dict else None for s in scores]
-        rings = []
+        rings: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
         for c, values in raw.items():
             if c in self._num:
                 rings.append((self._num[c], num_array(values)))
@@ -227,9 +227,9 @@ class Window:
                 rings.append((cats.ring, cats.encode(cat_list(values))))
         pos = self._pos
         first = min(k, self.size - pos)
-        for ring, values in rings:
-            ring[pos : pos + first] = values[:first]
-            ring[: k - first] = values[first:]
+        for ring, encoded in rings:
+            ring[pos : pos + first] = encoded[:first]
+            ring[: k - first] = encoded[first:]
         self._pos = (pos + k) % self.size
         self._n = min(self.size, self._n + k)
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 EPISODES_TABLE = lake.EPISODES_TABLE
 KINDS = (OPENED, CLOSED)
 
-SCHEMA = {
+SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "alert_id": pl.String,
     "kind": pl.String,
     "episode_id": pl.String,
@@ -65,7 +65,7 @@ def episode_row(raw: bytes | None) -> dict[str, Any] | None:
     if not isinstance(a, dict) or a.get("kind") not in KINDS:
         return None
     try:
-        row = {k: str(a[k]) for k in _TEXT}
+        row: dict[str, Any] = {k: str(a[k]) for k in _TEXT}
         row["score"] = float(a["score"])
         row["threshold"] = float(a["threshold"])
         row["window_events"] = int(a["window_events"])

@@ -61,4 +61,7 @@ def ensure(webhook_url: str) -> Automation:
     with get_client(sync_client=True) as client:
         for old in client.read_automations_by_name(AUTOMATION_NAME):
             client.delete_automation(old.id)
-    return definition(block_id).create()
+    created = definition(block_id).create()  # sync here: prefect's sync_compatible call
+    if not isinstance(created, Automation):
+        raise TypeError(f"the automation was not created: {created!r}")
+    return created

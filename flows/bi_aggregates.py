@@ -26,12 +26,13 @@ def read_partition(where: lake.Lake | Path | str, model: str, day: date, hour: i
         con.execute("SET TimeZone = 'UTC'")
         if not lake.register_duckdb(con, where, lake.EVENTS_TABLE):
             return pl.DataFrame()
-        return con.sql(
+        df: pl.DataFrame = con.sql(
             f"SELECT * EXCLUDE (date, hour, model) FROM {lake.EVENTS_TABLE} "
             "WHERE model = $model AND date = $day AND hour = $hour "
             "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_offset) = 1",
             params={"model": model, "day": day, "hour": hour},
         ).pl()
+        return df
     finally:
         con.close()
 

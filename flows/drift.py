@@ -33,13 +33,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import State, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
-from prefect.states import State
 
 from common import artifact
 from common.errors import ConfigError
@@ -432,7 +432,7 @@ def _tag_run(model: str, version: str) -> None:
         return
     tags = sorted({*flow_run.get_tags(), f"model:{model}", f"version:{version}"})
     with get_client(sync_client=True) as client:
-        client.update_flow_run(run_id, tags=tags)
+        client.update_flow_run(UUID(str(run_id)), tags=tags)
 
 
 @flow(name="drift", flow_run_name=run_name)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from common.errors import ConfigError
 from flows import outcome as outcomes
@@ -96,7 +96,7 @@ def drift_all_flow(
         known = state.name in outcomes.STATE_NAMES.values() and (
             state.is_completed() or state.name == "No data"
         )
-        names.setdefault(state.name if known else "failed", []).append(f"{model} v{version}")
+        names.setdefault(state.name if known and state.name else "failed", []).append(f"{model} v{version}")
     summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in names.items())
     if "failed" in names:
         return Failed(message=f"{len(names['failed'])} of {len(pairs)} drift runs failed; {summary}")

@@ -157,7 +157,7 @@ def stratified_sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
             key += _slice_ids(df["event_time"], t0, span) + 1  # type: ignore[arg-type]
     if "prediction" in df.columns:
         codes = df["prediction"].cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1)
-        key *= int(codes.max() or 0) + 2  # type: ignore[operator]
+        key *= int(codes.max() or 0) + 2  # type: ignore[arg-type]  # an Int64 column's max is an int
         key += codes.to_numpy() + 1
         del codes
     if not ("event_time" in df.columns or "prediction" in df.columns):

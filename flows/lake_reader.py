@@ -86,7 +86,7 @@ def read_window(
     sql = f"SELECT {', '.join(cols)} FROM {lake.EVENTS_TABLE} WHERE {' AND '.join(conds)}"
     try:
         con.execute("SET TimeZone = 'UTC'")
-        df = con.sql(sql, params=params).pl()
+        df: pl.DataFrame = con.sql(sql, params=params).pl()
     except duckdb.BinderException as exc:  # a requested feature was never written
         raise ValueError(f"columns: the lake has no such feature for model {model!r}: {exc}") from exc
     finally:

@@ -34,7 +34,8 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from prefect.states import Completed, Failed, State
+from prefect import State
+from prefect.states import Completed, Failed
 
 
 class Outcome(StrEnum):

@@ -34,7 +34,7 @@ def _chart(metric: str, slices: list[dict[str, Any]]) -> str:
         return PAD + (W - 2 * PAD) * i / n
 
     def y(v: float) -> float:
-        return H - PAD / 2 - (H - PAD) * (v - lo) / (hi - lo)
+        return float(H - PAD / 2 - (H - PAD) * (v - lo) / (hi - lo))
 
     band = [f"{x(i):.1f},{y(m['upper']):.1f}" for i, m in pts]
     band += [f"{x(i):.1f},{y(m['lower']):.1f}" for i, m in reversed(pts)]

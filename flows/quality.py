@@ -10,6 +10,7 @@ When an id got feedback twice, the latest (by ``feedback_time`` if present) wins
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -42,7 +43,7 @@ def read_feedback(where: lake.Lake | Path | str, *, with_time: bool = False) -> 
             has = "feedback_time" in names
             time_col = ", " + ("feedback_time" if has else "CAST(NULL AS TIMESTAMPTZ)") + " AS feedback_time"
             con.execute("SET TimeZone = 'UTC'")
-        df = con.sql(
+        df: pl.DataFrame = con.sql(
             "SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(label AS VARCHAR) AS label"
             f"{time_col} FROM {src} "
             f"QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY {order}) = 1"
@@ -75,9 +76,9 @@ def accuracy_by_slice(labelled: pl.DataFrame, slices: int = 12) -> list[dict[str
     if labelled.is_empty() or "event_time" not in labelled.columns:
         return []
     t0, t1 = labelled["event_time"].min(), labelled["event_time"].max()
-    if t0 is None or t1 is None or t1 <= t0:  # type: ignore[operator]
+    if not isinstance(t0, datetime) or not isinstance(t1, datetime) or t1 <= t0:
         return []
-    step = (t1 - t0) / slices  # type: ignore[operator]
+    step = (t1 - t0) / slices
     idx = ((pl.col("event_time") - pl.lit(t0)) / pl.lit(step)).cast(pl.Int32).clip(0, slices - 1)
     df = labelled.with_columns(
         idx.alias("_s"),
@@ -85,7 +86,7 @@ def accuracy_by_slice(labelled: pl.DataFrame, slices: int = 12) -> list[dict[str
     )
     agg = df.group_by("_s").agg(pl.len().alias("n"), pl.col("_ok").mean().alias("acc")).sort("_s")
     return [
-        {"start": (t0 + step * int(s)).isoformat(), "labelled": int(n), "accuracy": float(a)}  # type: ignore[operator]
+        {"start": (t0 + step * int(s)).isoformat(), "labelled": int(n), "accuracy": float(a)}
         for s, n, a in agg.iter_rows()
     ]
 

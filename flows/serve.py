@@ -22,12 +22,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
 
 from common.errors import ConfigError, DependencyUnavailable
+
+if TYPE_CHECKING:
+    from prefect import Flow
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def runner_deployments(path: Path = PREFECT_YAML) -> list[Any]:
     runners = []
     for spec in deployment_specs(path):
         file, func = spec["entrypoint"].split(":")
-        flow = load_flow_from_entrypoint(f"{root / file}:{func}")
+        flow: Flow[..., Any] = load_flow_from_entrypoint(f"{root / file}:{func}")
         crons = [s["cron"] for s in spec.get("schedules") or []]
         runners.append(
             flow.to_deployment(
