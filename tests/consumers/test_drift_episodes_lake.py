@@ -14,7 +14,6 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from common import events, lake
 from common.topics import ensure_topics
-from consumers.drift import DriftSink
 from consumers.drift_episodes import CLOSED, OPENED
 from consumers.episodes import EpisodesLakeSink
 from flows.episodes import read_episodes
@@ -23,21 +22,14 @@ from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
 from ..support import consumer_env, make_event  # noqa: TID252
-from .test_drift_monitor import _Clock, _records, _reference, _rows  # noqa: TID252
+from .test_drift_monitor import _Clock, _episode_sink, _records, _rows  # noqa: TID252
 
 
 def _monitor_alerts() -> list[bytes]:
     """Alert values as the monitor publishes them: one episode per shifted column,
     opened and then closed (the monitor's own code makes them)."""
     clock = _Clock()
-    sink = DriftSink(
-        load_reference=lambda m, v: _reference(),
-        window_events=400,
-        min_events=400,
-        eval_interval_s=1.0,
-        consecutive=2,
-        clock=clock,
-    )
+    sink = _episode_sink(clock)
     out, offset = [], 0
     for shift in [0.0] * 2 + [3.0] * 4 + [0.0] * 4:
         clock.now += 1.0

@@ -112,10 +112,10 @@ def _records(rows: list[dict], start: int) -> list[ConsumerRecord]:
     ]
 
 
-def test_the_sink_alerts_once_on_open_and_once_on_close_with_gauges():
-    clock = _Clock()
-    registry = CollectorRegistry()
-    sink = DriftSink(
+def _episode_sink(clock: _Clock, registry: CollectorRegistry | None = None) -> DriftSink:
+    """A sink that evaluates every second of ``clock`` over 400 events and opens or
+    closes an episode after 2 evaluations in a row."""
+    return DriftSink(
         load_reference=lambda m, v: _reference(),
         window_events=400,
         min_events=400,
@@ -124,6 +124,12 @@ def test_the_sink_alerts_once_on_open_and_once_on_close_with_gauges():
         registry=registry,
         clock=clock,
     )
+
+
+def test_the_sink_alerts_once_on_open_and_once_on_close_with_gauges():
+    clock = _Clock()
+    registry = CollectorRegistry()
+    sink = _episode_sink(clock, registry)
     tp = TopicPartition("t", 0)
     offset = 0
     alerts: list[dict] = []
@@ -241,15 +247,7 @@ def test_the_monitors_metrics_pass_promtool_and_fire_the_shipped_streaming_drift
 
     clock = _Clock()
     registry = CollectorRegistry()
-    sink = DriftSink(
-        load_reference=lambda m, v: _reference(),
-        window_events=400,
-        min_events=400,
-        eval_interval_s=1.0,
-        consecutive=2,
-        registry=registry,
-        clock=clock,
-    )
+    sink = _episode_sink(clock, registry)
     tp = TopicPartition("t", 0)
     for step, shift in enumerate([0.0] * 3 + [3.0] * 4):
         clock.now += 1.0
