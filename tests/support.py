@@ -399,3 +399,26 @@ def streaming_drift_alerts(exposition: str, tmp: Path) -> tuple[set[str], subpro
     path = tmp / "streaming_drift_test.yaml"
     path.write_text(json.dumps(test))  # JSON is YAML
     return columns, promtool("test", "rules", str(path))
+
+
+def api_counter(port: int, name: str) -> float:
+    """The sum of a counter's samples on an API process's /metrics (every label set)."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def wait_published(port: int, expected: int, timeout_s: float = 30.0) -> float:
+    """The API's published-events counter once it reaches ``expected`` (the API
+    publishes in the background), or when the time is up (the caller asserts)."""
+    deadline = time.monotonic() + timeout_s
+    while (n := api_counter(port, "inferstream_events_published_total")) < expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return n

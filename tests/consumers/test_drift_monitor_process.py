@@ -20,12 +20,14 @@ from common.broker import free_port
 from inferstream.procs import Child, wait_ready
 
 from ..support import (  # noqa: TID252
+    api_counter,
     api_env,
     consumer_env,
     promtool,
     read_values,
     streaming_drift_alerts,
     wait_for_log,
+    wait_published,
 )
 
 SHIFTED = "mean_area"
@@ -151,15 +153,6 @@ def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the
     assert recovered is not None and int(recovered.group(1)) >= 1
 
 
-def _api_counter(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
-
-
 @pytest.mark.slow
 def test_starting_the_drift_monitor_changes_nothing_on_the_api_side(
     trained_model, kafka_bootstrap, topic, tmp_path
@@ -178,23 +171,15 @@ def test_starting_the_drift_monitor_changes_nothing_on_the_api_side(
                     )
                     assert r.status_code == 200, r.text
 
-        def published(expected: int) -> float:
-            deadline = time.monotonic() + 30  # the API publishes in the background
-            while (n := _api_counter(port, "inferstream_events_published_total")) < expected:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            return n
-
         send(200)
-        assert published(200) == 200
+        assert wait_published(port, 200) == 200
         env = consumer_env(kafka_bootstrap, topic, trained_model.data_dir, "drift-api")
         drift = Child("drift", ["consume", "drift"], env, tmp_path / "drift.log")
         wait_for_log(drift, "assigned group=drift-api", timeout_s=90)
         pid = api.pid
         send(200)
-        assert published(400) == 400
-        assert _api_counter(port, "inferstream_events_dropped_total") == 0
+        assert wait_published(port, 400) == 400
+        assert api_counter(port, "inferstream_events_dropped_total") == 0
         assert api.alive() and api.pid == pid
         time.sleep(2)  # the monitor reads the whole stream on its own
     finally:

@@ -19,7 +19,7 @@ from consumers.fraud import FraudSink
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from ..support import api_env, consumer_env, read_dlq, wait_for_log  # noqa: TID252
+from ..support import api_counter, api_env, consumer_env, read_dlq, wait_for_log, wait_published  # noqa: TID252
 
 TP = TopicPartition("inference-events", 0)
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -104,15 +104,6 @@ def test_a_value_near_the_float_limit_does_not_blind_the_outlier_score():
     assert sink.take_dead_letters() == []
 
 
-def _api_counter(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 @pytest.mark.slow
 def test_a_new_fraud_consumer_group_changes_nothing_on_the_api_side(
     trained_model, kafka_bootstrap, topic, tmp_path
@@ -145,16 +136,8 @@ def test_a_new_fraud_consumer_group_changes_nothing_on_the_api_side(
 
             return asyncio.run(go())
 
-        def published(expected: int) -> float:
-            deadline = time.monotonic() + 30  # the API publishes in the background
-            while (n := _api_counter(port, "inferstream_events_published_total")) < expected:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            return n
-
         before_ids = send([rows[i % len(rows)] for i in range(300)])
-        assert published(300) == 300
+        assert wait_published(port, 300) == 300
         fraud = Child(
             "fraud",
             ["consume", "fraud"],
@@ -168,8 +151,8 @@ def test_a_new_fraud_consumer_group_changes_nothing_on_the_api_side(
         after_ids = send([rows[i % len(rows)] for i in range(300)] + [wild])
         api_pid_unchanged = api.alive()
         # the API published every event, dropped none, and was never restarted or reconfigured
-        assert published(601) == 601
-        assert _api_counter(port, "inferstream_events_dropped_total") == 0
+        assert wait_published(port, 601) == 601
+        assert api_counter(port, "inferstream_events_dropped_total") == 0
         assert api_pid_unchanged
         # the existing group still lands every event exactly once
         ids = before_ids + after_ids
