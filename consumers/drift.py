@@ -35,6 +35,7 @@ Run one replica (README, "The streaming drift monitor", says exactly what two do
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -47,6 +48,7 @@ import httpx
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from common.errors import ConfigError, DependencyUnavailable
@@ -372,36 +374,68 @@ def episodes_from_alerts(values: Iterable[bytes]) -> dict[Key, str]:
     return found
 
 
-async def recover_episodes(bootstrap: str, alerts_topic: str, read_back: int = 100_000) -> dict[Key, str]:
+async def recover_episodes(
+    bootstrap: str,
+    alerts_topic: str,
+    read_back: int = 100_000,
+    attempt_timeout_s: float = 30.0,
+    attempts: int = 4,
+) -> dict[Key, str]:
     """Open episodes according to the last ``read_back`` records of each partition of
-    the alerts topic (the alerts of one key share a partition, so their order holds)."""
-    # subscribed first, only so that start() loads the topic's metadata (its partitions)
+    the alerts topic (the alerts of one key share a partition, so their order holds).
+
+    Each attempt is bounded by ``attempt_timeout_s``: a topic created a moment ago can
+    be missing from a broker's metadata, and a client call waiting on it would
+    otherwise wait silently. A stalled attempt is logged and started again."""
+    log.info("drift: reading open episodes back from %s", alerts_topic)
+    for attempt in range(1, attempts + 1):
+        try:
+            values = await asyncio.wait_for(
+                _read_alerts_back(bootstrap, alerts_topic, read_back), attempt_timeout_s
+            )
+        except (TimeoutError, KafkaError) as exc:
+            log.warning(
+                "drift: reading %s back failed (attempt %d of %d): %s",
+                alerts_topic,
+                attempt,
+                attempts,
+                exc.__class__.__name__,
+            )
+            await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
+            continue
+        return episodes_from_alerts(values)
+    raise DependencyUnavailable(f"could not read {alerts_topic} back in {attempts} attempts")
+
+
+async def _read_alerts_back(bootstrap: str, alerts_topic: str, read_back: int) -> list[Any]:
+    # subscribed first, only so that start() waits for the topic's metadata (partitions)
     reader = AIOKafkaConsumer(
-        alerts_topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        alerts_topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
     )
-    await reader.start()
     values: list[Any] = []
     try:
+        await reader.start()
         parts = sorted(reader.partitions_for_topic(alerts_topic) or ())
         tps = [TopicPartition(alerts_topic, p) for p in parts]
         reader.unsubscribe()
         if not tps:
-            return {}
+            return values
         reader.assign(tps)
         end = await reader.end_offsets(tps)
         begin = await reader.beginning_offsets(tps)
         for tp in tps:
             reader.seek(tp, max(begin[tp], end[tp] - read_back))
-        deadline = time.monotonic() + 60
         # position(), not the last record's offset: transaction markers take offsets too
         todo = {tp for tp in tps if await reader.position(tp) < end[tp]}
         while todo:
-            if time.monotonic() > deadline:
-                raise DependencyUnavailable(f"could not read {alerts_topic} to its end in 60 s")
             batch = await reader.getmany(*todo, timeout_ms=500)
             for msgs in batch.values():
                 values.extend(m.value for m in msgs if m.value)
             todo = {tp for tp in todo if await reader.position(tp) < end[tp]}
     finally:
         await reader.stop()
-    return episodes_from_alerts(values)
+    return values

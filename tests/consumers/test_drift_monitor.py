@@ -406,3 +406,34 @@ def test_the_fast_decoder_reads_every_record_as_the_exact_path_does():
 
 def _records_of(values: list[bytes | None]) -> list[ConsumerRecord]:
     return [ConsumerRecord("t", 0, i, 0, 0, None, v, None, 0, 0, ()) for i, v in enumerate(values)]
+
+
+def test_reading_episodes_back_from_a_silent_broker_is_bounded_logged_and_retried(caplog):
+    """A broker that accepts the connection and never answers (as a node that cannot see
+    a just-created topic can stall a client) must not hold the monitor's start-up
+    silently: each attempt is cut at its timeout, logged, and the last one gives up
+    with DependencyUnavailable."""
+    import asyncio
+    import socket
+    import time
+
+    import pytest
+
+    from common.errors import DependencyUnavailable
+    from consumers.drift import recover_episodes
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (the kernel does), never reads or answers
+    port = silent.getsockname()[1]
+    try:
+        caplog.set_level("WARNING", logger="consumers.drift")
+        t0 = time.monotonic()
+        with pytest.raises(DependencyUnavailable, match="in 2 attempts"):
+            asyncio.run(recover_episodes(f"127.0.0.1:{port}", "x.alerts", attempt_timeout_s=1.0, attempts=2))
+        took = time.monotonic() - t0
+    finally:
+        silent.close()
+    warned = [r.getMessage() for r in caplog.records if "reading x.alerts back failed" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert took < 20, took  # 2 attempts of 1 s plus back-off; unbounded would hang
