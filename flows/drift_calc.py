@@ -8,9 +8,8 @@ import ctypes.util
 import gc
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -192,7 +191,3 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def results_json(results: Sequence[ColumnDrift]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in results]

@@ -217,12 +217,3 @@ def wasserstein_distance(u: np.ndarray, v: np.ndarray) -> float:
     u_cdf = np.searchsorted(u_sorted, all_values[:-1], "right") / u.size
     v_cdf = np.searchsorted(v_sorted, all_values[:-1], "right") / v.size
     return float(np.sum(np.multiply(np.abs(u_cdf - v_cdf), deltas)))
-
-
-def hist_wasserstein_norm(ref: ColumnData, cur: ColumnData) -> float:
-    """The histogram estimate alone (for per-slice timelines, where only the shape matters)."""
-    r, c = ref.sorted_values, cur.sorted_values
-    assert r is not None and c is not None
-    if c.size == 0:
-        return float("nan")
-    return _wasserstein_norm(ref, cur, thr=float("inf"))[0]
