@@ -305,7 +305,7 @@ class KafkaCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the launcher, which stops the nodes
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
 
     def start_node(self, *node_ids: int, timeout_s: float = 180.0) -> None:

@@ -91,7 +91,7 @@ class SeaweedS3:
             f"-bucket={self.bucket}",
         ]
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.directory / "weed.log", "ab")  # owned by the child
         self.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

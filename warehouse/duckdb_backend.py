@@ -47,7 +47,7 @@ class DuckDBWarehouse:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.schema = schema
-        self._lock = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held until close()
+        self._lock = open(path.with_name(path.name + ".lock"), "a+")  # held until close()
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
