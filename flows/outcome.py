@@ -37,6 +37,8 @@ from typing import Any
 from prefect import State
 from prefect.states import Completed, Failed
 
+from common.errors import InferstreamError
+
 
 class Outcome(StrEnum):
     DRIFT = "drift"
@@ -91,7 +93,7 @@ def of_summary(summary: dict[str, Any]) -> Outcome:
     return decide(int(summary.get("current_rows") or 0), bool(v["drift"]), bool(v.get("quality_alert")))
 
 
-class NoData(Exception):
+class NoData(InferstreamError):
     """The result of a "No data" state: what Prefect raises for it at the top of a
     worker's flow process, and what ``drift_flow(...)`` raises when called without
     ``return_state=True``."""

@@ -1,6 +1,6 @@
 """What the statistics library raises; every error names the column or argument to fix.
 
-MonitoringError            root: catch this to handle any of them
+MonitoringError            root: catch this to handle any of them (an InferstreamError)
 ├── MissingColumnError     a column named (or needed) is not in a frame
 ├── SchemaError            a schema entry or column type the library cannot use
 └── NotFittedError         estimating with a CBPE that was never fitted
@@ -8,9 +8,12 @@ MonitoringError            root: catch this to handle any of them
 
 from __future__ import annotations
 
+from common.errors import InferstreamError
 
-class MonitoringError(ValueError):
-    """Bad input to a statistics function; the message says what to change."""
+
+class MonitoringError(InferstreamError, ValueError):
+    """Bad input to a statistics function; the message says what to change (a ValueError
+    too, for callers that catch the builtin)."""
 
 
 class MissingColumnError(MonitoringError, KeyError):
