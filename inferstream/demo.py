@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from common import lake, lakesql
 from common.broker import EmbeddedBroker, free_port
-from common.settings import CommonSettings
+from common.settings import CommonSettings, ToolSettings
 from common.topics import ensure_topics
 from inferstream.datasets import CAR_LOAN_FEATURES, CAR_LOAN_TARGET, car_loan
 from inferstream.lakecheck import Landing, lake_files, landing
@@ -135,7 +135,7 @@ def run_demo(opts: DemoOptions) -> int:
             bootstrap = settings.kafka_bootstrap_servers
             _step(1, f"using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
         else:
-            broker = EmbeddedBroker(log_path=logs / "broker.log").start()
+            broker = EmbeddedBroker(log_path=logs / "broker.log", binary=ToolSettings().tansu_bin).start()
             bootstrap = broker.bootstrap_servers
             _step(1, f"embedded broker (Tansu, in memory) on {bootstrap}")
         topics = {

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 
 
-def configure(default: str = "INFO") -> None:
+def configure(level: str = "INFO") -> None:
+    """``level``: a logging level name (the CLI passes INFERSTREAM_LOG_LEVEL)."""
     logging.basicConfig(
-        level=os.environ.get("INFERSTREAM_LOG_LEVEL", default).upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
     )
     for noisy in ("aiokafka", "httpx", "httpcore"):
