@@ -142,6 +142,7 @@ def run_flow(rows: int, out: Path, sample: int) -> dict:
     data_mb = _rss_mb()
     from flows import drift_calc, report
     from flows.reference import ColumnSpec, frame_stats
+    from flows.summary import DriftSummary
 
     specs = [ColumnSpec(f, "num") for f in features()]
     t = time.perf_counter()
@@ -184,7 +185,7 @@ def run_flow(rows: int, out: Path, sample: int) -> dict:
         "drift_starts": {},
         "quality": {},
     }
-    html, _ = report.write_run(out.parent, summary, snap, None)
+    html, _ = report.write_run(out.parent, DriftSummary.model_validate(summary), snap, None)
     secs = time.perf_counter() - t - t_imp
     charts_mb = _status_mb("VmHWM") if measured_apart else float("nan")
     return {

@@ -24,9 +24,10 @@ from typing import Any
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
-from flows.outcome import EVENTS, LABELS, Outcome, of_summary
+from flows.outcome import EVENTS, LABELS, Outcome
 from flows.performance import ALERT_METRICS
 from flows.report import window_text
+from flows.summary import DriftSummary
 
 
 def key(model: str, version: str, kind: str) -> str:
@@ -48,45 +49,44 @@ def _md(text: object) -> str:
     return re.sub(r"([\\`*_{}\[\]<>|])", r"\\\1", str(text))
 
 
-def summary_markdown(summary: dict[str, Any], url: str) -> str:
-    outcome = of_summary(summary)
-    v = summary["verdict"]
-    drifted = [c for c in summary["columns"] if c["drifted"]]
+def summary_markdown(summary: DriftSummary, url: str) -> str:
+    outcome = summary.result()
+    drifted = summary.drifted_columns
     lines = [
-        f"# {LABELS[outcome]}: {_md(summary['model'])} v{_md(summary['version'])}",
+        f"# {LABELS[outcome]}: {_md(summary.model)} v{_md(summary.version)}",
         "",
-        f"**Verdict:** {LABELS[outcome]} – {_md(v['reason'])}",
+        f"**Verdict:** {LABELS[outcome]} – {_md(summary.verdict.reason)}",
         "",
-        f"- **Window:** {_md(window_text(summary['window']))}",
-        f"- **Rows:** {summary['current_rows']} current (all rows tested)",
-        f"- **Reference:** {_md(summary['reference']['name'])} ({summary['reference']['rows']} rows)",
+        f"- **Window:** {_md(window_text(summary.window))}",
+        f"- **Rows:** {summary.current_rows} current (all rows tested)",
+        f"- **Reference:** {_md(summary.reference.name)} ({summary.reference.rows} rows)",
         "- **Drifted columns:** "
-        + (", ".join(f"{_md(c['column'])} ({c['method']} {c['score']:.4g})" for c in drifted) or "none"),
+        + (", ".join(f"{_md(c.column)} ({c.method} {c.score:.4g})" for c in drifted) or "none"),
         f"- **Report:** [{_md(url)}]({url})",
     ]
     return "\n".join(lines) + "\n"
 
 
-def columns_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def columns_table(summary: DriftSummary) -> list[dict[str, Any]]:
     return [
         {
-            "column": c["column"],
-            "role": c["role"],
-            "method": c["method"],
-            "score": round(float(c["score"]), 6),
-            "threshold": float(c["threshold"]),
-            "verdict": "DRIFT" if c["drifted"] else "ok",
+            "column": c.column,
+            "role": c.role,
+            "method": c.method,
+            "score": round(float(c.score), 6),
+            "threshold": float(c.threshold),
+            "verdict": "DRIFT" if c.drifted else "ok",
         }
-        for c in summary["columns"]
+        for c in summary.columns
     ]
 
 
-def quality_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def quality_table(summary: DriftSummary) -> list[dict[str, Any]]:
     """One row per time slice of the window: its rows and labelled rows, each metric's
     estimate and realized value (None until labels land) and the metrics whose estimate
     left the reference thresholds there (``alerts``: those the run alerts on). Without an
     estimate, one row with the reason."""
-    perf = summary.get("performance") or {}
+    perf = summary.performance or {}
     if not perf.get("available"):
         return [{"estimated": "no", "reason": perf.get("reason", "not estimated in this run")}]
     rows = []
@@ -108,38 +108,38 @@ def quality_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def event_payload(summary: dict[str, Any], url: str) -> dict[str, Any]:
-    outcome = of_summary(summary)
+def event_payload(summary: DriftSummary, url: str) -> dict[str, Any]:
+    outcome = summary.result()
     return {
         "outcome": outcome.value,
         "verdict": LABELS[outcome],
-        "model": summary["model"],
-        "version": str(summary["version"]),
-        "reason": summary["verdict"]["reason"],
-        "window": summary["window"],
-        "rows": summary["current_rows"],
-        "drifted_columns": [c["column"] for c in summary["columns"] if c["drifted"]],
+        "model": summary.model,
+        "version": summary.version,
+        "reason": summary.verdict.reason,
+        "window": summary.window.model_dump(exclude_unset=True),
+        "rows": summary.current_rows,
+        "drifted_columns": [c.column for c in summary.drifted_columns],
         "report_url": url,
     }
 
 
-def publish(summary: dict[str, Any], url: str) -> Outcome:
+def publish(summary: DriftSummary, url: str) -> Outcome:
     """Create the four artifacts and emit the outcome's event (in a flow run)."""
-    model, version = summary["model"], str(summary["version"])
-    outcome = of_summary(summary)
+    model, version = summary.model, summary.version
+    outcome = summary.result()
     create_markdown_artifact(
         summary_markdown(summary, url),
         key=key(model, version, "summary"),
-        description=f"{LABELS[outcome]}: {model} v{version}, {window_text(summary['window'])}",
+        description=f"{LABELS[outcome]}: {model} v{version}, {window_text(summary.window)}",
     )
     create_link_artifact(url, link_text="drift report", key=key(model, version, "report"))
-    if summary["columns"]:
+    if summary.columns:
         create_table_artifact(
             columns_table(summary),
             key=key(model, version, "columns"),
             description="per-column drift, all rows",
         )
-    perf = summary.get("performance") or {}
+    perf = summary.performance or {}
     create_table_artifact(
         quality_table(summary),
         key=key(model, version, "quality"),

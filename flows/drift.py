@@ -61,6 +61,7 @@ from flows.reference import (
     score_label,
 )
 from flows.settings import FlowSettings
+from flows.summary import DriftSummary
 from flows.window import Window, resolve
 from monitoring.stats import ColumnData, ColumnDrift
 from warehouse import tables
@@ -78,7 +79,7 @@ class DriftOutcome:
     reason: str
     report_html: Path | None
     report_json: Path | None
-    summary: dict[str, Any]
+    summary: DriftSummary
 
 
 @dataclass
@@ -159,7 +160,7 @@ class Digest:
     """What the report needs once the window's own numbers are done: the summary and
     the small samples Evidently draws from (never the window itself)."""
 
-    summary: dict[str, Any]
+    summary: DriftSummary
     run_dir: Path
     specs: list[ColumnSpec]
     classes: list[str]
@@ -215,35 +216,44 @@ def summarise(
         verdict.prediction_drift,
         perf_reason,
     )
-    summary: dict[str, Any] = {
-        "outcome": outcome.value,
-        "run_id": run_id,
-        "run_name": str(flow_run.get_name() or ""),
-        "run_time": run_time.isoformat(),
-        "model": meta.name,
-        "version": meta.version,
-        "window": {**window.to_json(), "label": window.label()},
-        "rule": {"drift_share": verdict.drift_share, "n_features": len(features)},
-        "reference": {"name": inputs.reference_name, "rows": inputs.reference.height},
-        "current_rows": inputs.current.height,
-        "sample": {
-            "current_rows": cur_s.height,
-            "reference_rows": ref_s.height,
-            "note": _sample_note(inputs.current.height, cur_s.height, inputs.reference.height, ref_s.height),
-        },
-        "verdict": {**asdict(verdict), "quality_alert": perf_reason is not None, "reason": reason},
-        "columns": [{**asdict(r), "role": roles[r.column]} for r in results],
-        "timeline": [
-            {"start": row.start.isoformat(), "rows": row.rows, "scores": row.scores, "drifted": row.drifted}
-            for row in tl
-        ],
-        "drift_starts": {k: v.isoformat() for k, v in drift_starts.items()},
-        "prediction_mix": slices.prediction_mix(inputs.current, window),
-        "quality": quality.to_json(),
-        "performance": perf,
-        # what the streaming drift monitor raised meanwhile (None: the lake has no episodes table)
-        "episodes": read_episodes(settings.lake(), meta.name, meta.version, window),
-    }
+    summary = DriftSummary.model_validate(
+        {
+            "outcome": outcome.value,
+            "run_id": run_id,
+            "run_name": str(flow_run.get_name() or ""),
+            "run_time": run_time.isoformat(),
+            "model": meta.name,
+            "version": meta.version,
+            "window": {**window.to_json(), "label": window.label()},
+            "rule": {"drift_share": verdict.drift_share, "n_features": len(features)},
+            "reference": {"name": inputs.reference_name, "rows": inputs.reference.height},
+            "current_rows": inputs.current.height,
+            "sample": {
+                "current_rows": cur_s.height,
+                "reference_rows": ref_s.height,
+                "note": _sample_note(
+                    inputs.current.height, cur_s.height, inputs.reference.height, ref_s.height
+                ),
+            },
+            "verdict": {**asdict(verdict), "quality_alert": perf_reason is not None, "reason": reason},
+            "columns": [{**asdict(r), "role": roles[r.column]} for r in results],
+            "timeline": [
+                {
+                    "start": row.start.isoformat(),
+                    "rows": row.rows,
+                    "scores": row.scores,
+                    "drifted": row.drifted,
+                }
+                for row in tl
+            ],
+            "drift_starts": {k: v.isoformat() for k, v in drift_starts.items()},
+            "prediction_mix": slices.prediction_mix(inputs.current, window),
+            "quality": quality.to_json(),
+            "performance": perf,
+            # what the streaming drift monitor raised meanwhile (None: the lake has no episodes table)
+            "episodes": read_episodes(settings.lake(), meta.name, meta.version, window),
+        }
+    )
     run_dir = settings.reports_root / meta.name / run_time.strftime("%Y%m%dT%H%M%S.%fZ")
     methods = {r.column: r.method for r in results}
     labels = None
@@ -267,16 +277,17 @@ def summarise(
 def render(settings: FlowSettings, digest: Digest) -> tuple[Path, Path]:
     """report.html/.json (Evidently's charts from the samples) and the refreshed index."""
     summary = digest.summary
-    if not summary["current_rows"]:
+    if not summary.current_rows:
         html, js = report.write_empty_run(digest.run_dir, summary)
     else:
+        assert summary.verdict.drift_share is not None  # the flow always sets it
         snap, quality_snap = report.evidently_snapshot(
             digest.reference_sample,
             digest.current_sample,
             digest.specs,
-            {c["column"]: c["method"] for c in summary["columns"]},
-            thresholds={c["column"]: c["threshold"] for c in summary["columns"]},
-            drift_share=summary["verdict"]["drift_share"],
+            {c.column: c.method for c in summary.columns},
+            thresholds={c.column: c.threshold for c in summary.columns},
+            drift_share=summary.verdict.drift_share,
             labels=digest.labels,
             classes=digest.classes,
         )
@@ -301,29 +312,29 @@ def _reference_with_target(settings: FlowSettings, meta: artifact.ModelMetadata)
 
 # DuckDB allows one writing process: the BI load may hold the file for a moment
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=10)
-def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Window, report_url: str) -> int:
+def record_results(ws: WarehouseSettings, summary: DriftSummary, window: Window, report_url: str) -> int:
     """Results (run, column, method, score, threshold, verdict, report URL) into the warehouse."""
-    if not summary["columns"]:
+    if not summary.columns:
         return 0
     df = pl.DataFrame(
         [
             {
-                "run_id": summary["run_id"],
-                "run_time": datetime.fromisoformat(summary["run_time"]),
-                "model_name": summary["model"],
-                "model_version": summary["version"],
+                "run_id": summary.run_id,
+                "run_time": summary.run_at,
+                "model_name": summary.model,
+                "model_version": summary.version,
                 "window_start": window.start,
                 "window_end": window.end,
-                "column_name": c["column"],
-                "role": c["role"],
-                "method": c["method"],
-                "score": float(c["score"]),
-                "threshold": float(c["threshold"]),
-                "drifted": bool(c["drifted"]),
-                "run_verdict_drift": bool(summary["verdict"]["drift"]),
+                "column_name": c.column,
+                "role": c.role,
+                "method": c.method,
+                "score": float(c.score),
+                "threshold": float(c.threshold),
+                "drifted": bool(c.drifted),
+                "run_verdict_drift": bool(summary.verdict.drift),
                 "report_url": report_url,
             }
-            for c in summary["columns"]
+            for c in summary.columns
         ],
         schema_overrides={
             "run_time": pl.Datetime("us", "UTC"),
@@ -332,14 +343,14 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
         },
     )
     base = {
-        "model_name": summary["model"],
-        "model_version": summary["version"],
+        "model_name": summary.model,
+        "model_version": summary.version,
         "window_start": window.start,
         "window_end": window.end,
-        "run_id": summary["run_id"],
-        "run_time": datetime.fromisoformat(summary["run_time"]),
+        "run_id": summary.run_id,
+        "run_time": summary.run_at,
     }
-    perf_rows = performance.warehouse_rows(summary.get("performance"), base)
+    perf_rows = performance.warehouse_rows(summary.performance, base)
     wh = open_warehouse(ws)
     try:
         with wh.transaction():
@@ -352,9 +363,10 @@ def record_results(ws: WarehouseSettings, summary: dict[str, Any], window: Windo
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def push_scores(gateway: str, summary: dict[str, Any]) -> None:
-    """Drift scores to the Pushgateway, for alert rules (``flows.drift_metrics``)."""
-    push_drift(gateway, summary)
+def push_scores(gateway: str, summary: DriftSummary) -> None:
+    """Drift scores to the Pushgateway, for alert rules (``flows.drift_metrics``, which
+    reads the summary's JSON document)."""
+    push_drift(gateway, summary.to_json())
 
 
 ALERTS = {
@@ -366,26 +378,24 @@ ALERTS = {
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
-def send_alert(url: str, summary: dict[str, Any], html: Path, report_url: str) -> int:
-    outcome = outcomes.of_summary(summary)
-    perf = summary.get("performance") or {}
+def send_alert(url: str, summary: DriftSummary, html: Path, report_url: str) -> int:
+    outcome = summary.result()
+    perf = summary.performance or {}
     payload = {
         "alert": ALERTS[outcome],
         "outcome": outcome.value,
         "verdict": outcomes.LABELS[outcome],
-        "rows": summary["current_rows"],
-        "model": summary["model"],
-        "version": summary["version"],
-        "run_id": summary["run_id"],
-        "run_time": summary["run_time"],
-        "window": summary["window"],
-        "reason": summary["verdict"]["reason"],
-        "drifted_features": summary["verdict"]["drifted_features"],
-        "prediction_drift": summary["verdict"]["prediction_drift"],
+        "rows": summary.current_rows,
+        "model": summary.model,
+        "version": summary.version,
+        "run_id": summary.run_id,
+        "run_time": summary.run_time,
+        "window": summary.window.model_dump(exclude_unset=True),
+        "reason": summary.verdict.reason,
+        "drifted_features": summary.verdict.drifted_features,
+        "prediction_drift": summary.verdict.prediction_drift,
         "columns": [
-            {k: c[k] for k in ("column", "method", "score", "threshold")}
-            for c in summary["columns"]
-            if c["drifted"]
+            c.model_dump(include={"column", "method", "score", "threshold"}) for c in summary.drifted_columns
         ],
         "estimated_quality_alerts": perf.get("alert_metrics", []),
         "report": str(html),
@@ -395,7 +405,7 @@ def send_alert(url: str, summary: dict[str, Any], html: Path, report_url: str) -
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def publish(summary: dict[str, Any], url: str) -> str:
+def publish(summary: DriftSummary, url: str) -> str:
     """Artifacts and the outcome's event (see ``flows.artifacts``)."""
     return artifacts.publish(summary, url).value
 
@@ -435,6 +445,11 @@ def _tag_run(model: str, version: str) -> None:
         client.update_flow_run(UUID(str(run_id)), tags=tags)
 
 
+# the report folder of each drift run this process ran, by flow run id, until ``run_drift``
+# (which calls the flow here) takes its own
+_RUN_DIRS: dict[str, Path] = {}
+
+
 @flow(name="drift", flow_run_name=run_name)
 def drift_flow(
     model_name: str = "car-loan",
@@ -468,17 +483,18 @@ def drift_flow(
     del inputs  # the window: Evidently's charts are drawn from the digest's samples alone
     drift_calc.release_freed_memory()
     html, _ = render(settings, digest)
+    _RUN_DIRS[run_id] = digest.run_dir
     summary = digest.summary
     url = artifacts.report_url(html, settings.reports_root, settings.reports_base_url)
     record_results(ws, summary, win, url)
     if settings.pushgateway_url:
         push_scores(settings.pushgateway_url, summary)
     outcome = outcomes.Outcome(publish(summary, url))
-    log.info("%s: %s; report %s", outcomes.LABELS[outcome], summary["verdict"]["reason"], url)
-    log.info("estimated quality: %s", performance.log_line(summary["performance"]))
+    log.info("%s: %s; report %s", outcomes.LABELS[outcome], summary.verdict.reason, url)
+    log.info("estimated quality: %s", performance.log_line(summary.performance))
     if outcome in outcomes.ALERTING and settings.drift_webhook_url:
         send_alert(settings.drift_webhook_url, summary, html, url)
-    return outcomes.state(outcome, f"{summary['verdict']['reason']}; report {url}")
+    return outcomes.state(outcome, f"{summary.verdict.reason}; report {url}")
 
 
 def run_drift(
@@ -506,14 +522,15 @@ def run_drift(
         return_state=True,
     )
     run_id = str(state.state_details.flow_run_id)
-    for run_dir, summary in index.runs(FlowSettings(data_dir=data_dir).reports_root):
-        if summary.get("run_id") == run_id:
-            return DriftOutcome(
-                outcomes.of_summary(summary),
-                bool(summary["verdict"]["drift"]),
-                summary["verdict"]["reason"],
-                run_dir / "report.html",
-                run_dir / "report.json",
-                summary,
-            )
+    run_dir = _RUN_DIRS.pop(run_id, None)
+    if run_dir is not None:
+        summary = DriftSummary.read(run_dir)
+        return DriftOutcome(
+            summary.result(),
+            summary.verdict.drift,
+            summary.verdict.reason,
+            run_dir / "report.html",
+            run_dir / "report.json",
+            summary,
+        )
     raise RuntimeError(f"drift flow run {run_id} ended {state.type.value} without a report: {state.message}")

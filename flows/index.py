@@ -15,27 +15,27 @@ import os
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from flows import charts
-from flows.outcome import COLOURS, LABELS, Outcome, of_summary
+from flows.outcome import COLOURS, LABELS, Outcome
 from flows.report import window_text
+from flows.summary import SUMMARY_FILE, DriftSummary
 
-SUMMARY = "summary.json"
+SUMMARY = SUMMARY_FILE
 INDEX = "index.html"
 
 
-def runs(reports_root: Path) -> list[tuple[Path, dict[str, Any]]]:
+def runs(reports_root: Path) -> list[tuple[Path, DriftSummary]]:
     """Every run with a readable summary, newest first."""
     out = []
     for f in reports_root.glob(f"*/*/{SUMMARY}"):
         try:
-            out.append((f.parent, orjson.loads(f.read_bytes())))
+            out.append((f.parent, DriftSummary.read(f)))
         except orjson.JSONDecodeError:
             continue  # a run being written; the next refresh lists it
-    out.sort(key=lambda x: str(x[1].get("run_time", "")), reverse=True)
+    out.sort(key=lambda x: x[1].run_time or "", reverse=True)
     return out
 
 
@@ -43,25 +43,21 @@ def _e(v: object) -> str:
     return html.escape(str(v), quote=True)
 
 
-def _when(s: dict[str, Any]) -> datetime:
-    w = s.get("window") or {}
-    return datetime.fromisoformat(w.get("end") or s["run_time"])
+def _when(s: DriftSummary) -> datetime:
+    when = s.window.end or s.run_time
+    assert when is not None, "a run's summary has its window's end or its run time"
+    return datetime.fromisoformat(when)
 
 
-def _trend(model: str, version: str, group: list[dict[str, Any]]) -> str:
+def _trend(model: str, version: str, group: list[DriftSummary]) -> str:
     """Drift share of the features and accuracy, one point per run (by window end)."""
     ordered = sorted(group, key=_when)
-    share = [
-        (_when(s), None if of_summary(s) is Outcome.NO_DATA else s["verdict"].get("feature_share"))
-        for s in ordered
-    ]
-    acc = [(_when(s), (s.get("quality") or {}).get("accuracy")) for s in ordered]
+    share = [(_when(s), None if s.result() is Outcome.NO_DATA else s.verdict.feature_share) for s in ordered]
+    acc = [(_when(s), s.quality.get("accuracy")) for s in ordered]
     x0, x1 = _when(ordered[0]), _when(ordered[-1])
     if x0 == x1:  # one run: give the axis a width
         x0 = x0.replace(minute=0, second=0, microsecond=0)
-    threshold = next(
-        (s["verdict"].get("drift_share") for s in ordered if "drift_share" in s["verdict"]), None
-    )
+    threshold = next((s.verdict.drift_share for s in ordered if s.verdict.drift_share is not None), None)
     series = [charts.Series("drifted feature share", share, charts.PALETTE[3])]
     if any(v is not None for _, v in acc):
         series.append(charts.Series("accuracy", acc, charts.PALETTE[2]))
@@ -77,17 +73,19 @@ def _trend(model: str, version: str, group: list[dict[str, Any]]) -> str:
     )
 
 
-def _row(reports_root: Path, run_dir: Path, s: dict[str, Any]) -> str:
-    outcome = of_summary(s)
+def _row(reports_root: Path, run_dir: Path, s: DriftSummary) -> str:
+    outcome = s.result()
     rel = run_dir.relative_to(reports_root).as_posix()
-    q = s.get("quality") or {}
+    q = s.quality
     acc = "–" if q.get("accuracy") is None else f"{q['accuracy']:.3f}"
+    run_at = s.run_at
+    assert run_at is not None, "a run's summary has its run time"
     return (
-        f"<tr class='run' data-model='{_e(s['model'])}' data-outcome='{outcome.value}'>"
-        f"<td>{_e(charts.minute(datetime.fromisoformat(s['run_time'])))}</td>"
+        f"<tr class='run' data-model='{_e(s.model)}' data-outcome='{outcome.value}'>"
+        f"<td>{_e(charts.minute(run_at))}</td>"
         f"<td class='verdict' style='color:{COLOURS[outcome]}'><b>{LABELS[outcome]}</b> "
-        f"{_e(s['verdict']['reason'])}</td>"
-        f"<td>{_e(window_text(s['window']))}</td><td>{s['current_rows']}</td><td>{s['reference']['rows']}</td>"
+        f"{_e(s.verdict.reason)}</td>"
+        f"<td>{_e(window_text(s.window))}</td><td>{s.current_rows}</td><td>{s.reference.rows}</td>"
         f"<td>{acc}</td>"
         f"<td><a href='{_e(rel)}/report.html'>report</a> · <a href='{_e(rel)}/report.json'>json</a></td></tr>"
     )
@@ -120,9 +118,9 @@ apply();
 
 def render(reports_root: Path) -> str:
     all_runs = runs(reports_root)
-    groups: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[tuple[Path, DriftSummary]]] = defaultdict(list)
     for run_dir, s in all_runs:  # newest first, so groups come out most recent first
-        groups[(s["model"], str(s["version"]))].append((run_dir, s))
+        groups[(s.model, s.version)].append((run_dir, s))
     sections = []
     for (model, version), members in groups.items():
         rows = "".join(_row(reports_root, d, s) for d, s in members)

@@ -84,15 +84,6 @@ def decide(current_rows: int, drift: bool, quality_alert: bool = False) -> Outco
     return Outcome.QUALITY_DROP if quality_alert else Outcome.NO_DRIFT
 
 
-def of_summary(summary: dict[str, Any]) -> Outcome:
-    """The outcome a run's ``summary.json`` records (runs written before outcomes
-    existed are read from their row count and verdict)."""
-    if "outcome" in summary:
-        return Outcome(summary["outcome"])
-    v = summary["verdict"]
-    return decide(int(summary.get("current_rows") or 0), bool(v["drift"]), bool(v.get("quality_alert")))
-
-
 class NoData(InferstreamError):
     """The result of a "No data" state: what Prefect raises for it at the top of a
     worker's flow process, and what ``drift_flow(...)`` raises when called without

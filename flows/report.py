@@ -32,9 +32,10 @@ import orjson
 import polars as pl
 
 from flows import charts
-from flows.outcome import COLOURS, LABELS, Outcome, of_summary
+from flows.outcome import COLOURS, LABELS, Outcome
 from flows.performance_report import performance_html
 from flows.reference import ColumnSpec
+from flows.summary import SUMMARY_FILE, DriftSummary, RunWindow
 from monitoring.stats import P_VALUE_METHODS
 
 if TYPE_CHECKING:
@@ -136,22 +137,24 @@ def duration(start: datetime, end: datetime) -> str:
     return f"{minutes} min"
 
 
-def window_text(window: dict[str, Any]) -> str:
+def window_text(window: RunWindow) -> str:
     """``2026-11-29 19:00 – 20:00 UTC (1 h)``: minute precision, with the length."""
-    start, end = _time(window.get("start")), _time(window.get("end"))
+    start, end = _time(window.start), _time(window.end)
     if start is None or end is None:
-        return str(window.get("label", ""))
+        return window.label or ""
     tail = f"{end:%H:%M}" if start.date() == end.date() else f"{end:%Y-%m-%d %H:%M}"
     return f"{start:%Y-%m-%d %H:%M} – {tail} UTC ({duration(start, end)})"
 
 
-def _rule_html(summary: dict[str, Any]) -> str:
-    v, rule = summary["verdict"], summary.get("rule") or {}
-    n = rule.get("n_features")
-    share = v.get("drift_share", rule.get("drift_share", 0.5))
-    k = len(v.get("drifted_features") or [])
+def _rule_html(summary: DriftSummary) -> str:
+    v, rule = summary.verdict, summary.rule
+    n = rule.n_features if rule else None
+    share = v.drift_share if v.drift_share is not None else (rule.drift_share if rule else None)
+    if share is None:
+        share = 0.5
+    k = len(v.drifted_features)
     counted = f" Here {k} of {n} features drifted" if n is not None else f" Here {k} features drifted"
-    pred = "did" if v.get("prediction_drift") else "did not"
+    pred = "did" if v.prediction_drift else "did not"
     return (
         f"<p class='rule'><b>Rule.</b> The run is <i>drift</i> when at least {share:.0%} of the features "
         f"drift, or when the prediction (class or score) drifts, whatever the features do."
@@ -159,33 +162,33 @@ def _rule_html(summary: dict[str, Any]) -> str:
     )
 
 
-def _charts_html(summary: dict[str, Any]) -> str:
+def _charts_html(summary: DriftSummary) -> str:
     """Per drifted column its score per slice with the threshold; prediction mix and
     volume per slice; accuracy per slice against the reference's."""
-    w0, w1 = _time(summary["window"].get("start")), _time(summary["window"].get("end"))
+    w0, w1 = _time(summary.window.start), _time(summary.window.end)
     if w0 is None or w1 is None:
         return ""
     out = []
-    columns = {c["column"]: c for c in summary["columns"]}
-    tl = summary.get("timeline") or []
-    drifted = [name for name, c in columns.items() if c["drifted"]]
+    columns = {c.column: c for c in summary.columns}
+    tl = summary.timeline
+    drifted = [name for name, c in columns.items() if c.drifted]
     for i, name in enumerate(drifted):
         c = columns[name]
-        points = [(datetime.fromisoformat(r["start"]), r["scores"].get(name)) for r in tl]
-        kind = "p-value, drift below" if c["method"] in P_VALUE_METHODS else "distance, drift above"
+        points = [(datetime.fromisoformat(r.start), r.scores.get(name)) for r in tl]
+        kind = "p-value, drift below" if c.method in P_VALUE_METHODS else "distance, drift above"
         out.append(
             charts.line_chart(
-                f"{name}: {c['method']} per time slice ({kind})",
+                f"{name}: {c.method} per time slice ({kind})",
                 [charts.Series(name, points, charts.PALETTE[i % len(charts.PALETTE)])],
                 w0,
                 w1,
-                threshold=float(c["threshold"]),
+                threshold=float(c.threshold),
                 y_fmt=".3g",
                 css_class="chart drift-chart",
                 size=(420, 170),
             )
         )
-    mix = summary.get("prediction_mix") or []
+    mix = summary.prediction_mix
     if mix:
         out.append(
             charts.stacked_bars(
@@ -199,7 +202,7 @@ def _charts_html(summary: dict[str, Any]) -> str:
                 css_class="chart mix-chart",
             )
         )
-    q = summary.get("quality") or {}
+    q = summary.quality
     if q.get("by_slice"):
         acc = [(datetime.fromisoformat(r["start"]), r["accuracy"]) for r in q["by_slice"]]
         series = [charts.Series("accuracy", acc, charts.PALETTE[2])]
@@ -224,26 +227,26 @@ def _charts_html(summary: dict[str, Any]) -> str:
     return "<h3>At a glance</h3><div class='charts'>" + "".join(out) + "</div>"
 
 
-def summary_html(summary: dict[str, Any]) -> str:
+def summary_html(summary: DriftSummary) -> str:
     """The part analysts read first: the one verdict, its rule, the window, the charts,
     the per-column table (all rows) and the quality numbers."""
-    outcome = of_summary(summary)
-    v = summary["verdict"]
+    outcome = summary.result()
+    v = summary.verdict
     colour = COLOURS[outcome]
     rows = []
-    for r in summary["columns"]:
-        kind = "p-value" if r["method"] in P_VALUE_METHODS else "distance"
+    for r in summary.columns:
+        kind = "p-value" if r.method in P_VALUE_METHODS else "distance"
         rows.append(
-            f"<tr><td>{_fmt(r['column'])}</td><td>{_fmt(r['role'])}</td><td>{_fmt(r['method'])} ({kind})</td>"
-            f"<td>{_fmt(r['score'])}</td><td>{_fmt(r['threshold'])}</td>"
-            f"<td style='color:{'#b00020' if r['drifted'] else '#1b5e20'}'>"
-            f"{'DRIFT' if r['drifted'] else 'ok'}</td></tr>"
+            f"<tr><td>{_fmt(r.column)}</td><td>{_fmt(r.role)}</td><td>{_fmt(r.method)} ({kind})</td>"
+            f"<td>{_fmt(r.score)}</td><td>{_fmt(r.threshold)}</td>"
+            f"<td style='color:{'#b00020' if r.drifted else '#1b5e20'}'>"
+            f"{'DRIFT' if r.drifted else 'ok'}</td></tr>"
         )
-    first = summary.get("drift_starts") or {}
+    first = summary.drift_starts
     starts = "".join(
         f"<li>{_fmt(k)}: from {_fmt(charts.minute(datetime.fromisoformat(t)))}</li>" for k, t in first.items()
     )
-    q = summary.get("quality") or {}
+    q = summary.quality
     if q.get("labelled_rows"):
         q_html = (
             f"<h3>Quality (ground truth from feedback)</h3><p>{q['labelled_rows']} labelled predictions: "
@@ -255,8 +258,8 @@ def summary_html(summary: dict[str, Any]) -> str:
         q_html = ""
     else:
         q_html = "<h3>Quality</h3><p>No ground truth has arrived for this window yet.</p>"
-    ref = summary["reference"]
-    run_time = _time(summary.get("run_time"))
+    ref = summary.reference
+    run_time = summary.run_at
     table = (
         f"<h3>Per-column drift (all rows)</h3><table id='{DRIFT_TABLE_ID}'>"
         "<tr><th>column</th><th>role</th><th>method</th><th>score</th><th>threshold</th><th>verdict</th></tr>"
@@ -267,35 +270,35 @@ def summary_html(summary: dict[str, Any]) -> str:
     )
     return (
         f"<section id='{SUMMARY_ID}'>"
-        f"<h1>Drift report: {_fmt(summary['model'])} v{_fmt(summary['version'])}</h1>"
-        f"<h2 id='verdict' style='color:{colour}'>Verdict: {LABELS[outcome]} – {_fmt(v['reason'])}</h2>"
+        f"<h1>Drift report: {_fmt(summary.model)} v{_fmt(summary.version)}</h1>"
+        f"<h2 id='verdict' style='color:{colour}'>Verdict: {LABELS[outcome]} – {_fmt(v.reason)}</h2>"
         + (_rule_html(summary) if outcome is not Outcome.NO_DATA else "")
         + (
             "<p><b>Drifted columns:</b> "
-            + ", ".join(_fmt(c["column"]) for c in summary["columns"] if c["drifted"])
+            + ", ".join(_fmt(c.column) for c in summary.drifted_columns)
             + "</p>"
-            if any(c["drifted"] for c in summary["columns"])
+            if summary.drifted_columns
             else ""
         )
-        + f"<p>Window {_fmt(window_text(summary['window']))}; current rows {summary['current_rows']}; "
-        f"reference {_fmt(ref['name'])} ({ref['rows']} rows)"
+        + f"<p>Window {_fmt(window_text(summary.window))}; current rows {summary.current_rows}; "
+        f"reference {_fmt(ref.name)} ({ref.rows} rows)"
         + (f"; run {_fmt(charts.minute(run_time))}" if run_time else "")
         + ". Every score and verdict above the Evidently sections is computed on all rows.</p>"
         + _charts_html(summary)
         + table
         + (f"<h3>When the drifted columns start drifting</h3><ul>{starts}</ul>" if starts else "")
-        + performance_html(summary.get("performance"))
+        + performance_html(summary.performance)
         + q_html
         + episodes_html(summary)
         + "</section>"
     )
 
 
-def episodes_html(summary: dict[str, Any]) -> str:
+def episodes_html(summary: DriftSummary) -> str:
     """The streaming drift monitor's episodes that overlap the window (``flows.episodes``)."""
-    if "episodes" not in summary:  # a report from before the monitor's episodes were read
+    if not summary.has_episodes:  # a report from before the monitor's episodes were read
         return ""
-    eps = summary["episodes"]
+    eps = summary.episodes
     head = f"<h3 id='{EPISODES_ID}'>Streaming drift monitor: episodes in this window</h3>"
     if eps is None:
         return head + (
@@ -343,19 +346,20 @@ def _page(title: str, body: str, head: str = "") -> str:
     )
 
 
-def _title(summary: dict[str, Any]) -> str:
-    label = LABELS[of_summary(summary)]
-    return f"{label}: {summary['model']} v{summary['version']} {summary['window'].get('label', '')}"
+def _title(summary: DriftSummary) -> str:
+    label = LABELS[summary.result()]
+    return f"{label}: {summary.model} v{summary.version} {summary.window.label or ''}"
 
 
-def write_empty_run(run_dir: Path, summary: dict[str, Any]) -> tuple[Path, Path]:
+def write_empty_run(run_dir: Path, summary: DriftSummary) -> tuple[Path, Path]:
     """A run whose window held no rows: the summary alone (nothing to chart)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     page = _page(_title(summary), summary_html(summary))
     out_html, out_json = run_dir / "report.html", run_dir / "report.json"
     _atomic(out_html, page.encode())
-    _atomic(run_dir / "summary.json", _dumps(summary))
-    _atomic(out_json, _dumps(summary))
+    doc = summary.to_json()
+    _atomic(run_dir / SUMMARY_FILE, _dumps(doc))
+    _atomic(out_json, _dumps(doc))
     return out_html, out_json
 
 
@@ -425,16 +429,16 @@ def _evidently_section(key: str, title: str, note: str, data: str) -> str:
     )
 
 
-def write_run(
-    run_dir: Path, summary: dict[str, Any], drift_snap: Any, quality_snap: Any
-) -> tuple[Path, Path]:
+def write_run(run_dir: Path, summary: DriftSummary, drift_snap: Any, quality_snap: Any) -> tuple[Path, Path]:
     """Write report.html, report.json and summary.json atomically (temp name, then rename)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    sample = summary.get("sample") or {}
+    sample = summary.sample
     style, drift_data = _dashboard(drift_snap)
-    if sample.get("current_rows") == summary.get("current_rows") and sample.get("reference_rows") == (
-        summary.get("reference") or {}
-    ).get("rows"):
+    if (
+        sample is not None
+        and sample.current_rows == summary.current_rows
+        and sample.reference_rows == summary.reference.rows
+    ):
         title = "Distributions (Evidently, all rows)"
         note = (
             "Same rows, tests and thresholds as the table above; its dataset line counts the features "
@@ -442,8 +446,9 @@ def write_run(
         )
     else:
         title = "Distributions (Evidently, sample-based view)"
+        drawn_from = sample.note if sample and sample.note is not None else "a sample"
         note = (
-            f"Drawn from {sample.get('note', 'a sample')}: its scores and 'detected' labels are the "
+            f"Drawn from {drawn_from}: its scores and 'detected' labels are the "
             "sample's and may differ from the all-rows ones above; the verdict is the one at the top."
         )
     sections = [_evidently_section("drift", title, note, drift_data)]
@@ -458,14 +463,15 @@ def write_run(
         )
     body = summary_html(summary) + "".join(sections) + _packed(EVIDENTLY_LIB_ID, _evidently_lib()) + _LOADER
     page = _page(_title(summary), body, head=style)
+    summary_doc = summary.to_json()
     doc = {
-        **summary,
+        **summary_doc,
         "evidently": drift_snap.dict(),
         "evidently_quality": quality_snap.dict() if quality_snap else None,
     }
     out_html, out_json = run_dir / "report.html", run_dir / "report.json"
     _atomic(out_html, page.encode())
-    _atomic(run_dir / "summary.json", _dumps(summary))
+    _atomic(run_dir / SUMMARY_FILE, _dumps(summary_doc))
     _atomic(out_json, _dumps(doc))
     return out_html, out_json
 

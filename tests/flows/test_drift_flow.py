@@ -269,15 +269,15 @@ def test_identical_window_completes_without_alert(
         assert hook.received == []
         out = run_drift(m.data_dir, m.name, start=WINDOW["start"], end=WINDOW["end"])
     assert out.drift is False and out.report_html.is_file()
-    assert not any(c["drifted"] for c in out.summary["columns"])
-    assert out.summary["current_rows"] == m.reference.height
-    assert out.summary["sample"]["note"].startswith("all rows")
-    q = out.summary["quality"]
+    assert not out.summary.drifted_columns
+    assert out.summary.current_rows == m.reference.height
+    assert out.summary.sample is not None and (out.summary.sample.note or "").startswith("all rows")
+    q = out.summary.quality
     assert (q["labelled_rows"], q["accuracy"]) == (200, pytest.approx(0.9))
     assert sum(s["labelled"] for s in q["by_slice"]) == 200
     assert "200 labelled predictions: accuracy 0.9" in out.report_html.read_text()
     # no episodes table in this lake: the report says the monitor's episodes are unknown, not "none"
-    assert out.summary["episodes"] is None
+    assert out.summary.has_episodes and out.summary.episodes is None
     assert "Unknown: the lake has no drift_episodes table" in out.report_html.read_text()
     # the quality section is drawn whole, in the page (no iframe cut at 150 px)
     dom = _chromium_dom(out.report_html, tmp_path, raw=True)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from flows import index, report
 from flows.maintenance import RUN_DIR_FORMAT
+from flows.summary import DriftSummary
 
 from .test_drift_flow import _chromium_dom
 
@@ -40,7 +41,7 @@ def _summary(model: str, version: str, hour: int, outcome: str, share: float, ac
 
 def _write(root, s):
     run_dir = root / s["model"] / datetime.fromisoformat(s["run_time"]).strftime(RUN_DIR_FORMAT)
-    report.write_empty_run(run_dir, s)
+    report.write_empty_run(run_dir, DriftSummary.model_validate(s))
 
 
 def _rows(dom: str) -> list[tuple[str, str, bool]]:

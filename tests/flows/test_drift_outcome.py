@@ -16,9 +16,9 @@ from flows.outcome import (
     decide,
     exit_code,
     explain,
-    of_summary,
     state,
 )
+from flows.summary import DriftSummary
 
 
 def test_states_and_exit_codes():
@@ -75,8 +75,17 @@ def test_an_estimated_quality_drop_is_a_finding_of_its_own():
     assert (drop.is_completed(), drop.name) == (True, "Quality drop estimated")
     assert exit_code(drop.name, drop.is_completed()) == 4
     assert Outcome.QUALITY_DROP in ALERTING and EVENTS[Outcome.QUALITY_DROP] in NOTIFY_ON
-    old = {"current_rows": 9, "verdict": {"drift": False, "quality_alert": True}}  # no "outcome" key
-    assert of_summary(old) is Outcome.QUALITY_DROP
+    old = DriftSummary.model_validate(  # no "outcome" key: a run from before outcomes
+        {
+            "model": "m",
+            "version": "1",
+            "reference": {"name": "r", "rows": 1},
+            "current_rows": 9,
+            "verdict": {"drift": False, "quality_alert": True, "reason": "r"},
+            "columns": [],
+        }
+    )
+    assert old.result() is Outcome.QUALITY_DROP
     q = "estimated quality drop (accuracy) in 1 of 12 slices, before labels"
     assert explain(Outcome.QUALITY_DROP, [], 4, 0.5, False, q).startswith(q + "; no drift: 0 of 4")
     assert explain(Outcome.DRIFT, list("abc"), 4, 0.5, False, q).endswith("; " + q)
@@ -95,33 +104,35 @@ def test_reason_never_reads_a_low_share_as_the_cause():
     assert many.endswith("f0, f1, f2, f3, f4, f5 and 4 more")
 
 
-SUMMARY = {
-    "outcome": "drift",
-    "model": "Car Loan",
-    "version": "3",
-    "window": {"start": "2026-11-29T19:00:00+00:00", "end": "2026-11-29T20:00:00+00:00", "label": "w"},
-    "current_rows": 1234,
-    "reference": {"name": "training reference of v3", "rows": 5000},
-    "verdict": {"drift": True, "reason": "prediction drift; 1 of 2 features drifted"},
-    "columns": [
-        {
-            "column": "car_value",
-            "role": "feature",
-            "method": "wasserstein",
-            "score": 0.51781,
-            "threshold": 0.1,
-            "drifted": True,
-        },
-        {
-            "column": "age",
-            "role": "feature",
-            "method": "wasserstein",
-            "score": 0.02,
-            "threshold": 0.1,
-            "drifted": False,
-        },
-    ],
-}
+SUMMARY = DriftSummary.model_validate(
+    {
+        "outcome": "drift",
+        "model": "Car Loan",
+        "version": "3",
+        "window": {"start": "2026-11-29T19:00:00+00:00", "end": "2026-11-29T20:00:00+00:00", "label": "w"},
+        "current_rows": 1234,
+        "reference": {"name": "training reference of v3", "rows": 5000},
+        "verdict": {"drift": True, "reason": "prediction drift; 1 of 2 features drifted"},
+        "columns": [
+            {
+                "column": "car_value",
+                "role": "feature",
+                "method": "wasserstein",
+                "score": 0.51781,
+                "threshold": 0.1,
+                "drifted": True,
+            },
+            {
+                "column": "age",
+                "role": "feature",
+                "method": "wasserstein",
+                "score": 0.02,
+                "threshold": 0.1,
+                "drifted": False,
+            },
+        ],
+    }
+)
 
 
 def test_artifact_keys_urls_and_contents(tmp_path: Path):
@@ -160,5 +171,5 @@ def test_quality_table_says_why_nothing_was_estimated():
     # SUMMARY has no performance entry (a run before CBPE, or none estimated)
     assert artifacts.quality_table(SUMMARY) == [{"estimated": "no", "reason": "not estimated in this run"}]
     reason = "multiclass models: no calibration.json"
-    summary = {**SUMMARY, "performance": {"available": False, "reason": reason}}
+    summary = SUMMARY.model_copy(update={"performance": {"available": False, "reason": reason}})
     assert artifacts.quality_table(summary) == [{"estimated": "no", "reason": reason}]

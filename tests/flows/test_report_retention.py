@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flows import index, report
 from flows.maintenance import RUN_DIR_FORMAT, maintenance_flow
+from flows.summary import DriftSummary
 
 
 def summary(model: str, run_time: datetime) -> dict:
@@ -29,7 +30,7 @@ def summary(model: str, run_time: datetime) -> dict:
 
 def write_run(root: Path, model: str, run_time: datetime) -> Path:
     run_dir = root / model / run_time.strftime(RUN_DIR_FORMAT)
-    report.write_empty_run(run_dir, summary(model, run_time))
+    report.write_empty_run(run_dir, DriftSummary.model_validate(summary(model, run_time)))
     return run_dir
 
 
