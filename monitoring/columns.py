@@ -133,3 +133,16 @@ def column_data(series: pl.Series, kind: str, *, sort: bool = True) -> ColumnDat
         return numeric_column(values) if sort else numeric_unsorted(values)
     vc = series.drop_nulls().value_counts()
     return categorical_column(dict(zip(vc[series.name].to_list(), vc["count"].to_list(), strict=True)))
+
+
+def label_text(s: pl.Series) -> pl.Series:
+    """Class labels as text, ``1``, ``1.0`` and ``"1"`` being one class."""
+    if s.dtype == pl.Boolean:
+        return s.cast(pl.String).str.to_lowercase()
+    as_num = s.cast(pl.Float64, strict=False)
+    if s.dtype.is_numeric() or (as_num.null_count() == s.null_count() and s.len() > s.null_count()):
+        integral = as_num.drop_nulls()
+        if integral.len() == 0 or bool((integral == integral.round(0)).all()):
+            return as_num.cast(pl.Int64).cast(pl.String)
+        return as_num.cast(pl.String)
+    return s.cast(pl.String)
