@@ -319,8 +319,8 @@ def test_the_window_is_released_before_evidently_draws(prefect_harness, model_la
     Evidently's ~250 MB of imports never share the process (bench/drift.py)."""
     import gc
 
-    from flows import drift as drift_module
     from flows import drift_calc
+    from flows import drift_inputs as drift_module
 
     release = drift_calc.release_freed_memory
     gc.collect()
