@@ -4,7 +4,7 @@
 (a controller quorum of N), on free loopback ports. The broker's jars
 (``org.apache.kafka:kafka_2.13``, pinned as :data:`KAFKA_VERSION`) are fetched from
 Maven Central by ``mvn dependency:copy-dependencies`` into a cache directory on first
-use (:func:`kafka_libs`); after that, starting needs no network.
+use (``common.kafka_install.kafka_libs``); after that, starting needs no network.
 
 Each node's log directory is formatted with Kafka's own storage tool before its first
 start; logs go to ``<work_dir>/node-<id>/server.log``. ``stop()`` sends SIGTERM to every
@@ -25,12 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import fcntl
-import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,82 +36,9 @@ from types import TracebackType
 
 from common.broker import free_port, wait_for_port
 from common.errors import ConfigError, DependencyUnavailable
+from common.kafka_install import KAFKA_VERSION, java_executable, kafka_libs
 
-KAFKA_VERSION = "4.4.0"
-MIN_JAVA = 17
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "inferstream" / "kafka"
-
-
-def java_executable(java: str | None = None, java_home: Path | None = None) -> str:
-    """The ``java`` to run Kafka with (explicit, ``<java_home>/bin/java`` or on PATH),
-    checked to be Java 17 or newer; else a ConfigError saying what to install. Entry
-    points pass ``JAVA_HOME`` as ``java_home`` (``common.settings.ToolSettings``)."""
-    candidates = [java] if java else []
-    if java_home:
-        candidates.append(str(Path(java_home) / "bin" / "java"))
-    found = shutil.which("java")
-    if found:
-        candidates.append(found)
-    install = (
-        f"Apache Kafka {KAFKA_VERSION} needs Java {MIN_JAVA}+: install it "
-        "(Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
-    )
-    for exe in candidates:
-        try:
-            out = subprocess.run(
-                [exe, "-version"], capture_output=True, text=True, timeout=30, check=False
-            ).stderr
-        except OSError:
-            continue
-        m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-        if m:
-            major = int(m.group(1)) if m.group(1) != "1" else int(m.group(2) or 0)
-            if major >= MIN_JAVA:
-                return exe
-            raise ConfigError(f"{install} (found Java {major} at {exe})")
-    raise ConfigError(f"{install} (no java found)")
-
-
-def kafka_libs(cache_dir: Path = DEFAULT_CACHE_DIR, version: str = KAFKA_VERSION) -> Path:
-    """The directory of the broker's jars, fetched with Maven on first use.
-
-    Concurrent callers (parallel test sessions) share one download: a file lock
-    serialises them, and a marker file is written only once the copy is complete."""
-    libs = cache_dir / f"kafka-{version}" / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise ConfigError(
-                f"fetching Apache Kafka {version} needs Maven: install it (Debian: apt-get install maven)"
-            )
-        pom_text = resources.files("common.kafka").joinpath("pom.xml").read_text()
-        with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-            pom = Path(tmp) / "pom.xml"
-            pom.write_text(pom_text.replace("@KAFKA_VERSION@", version))
-            out = Path(tmp) / "libs"
-            proc = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={out}", "-DincludeScope=runtime"],
-                capture_output=True, text=True, timeout=900, check=False,
-            )  # fmt: skip
-            if proc.returncode != 0 or not any(out.glob(f"kafka_2.13-{version}.jar")):
-                tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-                raise DependencyUnavailable(
-                    f"Maven could not fetch org.apache.kafka:kafka_2.13:{version} from Maven Central:\n{tail}"
-                )
-            if libs.exists():
-                shutil.rmtree(libs)
-            libs.parent.mkdir(parents=True, exist_ok=True)
-            out.rename(libs)
-        marker.write_text(version)
-    return libs
+__all__ = ["KAFKA_VERSION", "KafkaCluster", "KafkaNode", "java_executable", "kafka_libs"]
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
