@@ -3,323 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
-import signal
 import sys
-import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from common.errors import ConfigError, InferstreamError
-from common.kafka_cluster import KAFKA_VERSION, KafkaCluster
-
-if TYPE_CHECKING:
-    from common.broker import EmbeddedBroker
-
-log = logging.getLogger("inferstream")
-
-
-def _cmd_broker(args: argparse.Namespace) -> int:
-    from common.events import EVENTS_TOPIC, FEEDBACK_TOPIC
-    from common.topics import ensure_topics
-
-    broker: KafkaCluster | EmbeddedBroker
-    if args.kafka:
-        broker = _start_kafka_cluster(args)
-    else:
-        from common.broker import EmbeddedBroker
-        from common.settings import ToolSettings
-
-        broker = EmbeddedBroker(port=args.port, binary=ToolSettings().tansu_bin).start()
-    try:
-        bootstrap = broker.bootstrap_servers
-        asyncio.run(
-            ensure_topics(bootstrap, {EVENTS_TOPIC: args.partitions, FEEDBACK_TOPIC: args.partitions})
-        )
-        if isinstance(broker, KafkaCluster):  # args.kafka
-            print(f"Apache Kafka {args.kafka_version} (KRaft, {args.nodes} nodes) on {bootstrap}")
-            print(f"  logs and data: {broker.work_dir}")
-            print(f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-        else:
-            print(f"Tansu (in-memory Kafka-protocol broker) on {bootstrap}")
-            print(f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-            print("  export INFERSTREAM_KAFKA_ENABLE_IDEMPOTENCE=false   # Tansu has no idempotent producer")
-        sys.stdout.flush()
-        stop = False
-
-        def _stop(*_: object) -> None:
-            nonlocal stop
-            stop = True
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        while not stop:
-            time.sleep(0.2)
-    finally:
-        broker.stop()
-    return 0
-
-
-def _start_kafka_cluster(args: argparse.Namespace) -> KafkaCluster:
-    import shutil
-
-    from common.kafka_cluster import java_executable
-    from common.settings import CommonSettings, ToolSettings
-
-    java = java_executable(java_home=ToolSettings().java_home)  # a clear ConfigError before any fetch
-    data_dir = args.data_dir or CommonSettings().data_dir
-    work_dir = (data_dir / "kafka").resolve()
-    if work_dir.exists():
-        shutil.rmtree(work_dir)  # a fresh cluster each time: ports and cluster id are new
-    print(f"starting Apache Kafka {args.kafka_version} ({args.nodes} nodes); the first run fetches its jars")
-    sys.stdout.flush()
-    cluster = KafkaCluster(args.nodes, work_dir=work_dir, java=java, base_port=args.port)
-    return cluster.start()
-
-
-def _cmd_create_topics(args: argparse.Namespace) -> int:
-    from common.settings import CommonSettings
-    from common.topics import ensure_topics
-
-    s = CommonSettings()
-    asyncio.run(
-        ensure_topics(
-            s.require_bootstrap(),
-            {s.events_topic: s.events_partitions, s.feedback_topic: s.events_partitions},
-        )
-    )
-    print(f"topics ready on {s.kafka_bootstrap_servers}: {s.events_topic}, {s.feedback_topic}")
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from common.settings import CommonSettings
-    from inferstream.datasets import CAR_LOAN_FEATURES, CAR_LOAN_TARGET, car_loan
-    from inferstream.train import train_classifier
-
-    s = CommonSettings()
-    df = car_loan(s.data_dir / "cache", "reference")
-    path = train_classifier(
-        df,
-        features=CAR_LOAN_FEATURES,
-        target=CAR_LOAN_TARGET,
-        name=args.name,
-        models_dir=s.models_dir,
-        training_data="nannyml synthetic_car_loan_reference.csv",
-    )
-    print(f"model artifact written to {path}")
-    return 0
-
-
-def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api.app import create_app
-    from api.settings import ApiSettings
-
-    s = ApiSettings()
-    s.require_bootstrap()
-    create_app(s)  # a wrong setting fails here, with its name, not in every worker
-    if args.workers > 1 and s.prometheus_multiproc_dir is None:
-        # several processes: prometheus_client must write values to files that /metrics sums
-        import os
-        import shutil
-
-        mp = (s.data_dir / "prometheus" / str(s.port)).resolve()
-        shutil.rmtree(mp, ignore_errors=True)
-        mp.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp)
-    uvicorn.run(
-        "api.app:create_app_from_env",
-        factory=True,
-        host=s.host,
-        port=s.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=20,
-    )
-    return 0
-
-
-def _cmd_api_key(args: argparse.Namespace) -> int:
-    import json
-
-    from api.auth import ROLES, hash_key, new_key
-
-    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    unknown = set(roles) - set(ROLES)
-    if unknown:
-        print(f"unknown roles {sorted(unknown)}; choose from {', '.join(ROLES)}", file=sys.stderr)
-        return 2
-    key = new_key()
-    print(f"key (give it to the client; it is not stored): {key}")
-    print("INFERSTREAM_API_KEYS entry:")
-    print(json.dumps({"name": args.name, "sha256": hash_key(key), "roles": roles}))
-    return 0
-
-
-def _cmd_consume(args: argparse.Namespace) -> int:
-    from consumers.service import serve
-    from consumers.settings import ConsumerSettings
-
-    asyncio.run(serve(ConsumerSettings(), args.sink))
-    return 0
-
-
-def _cmd_kafka_status(args: argparse.Namespace) -> int:
-    import json
-
-    from prometheus_client import generate_latest
-
-    from consumers.settings import ConsumerSettings
-    from consumers.status import collect, registry, render
-
-    s = ConsumerSettings()
-    status = asyncio.run(collect(s.require_bootstrap(), s.lake()))
-    if args.json:
-        print(json.dumps(status.as_dict(), indent=2))
-    elif args.prometheus:
-        print(generate_latest(registry(status)).decode(), end="")
-    else:
-        print(render(status))
-    return 0
-
-
-def _cmd_compact(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime, timedelta
-
-    from common import lake, lakemaint
-    from consumers.settings import ConsumerSettings
-
-    where = ConsumerSettings().lake()
-    cutoff = datetime.now(UTC) - timedelta(hours=args.older_than_hours)
-    for table in lake.TABLES:
-        removed, added = lakemaint.compact(where, table, cutoff)
-        lakemaint.checkpoint(where, table)
-        print(f"{table}: {removed} files compacted into {added}")
-    return 0
-
-
-def _cmd_lake(args: argparse.Namespace) -> int:
-    from common.settings import CommonSettings
-
-    settings = CommonSettings(**({"data_dir": args.data_dir} if args.data_dir else {}))
-    if args.lake_command == "sql":
-        from common.lakesql import query
-
-        print(query(settings.lake(), args.sql))
-        return 0
-    from common.lakemigrate import migrate
-
-    source = args.source or settings.lake_dir
-    for line in migrate(source, settings.lake(), group=args.group):
-        print(line)
-    return 0
-
-
-def _cmd_schema(args: argparse.Namespace) -> int:
-    from common.events import FEEDBACK_SCHEMA_PATH, SCHEMA_PATH, feedback_json_schema_text, json_schema_text
-
-    if args.write:
-        SCHEMA_PATH.write_text(json_schema_text())
-        FEEDBACK_SCHEMA_PATH.write_text(feedback_json_schema_text())
-        print(f"wrote {SCHEMA_PATH} and {FEEDBACK_SCHEMA_PATH}")
-    else:
-        print(json_schema_text(), end="")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from inferstream.demo import DemoOptions, run_demo
-
-    return run_demo(
-        DemoOptions(
-            rows=args.rows, concurrency=args.concurrency, data_dir=args.data_dir, drift=not args.skip_flows
-        )
-    )
-
-
-def _check_flow_args(args: argparse.Namespace) -> None:
-    """What ``flows run`` can check without Prefect (whose start-up takes seconds): the
-    model exists, the window parses. A mistake is one ConfigError line naming the fix."""
-    from common import artifact
-    from common.settings import CommonSettings
-    from flows.window import resolve
-
-    try:
-        resolve(args.window, args.start, args.end)
-    except InferstreamError as exc:
-        raise ConfigError(f"--{exc} (example: --start 2026-03-01T00:00Z --end 2026-03-02T00:00Z)") from exc
-    models_dir = CommonSettings(**({"data_dir": args.data_dir} if args.data_dir else {})).models_dir
-    known = []
-    if models_dir.is_dir():
-        known = sorted(p.name for p in models_dir.iterdir() if artifact.versions(models_dir, p.name))
-    if args.model not in known:
-        have = f"models there: {', '.join(known)}" if known else "none there: run `inferstream train`"
-        raise ConfigError(f"--model {args.model}: no such model under {models_dir}; {have} (or --data-dir)")
-    versions = artifact.versions(models_dir, args.model)
-    if args.version != "latest" and args.version not in versions:
-        raise ConfigError(f"--version {args.version}: model {args.model} has versions {', '.join(versions)}")
-
-
-def _print_result(args: argparse.Namespace, flow: str, text: str, data: Mapping[str, object]) -> None:
-    import json
-
-    print(json.dumps({"flow": flow, **data}, default=str) if args.json else f"{flow}: {text}")
-
-
-def _cmd_flows(args: argparse.Namespace) -> int:
-    if args.flows_command == "run" and args.flow == "drift":
-        _check_flow_args(args)
-    if args.flows_command == "serve":
-        from common.settings import CommonSettings
-        from flows.serve import serve
-
-        serve(server_port=args.server_port, log_dir=CommonSettings().data_dir / "logs")
-        return 0
-    if args.flows_command == "automation":
-        from flows.automation import ensure
-
-        created = ensure(args.webhook_url)
-        print(
-            f"automation '{created.name}' ({created.id}): POSTs to {args.webhook_url} "
-            "on drift, quality drop or no data"
-        )
-        return 0
-    data_dir = str(args.data_dir) if args.data_dir else None
-    if args.flow == "drift":
-        from flows.drift import drift_flow
-        from flows.outcome import exit_code
-
-        state = drift_flow(
-            model_name=args.model,
-            model_version=args.version,
-            window=args.window,
-            start=args.start,
-            end=args.end,
-            data_dir=data_dir,
-            return_state=True,
-        )
-        code = exit_code(state.name, state.is_completed())
-        data = {"state": state.name, "message": state.message, "exit_code": code}
-        _print_result(args, "drift", f"{state.name}: {state.message}", data)
-        return code
-    if args.flow == "bi":
-        from dataclasses import asdict
-
-        from flows.bi_load import bi_load_flow
-
-        r = bi_load_flow(data_dir=data_dir)
-        _print_result(args, "bi", r.describe(), asdict(r))
-        return 0
-    from flows.maintenance import maintenance_flow
-
-    print(f"maintenance: {maintenance_flow(data_dir=data_dir)}")
-    return 0
+from common.errors import InferstreamError
+from common.kafka_cluster import KAFKA_VERSION
+from inferstream import cli_commands as cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,44 +24,44 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--concurrency", type=int, default=32, help="HTTP calls in flight at once")
     d.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     d.add_argument("--skip-flows", action="store_true", help="skip the drift report and BI load at the end")
-    d.set_defaults(func=_cmd_demo)
+    d.set_defaults(func=cmd.cmd_demo)
 
     t = sub.add_parser("train", help="train the car-loan model and save a new artifact version")
     t.add_argument("--name", default="car-loan", help="model name (the artifact's folder under models/)")
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=cmd.cmd_train)
 
     a = sub.add_parser("api", help="serve predictions (uvicorn)")
     a.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    a.set_defaults(func=_cmd_api)
+    a.set_defaults(func=cmd.cmd_api)
 
     ak = sub.add_parser("api-key", help="make an API key; prints the key and its INFERSTREAM_API_KEYS entry")
     ak.add_argument("--name", required=True, help="who the key is for (shown as client_id in events)")
     ak.add_argument(
         "--roles", default="predict,feedback", help="comma-separated: predict, feedback, synthetic, metrics"
     )
-    ak.set_defaults(func=_cmd_api_key)
+    ak.set_defaults(func=cmd.cmd_api_key)
 
     c = sub.add_parser("consume", help="run a consumer group")
     c.add_argument("sink", choices=["lake", "audit", "fraud", "drift"], help="which consumer group to run")
-    c.set_defaults(func=_cmd_consume)
+    c.set_defaults(func=cmd.cmd_consume)
 
     lk = sub.add_parser("lake", help="the lake's Delta tables: query, migrate")
     lksub = lk.add_subparsers(dest="lake_command", required=True)
     lq = lksub.add_parser("sql", help="run one DuckDB query; the tables are views named after them")
     lq.add_argument("sql", help="e.g. 'SELECT model_version, count(*) FROM inference_events GROUP BY 1'")
     lq.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
-    lq.set_defaults(func=_cmd_lake)
+    lq.set_defaults(func=cmd.cmd_lake)
     lm = lksub.add_parser(
         "migrate", help="import a lake of hive-partitioned Parquet files (the old layout), exactly once"
     )
     lm.add_argument("--source", type=Path, default=None, help="old lake directory (default: <data dir>/lake)")
     lm.add_argument("--group", default="lake", help="the lake consumer group whose files these are")
     lm.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
-    lm.set_defaults(func=_cmd_lake)
+    lm.set_defaults(func=cmd.cmd_lake)
 
     cp = sub.add_parser("compact", help="compact each closed lake hour's files (optimize; idempotent)")
     cp.add_argument("--older-than-hours", type=float, default=1.0, help="only hours that ended this long ago")
-    cp.set_defaults(func=_cmd_compact)
+    cp.set_defaults(func=cmd.cmd_compact)
 
     b = sub.add_parser(
         "broker",
@@ -390,21 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--data-dir", type=Path, default=None, help="--kafka keeps logs under DATA_DIR/kafka (default ./data)"
     )
-    b.set_defaults(func=_cmd_broker, kafka_version=KAFKA_VERSION)
+    b.set_defaults(func=cmd.cmd_broker, kafka_version=KAFKA_VERSION)
 
     k = sub.add_parser("kafka", help="Kafka administration")
     ksub = k.add_subparsers(dest="kafka_command", required=True)
     kc = ksub.add_parser("create-topics", help="create the topics with their partition counts")
-    kc.set_defaults(func=_cmd_create_topics)
+    kc.set_defaults(func=cmd.cmd_create_topics)
     ks = ksub.add_parser("status", help="topics, leaders, ISR, end offsets, group lag, lake size")
     ks_fmt = ks.add_mutually_exclusive_group()
     ks_fmt.add_argument("--json", action="store_true", help="machine-readable output")
     ks_fmt.add_argument("--prometheus", action="store_true", help="Prometheus text format (gauges)")
-    ks.set_defaults(func=_cmd_kafka_status)
+    ks.set_defaults(func=cmd.cmd_kafka_status)
 
     sc = sub.add_parser("schema", help="print (or --write) the event contract's JSON Schema")
     sc.add_argument("--write", action="store_true", help="write common/schemas/*.json instead of printing")
-    sc.set_defaults(func=_cmd_schema)
+    sc.set_defaults(func=cmd.cmd_schema)
 
     fl = sub.add_parser("flows", help="scheduled Prefect flows: drift, BI load, maintenance")
     flsub = fl.add_subparsers(dest="flows_command", required=True)
@@ -422,12 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=4200,
         help="without PREFECT_API_URL: the port of the local Prefect server and its UI (default 4200)",
     )
-    fls.set_defaults(func=_cmd_flows)
+    fls.set_defaults(func=cmd.cmd_flows)
     fla = flsub.add_parser(
         "automation", help="create (or replace) the Prefect automation that POSTs to a webhook on drift"
     )
     fla.add_argument("--webhook-url", required=True, help="where the drift notifications are POSTed")
-    fla.set_defaults(func=_cmd_flows)
+    fla.set_defaults(func=cmd.cmd_flows)
     flr = flsub.add_parser(
         "run",
         help="run one flow once, now (drift exits 0 no drift, 1 drift, 4 quality drop estimated, "
@@ -443,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     flr.add_argument("--end", default=None, help="drift: ISO-8601 end of the window (exclusive)")
     flr.add_argument("--json", action="store_true", help="print the result as JSON")
     flr.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
-    flr.set_defaults(func=_cmd_flows)
+    flr.set_defaults(func=cmd.cmd_flows)
     return p
 
 
