@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
@@ -38,6 +39,9 @@ from aiokafka import ConsumerRecord
 
 from common.errors import DependencyUnavailable
 from common.lake import PARTITION_BY, Lake
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ def commit_batch(
 ) -> CommitResult:
     """Append ``frame`` (rows of ``parts``, with ``kafka_partition``, ``kafka_offset``
     and the partition columns) and the parts' next offsets in one commit."""
-    from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
+    from deltalake import CommitProperties, WriterProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     uri = lake.uri(table)
@@ -113,30 +117,13 @@ def commit_batch(
     delay = 0.05
     for attempt in range(1, MAX_ATTEMPTS + 1):
         dt = lake.open(table)
-        rows, txns, replayed = frame, [], 0
-        for part in parts:
-            done = None if dt is None else dt.transaction_version(part.app_id)
-            if done is not None and done >= part.next_offset:
-                mine = pl.col("kafka_partition") == part.kafka_partition
-            elif done is not None:
-                mine = (pl.col("kafka_partition") == part.kafka_partition) & (pl.col("kafka_offset") < done)
-            else:
-                mine = None
-            if done is None or done < part.next_offset:
-                txns.append(Transaction(part.app_id, part.next_offset))
-            if mine is not None and rows is not None and rows.height:
-                before = rows.height
-                rows = rows.filter(~mine)
-                replayed += before - rows.height
+        rows, txns, replayed = _not_committed(dt, frame, parts)
         if not txns:
             return CommitResult(None, 0, replayed, 0, attempt)
         duplicates = in_batch
         if dt is not None and rows is not None and rows.height and key is not None:
-            landed = _landed_keys(dt, rows, key, time_column)
-            if landed.len():
-                before = rows.height
-                rows = rows.filter(~pl.col(key).is_in(landed))
-                duplicates += before - rows.height
+            rows, landed = _not_landed(dt, rows, key, time_column)
+            duplicates += landed
         if rows is None or not rows.height:
             if dt is None:
                 # nothing to land and no table to hold the offsets: the group's commit
@@ -169,6 +156,40 @@ def commit_batch(
         # a DeltaTable passed to write_deltalake is updated to the version it wrote
         return CommitResult(dt.version() if dt is not None else 0, n, replayed, duplicates, attempt)
     raise DependencyUnavailable(f"lake table {uri}: {MAX_ATTEMPTS} commit attempts conflicted")
+
+
+def _not_committed(
+    dt: DeltaTable | None, frame: pl.DataFrame | None, parts: list[PartitionBatch]
+) -> tuple[pl.DataFrame | None, list[Transaction], int]:
+    """The rows of ``frame`` whose offsets the table has not committed yet, the
+    transactions (next offsets) still to commit, and how many rows were dropped as replayed."""
+    from deltalake import Transaction
+
+    rows, txns, replayed = frame, [], 0
+    for part in parts:
+        done = None if dt is None else dt.transaction_version(part.app_id)
+        if done is not None and done >= part.next_offset:
+            mine = pl.col("kafka_partition") == part.kafka_partition
+        elif done is not None:
+            mine = (pl.col("kafka_partition") == part.kafka_partition) & (pl.col("kafka_offset") < done)
+        else:
+            mine = None
+        if done is None or done < part.next_offset:
+            txns.append(Transaction(part.app_id, part.next_offset))
+        if mine is not None and rows is not None and rows.height:
+            before = rows.height
+            rows = rows.filter(~mine)
+            replayed += before - rows.height
+    return rows, txns, replayed
+
+
+def _not_landed(dt: DeltaTable, rows: pl.DataFrame, key: str, time_column: str) -> tuple[pl.DataFrame, int]:
+    """``rows`` without those whose ``key`` the table holds already, and how many those were."""
+    landed = _landed_keys(dt, rows, key, time_column)
+    if not landed.len():
+        return rows, 0
+    kept = rows.filter(~pl.col(key).is_in(landed))
+    return kept, rows.height - kept.height
 
 
 def _landed_keys(dt: object, rows: pl.DataFrame, key: str, time_column: str) -> pl.Series:
