@@ -131,13 +131,7 @@ def run_demo(opts: DemoOptions) -> int:
     broker: EmbeddedBroker | None = None
     children: list[Child] = []
     try:
-        if settings.kafka_bootstrap_servers:
-            bootstrap = settings.kafka_bootstrap_servers
-            _step(1, f"using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
-        else:
-            broker = EmbeddedBroker(log_path=logs / "broker.log", binary=ToolSettings().tansu_bin).start()
-            bootstrap = broker.bootstrap_servers
-            _step(1, f"embedded broker (Tansu, in memory) on {bootstrap}")
+        bootstrap, broker = _broker(settings, logs)
         topics = {
             settings.events_topic: settings.events_partitions,
             settings.feedback_topic: settings.events_partitions,
@@ -210,8 +204,6 @@ def run_demo(opts: DemoOptions) -> int:
         result = _wait_for(lake_dir, ids, lake.EVENTS_TABLE, lander, deadline)
         fed_back = _wait_for(lake_dir, ids, FEEDBACK_TABLE, lander, deadline)
 
-        files, size = lake_files(lake_dir)
-        lat = np.array([a.latency_s for a in answers]) * 1000
         _step(7, "summary (computed from the lake with DuckDB)")
         print(
             f"  predictions answered : {len(ids)} ({failures} failed) in {replay_s:.1f}s"
@@ -224,18 +216,8 @@ def run_demo(opts: DemoOptions) -> int:
             f"  labels fed back      : {len(acks) - feedback_failures} sent, {fed_back.distinct} landed,"
             f" {fed_back.missing} missing, {fed_back.duplicates} duplicates"
         )
-        if len(lat):
-            print(
-                f"  HTTP latency         : p50 {np.percentile(lat, 50):.1f} ms,"
-                f" p99 {np.percentile(lat, 99):.1f} ms (client side, {opts.concurrency} in flight)"
-            )
-        if files:
-            model_lat, mix = _model_stats(lake_dir, version)
-            if model_lat and model_lat[0] is not None:
-                print(f"  model latency        : p50 {model_lat[0]:.2f} ms, p99 {model_lat[1]:.2f} ms")
-            print(f"  prediction mix       : {', '.join(f'{p}: {c}' for p, c in mix)}")
-        where = f"{lake_dir.uri(lake.EVENTS_TABLE)} (Delta table: {files} live files, {size / 1e6:.1f} MB)"
-        print(f"  lake                 : {where}")
+        _print_latency(answers, opts.concurrency)
+        _print_lake(lake_dir, version)
         print(f"  model artifact       : {model_dir}")
         print(f"  logs                 : {logs}")
         landed_ok = result.missing == 0 and result.duplicates == 0 and failures == 0 and len(ids) == n
@@ -259,6 +241,38 @@ def run_demo(opts: DemoOptions) -> int:
             child.terminate()
         if broker is not None:
             broker.stop()
+
+
+def _broker(settings: CommonSettings, logs: Path) -> tuple[str, EmbeddedBroker | None]:
+    """Step 1: Kafka at KAFKA_BOOTSTRAP_SERVERS, else an embedded broker (started here)."""
+    if settings.kafka_bootstrap_servers:
+        bootstrap = settings.kafka_bootstrap_servers
+        _step(1, f"using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
+        return bootstrap, None
+    broker = EmbeddedBroker(log_path=logs / "broker.log", binary=ToolSettings().tansu_bin).start()
+    _step(1, f"embedded broker (Tansu, in memory) on {broker.bootstrap_servers}")
+    return broker.bootstrap_servers, broker
+
+
+def _print_latency(answers: list[Posted], concurrency: int) -> None:
+    lat = np.array([a.latency_s for a in answers]) * 1000
+    if len(lat):
+        print(
+            f"  HTTP latency         : p50 {np.percentile(lat, 50):.1f} ms,"
+            f" p99 {np.percentile(lat, 99):.1f} ms (client side, {concurrency} in flight)"
+        )
+
+
+def _print_lake(lake_dir: lake.Lake, version: str) -> None:
+    """The model's latency and prediction mix as the lake holds them, and the lake's size."""
+    files, size = lake_files(lake_dir)
+    if files:
+        model_lat, mix = _model_stats(lake_dir, version)
+        if model_lat and model_lat[0] is not None:
+            print(f"  model latency        : p50 {model_lat[0]:.2f} ms, p99 {model_lat[1]:.2f} ms")
+        print(f"  prediction mix       : {', '.join(f'{p}: {c}' for p, c in mix)}")
+    where = f"{lake_dir.uri(lake.EVENTS_TABLE)} (Delta table: {files} live files, {size / 1e6:.1f} MB)"
+    print(f"  lake                 : {where}")
 
 
 def _run_flows(data_dir: Path, version: str) -> None:
