@@ -118,6 +118,7 @@ def _tag_run(model: str, version: str) -> None:
 # the report folder of each drift run this process ran, by flow run id, until ``run_drift``
 # (which calls the flow here) takes its own
 _RUN_DIRS: dict[str, Path] = {}
+_RUN_DIRS_KEPT = 64
 
 
 @flow(name="drift", flow_run_name=run_name)
@@ -154,6 +155,8 @@ def drift_flow(
     drift_calc.release_freed_memory()
     html, _ = render(settings, digest)
     _RUN_DIRS[run_id] = digest.run_dir
+    while len(_RUN_DIRS) > _RUN_DIRS_KEPT:  # a long-lived worker runs many; nobody asks for old ones
+        del _RUN_DIRS[next(iter(_RUN_DIRS))]
     summary = digest.summary
     url = artifacts.report_url(html, settings.reports_root, settings.reports_base_url)
     record_results(ws, summary, win, url)
