@@ -21,6 +21,7 @@ from psycopg import sql
 
 from consumers.deadletters import DeadLetter
 from consumers.errors import SinkUnavailable
+from consumers.sink import Sink
 from consumers.validate import PoisonError, decode_event, parse_time
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ COLUMNS: list[tuple[str, str]] = [
 _COPY_COLUMNS = [c for c, _ in COLUMNS if c != "ingested_at"]
 
 
-class AuditSink:
+class AuditSink(Sink):
     def __init__(
         self, dsn: str, *, schema: str = "public", table: str = AUDIT_TABLE, connect_timeout_s: int = 5
     ):

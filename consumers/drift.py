@@ -55,7 +55,8 @@ from common.errors import ConfigError, DependencyUnavailable
 from consumers.deadletters import DeadLetter
 from consumers.drift_episodes import CLOSED, OPENED, Episodes, Key, Transition
 from consumers.drift_window import Reference, Window
-from consumers.fraud import Output
+from consumers.producers import Output
+from consumers.sink import Sink
 from consumers.validate import UUID_RE, PoisonError, decode_event
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class DriftMetrics:
         )
 
 
-class DriftSink:
+class DriftSink(Sink):
     def __init__(
         self,
         *,

@@ -41,6 +41,8 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deadletters import DeadLetter
+from consumers.producers import Output
+from consumers.sink import Sink
 from consumers.validate import PoisonError, decode_event, parse_time
 
 log = logging.getLogger(__name__)
@@ -71,17 +73,7 @@ class _Welford:
         return abs(x - self.mean) / std if std > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class Output:
-    """A record the runner publishes (acknowledged) before committing."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-class FraudSink:
+class FraudSink(Sink):
     def __init__(
         self,
         *,

@@ -28,6 +28,7 @@ from common import lake
 from common.events import SCHEMA_VERSION
 from common.lakewrite import PartitionBatch, app_id, commit_batch, incarnation_of, next_offsets
 from consumers.deadletters import DeadLetter
+from consumers.sink import Sink
 from consumers.validate import PoisonError, decode_event, nesting
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class _Group:
         return self.joined
 
 
-class LakeSink:
+class LakeSink(Sink):
     """Parses batches with polars' NDJSON reader (one call per batch and shape, ~7 us an
     event, against ~35 us for a dict per record); poison records become dead letters."""
 
