@@ -129,7 +129,8 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         },
     )
     if name == "drift":
-        from consumers.drift import DriftSink, recover_episodes
+        from consumers.drift import DriftSink
+        from consumers.drift_recover import recover_episodes
 
         assert isinstance(sink, DriftSink)
         found = await recover_episodes(bootstrap, settings.alerts_topic, settings.drift_alerts_read_back)

@@ -13,8 +13,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from common import events
-from consumers.drift import DriftSink, episodes_from_alerts
+from consumers.drift import DriftSink
 from consumers.drift_episodes import CLOSED, OPENED, Episodes
+from consumers.drift_recover import episodes_from_alerts
 from consumers.drift_window import Reference, Window
 from monitoring import drift
 
@@ -420,14 +421,14 @@ def test_reading_episodes_back_from_a_silent_broker_is_bounded_logged_and_retrie
     import pytest
 
     from common.errors import DependencyUnavailable
-    from consumers.drift import recover_episodes
+    from consumers.drift_recover import recover_episodes
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # accepts (the kernel does), never reads or answers
     port = silent.getsockname()[1]
     try:
-        caplog.set_level("WARNING", logger="consumers.drift")
+        caplog.set_level("WARNING", logger="consumers.drift_recover")
         t0 = time.monotonic()
         with pytest.raises(DependencyUnavailable, match="in 2 attempts"):
             asyncio.run(recover_episodes(f"127.0.0.1:{port}", "x.alerts", attempt_timeout_s=1.0, attempts=2))
