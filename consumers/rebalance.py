@@ -28,7 +28,7 @@ class Rebalancing(RunnerState):
         partition's earliest record, or "" for an empty partition (the sink then takes
         it from the first record it sees, which is then the earliest)."""
         # aiokafka's public committed() drops the commit metadata; the coordinator keeps it
-        coordinator = self.consumer._coordinator  # noqa: SLF001
+        coordinator = self.consumer._coordinator
         found = await coordinator.fetch_committed_offsets(partitions)
         out: dict[TopicPartition, tuple[int | None, str]] = {}
         for tp in partitions:

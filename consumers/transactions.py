@@ -184,7 +184,7 @@ class TransactionalCommitter:
         if producer is None:
             return
         try:
-            if producer._txn_manager.is_in_transaction():  # noqa: SLF001 - no public state
+            if producer._txn_manager.is_in_transaction():  # no public state
                 await producer.abort_transaction()
         except KafkaError as exc:
             # this producer is unusable: the next one (same id, higher epoch) aborts for us
