@@ -64,8 +64,6 @@ class AuditSink(Sink):
         self._next: dict[TopicPartition, int] = {}
         self._pending_dead: list[DeadLetter] = []
         self._dead: list[DeadLetter] = []
-        self.inserted = 0
-        self.poison = 0
 
     @property
     def qualified(self) -> sql.Composed:
@@ -178,7 +176,6 @@ class AuditSink(Sink):
         commits = {tp: (off, "") for tp, off in self._next.items()}
         self._rows = []
         self._next = {}
-        self.poison += len(self._pending_dead)
         self._dead.extend(self._pending_dead)
         self._pending_dead = []
         return commits
@@ -222,4 +219,3 @@ class AuditSink(Sink):
                         "ON CONFLICT (event_id) DO NOTHING"
                     ).format(self.qualified, cols=cols)
                 )
-                self.inserted += max(cur.rowcount, 0)

@@ -132,7 +132,6 @@ class DeadLetterProducer(AcknowledgedProducer):
         self.topic = topic
         self.group = group
         self.limit = max_message_bytes
-        self.published = 0
 
     def max_batch_size(self) -> int:
         return max(1, min(BATCH_BYTES, self.limit))
@@ -177,7 +176,6 @@ class DeadLetterProducer(AcknowledgedProducer):
             return self.topic, value, key, headers
 
         sent, unsent, error = await self._send_each(letters, record)
-        self.published += len(sent)
         for letter in sent:
             log.warning(
                 "dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason

@@ -31,10 +31,9 @@ log = logging.getLogger(__name__)
 
 
 class _PartitionState:
-    __slots__ = ("incarnation", "committed", "records", "first_offset", "next_offset")
+    __slots__ = ("incarnation", "records", "first_offset", "next_offset")
 
-    def __init__(self, committed: int | None, incarnation: str) -> None:
-        self.committed = committed
+    def __init__(self, incarnation: str) -> None:
         self.incarnation = incarnation
         self.records: list[ConsumerRecord[bytes, bytes]] = []
         self.first_offset: int | None = None
@@ -60,7 +59,6 @@ class LakeSink(Sink):
         self._lock = threading.Lock()  # add() on the loop, flush() in a worker thread
         self.pipelined = True  # the runner may keep consuming while flush() runs
         self.poison = 0
-        self.commits = 0
         self.duplicates = 0  # rows not landed: their event id was in the table already
 
     def _app_id(self, tp: TopicPartition, incarnation: str) -> str:
@@ -73,8 +71,8 @@ class LakeSink(Sink):
         known = {self._app_id(tp, inc): tp for tp, (_, inc) in partitions.items() if inc}
         table_says = next_offsets(self.lake, self.table, known)
         with self._lock:
-            for tp, (committed, metadata) in partitions.items():
-                self._parts[tp] = _PartitionState(committed, metadata)
+            for tp, (_, metadata) in partitions.items():
+                self._parts[tp] = _PartitionState(metadata)
         resume = {tp: off for tp, off in table_says.items() if off is not None}
         for tp, off in resume.items():
             if off != partitions[tp][0]:
@@ -96,7 +94,7 @@ class LakeSink(Sink):
     def _add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         state = self._parts.get(tp)
         if state is None:  # consumed before the listener ran (manual assignment)
-            state = self._parts[tp] = _PartitionState(None, "")
+            state = self._parts[tp] = _PartitionState("")
         if not state.incarnation:
             # an empty partition at assignment: its first record is its earliest
             state.incarnation = incarnation_of(records[0])
@@ -147,7 +145,6 @@ class LakeSink(Sink):
                 result.replayed,
                 result.duplicates,
             )
-        self.commits += result.version is not None
         self.duplicates += result.duplicates
         self.poison += len(dead)
         self._dead.extend(dead)
