@@ -2,7 +2,8 @@
 
 Loop: ``getmany`` → ``sink.add`` → when the batch has ``max_batch_rows`` records,
 ``max_batch_bytes`` bytes or is ``max_batch_age_s`` old: ``sink.flush`` (durable) →
-publish the batch's dead letters (acknowledged) → commit the offsets. A rebalance
+publish the batch's dead letters and its outputs (alerts), each through its own
+producer and acknowledged → commit the offsets. A rebalance
 flushes and commits before partitions are revoked. SIGTERM flips ``running``; the loop
 ends with one final flush and commit. Auto-commit is off; nothing is committed that
 the sink has not made durable. A failing flush is retried with backoff, forever, while
