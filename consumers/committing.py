@@ -159,11 +159,10 @@ class Committing(Rebalancing):
             gone = set(revoked)
             self.ready -= gone
             self.sink.revoked(revoked)
-            self._to_commit = {tp: v for tp, v in self._to_commit.items() if tp not in gone}
             self._dead = [d for d in self._dead if TopicPartition(d.topic, d.partition) not in gone]
             self._forget(gone)
 
-    async def _verify_lives(self) -> tuple[dict[TopicPartition, tuple[int, str]], set[TopicPartition]]:
+    async def _verify_lives(self) -> tuple[Offsets, set[TopicPartition]]:
         """The offsets safe to commit now, and the partitions whose log changed.
         Offsets of a partition whose log could not be read back wait in ``_to_commit``
         for a later flush; those of a changed log are dropped."""
