@@ -54,6 +54,7 @@ from consumers.drift import DriftSink
 from consumers.drift_episodes import OPENED
 from consumers.drift_window import Reference
 from consumers.metrics import ConsumerMetrics
+from consumers.producers import OutputProducer
 from consumers.runner import ConsumerRunner
 from inferstream.datasets import CAR_LOAN_FEATURES, car_loan
 
@@ -171,9 +172,10 @@ async def _kafka_rates(bootstrap: str, records: list, reference: Reference, roun
             topics=[topic],
             group_id=group,
             sink=sink,
-            dlq=DeadLetterProducer(
+            dead_letter_producer=DeadLetterProducer(
                 bootstrap_servers=bootstrap, topic=f"{topic}.dlq", group=group, client_id="bench"
             ),
+            output_producer=OutputProducer(bootstrap_servers=bootstrap, client_id="bench"),
             metrics=ConsumerMetrics(group),
         )
         task = asyncio.create_task(runner.run())

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from consumers.deadletters import DeadLetter
 from consumers.errors import SinkUnavailable
+from consumers.sink import Sink
 from consumers.validate import PoisonError, decode_event, parse_time
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ COLUMNS: list[tuple[str, str]] = [
 _COPY_COLUMNS = [c for c, _ in COLUMNS if c != "ingested_at"]
 
 
-class AuditSink:
+class AuditSink(Sink):
     def __init__(
         self, dsn: str, *, schema: str = "public", table: str = AUDIT_TABLE, connect_timeout_s: int = 5
     ):
@@ -63,8 +64,6 @@ class AuditSink:
         self._next: dict[TopicPartition, int] = {}
         self._pending_dead: list[DeadLetter] = []
         self._dead: list[DeadLetter] = []
-        self.inserted = 0
-        self.poison = 0
 
     @property
     def qualified(self) -> sql.Composed:
@@ -177,7 +176,6 @@ class AuditSink:
         commits = {tp: (off, "") for tp, off in self._next.items()}
         self._rows = []
         self._next = {}
-        self.poison += len(self._pending_dead)
         self._dead.extend(self._pending_dead)
         self._pending_dead = []
         return commits
@@ -221,4 +219,3 @@ class AuditSink:
                         "ON CONFLICT (event_id) DO NOTHING"
                     ).format(self.qualified, cols=cols)
                 )
-                self.inserted += max(cur.rowcount, 0)

@@ -23,14 +23,10 @@ coordinates for deduplication.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -38,6 +34,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from common.errors import DependencyUnavailable
 from common.topics import start_admin
 from consumers.errors import NotAcknowledged
+from consumers.producers import BATCH_BYTES, AcknowledgedProducer, Headers
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +42,6 @@ PREVIEW_BYTES = 4096  # enough to see what a record was; the original stays in i
 MAX_KEY_BYTES = 1024
 # Kafka's default max.message.bytes is 1 MiB (plus batch overhead); stay well below it
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024
-_BATCH_BYTES = 16 * 1024  # aiokafka's default batch size: dead letters are batched up to it
-
-Headers = list[tuple[str, bytes]]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,8 +114,10 @@ async def topic_max_message_bytes(bootstrap_servers: str, topic: str) -> int | N
     return None
 
 
-class DeadLetterProducer:
+class DeadLetterProducer(AcknowledgedProducer):
     """Publishes dead letters durably. ``start``/``stop`` are safe to call twice."""
+
+    what = "dead-letter"
 
     def __init__(
         self,
@@ -133,19 +128,13 @@ class DeadLetterProducer:
         client_id: str,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
+        super().__init__(bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-dlq")
         self.topic = topic
         self.group = group
-        self.bootstrap_servers = bootstrap_servers
         self.limit = max_message_bytes
-        self._kwargs = dict(
-            bootstrap_servers=bootstrap_servers,
-            client_id=f"{client_id}-dlq",
-            acks="all",
-            linger_ms=5,
-            request_timeout_ms=15_000,
-        )
-        self._producer: AIOKafkaProducer | None = None
-        self.published = 0
+
+    def max_batch_size(self) -> int:
+        return max(1, min(BATCH_BYTES, self.limit))
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -159,17 +148,7 @@ class DeadLetterProducer:
             if topic_limit is not None and topic_limit < self.limit:
                 log.info("dead letters sized for %s max.message.bytes=%d", self.topic, topic_limit)
                 self.limit = topic_limit
-        producer = AIOKafkaProducer(**self._kwargs, max_batch_size=max(1, min(_BATCH_BYTES, self.limit)))
-        await producer.start()
-        self._producer = producer
-
-    async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                await producer.stop()
-            except KafkaError as exc:
-                log.warning("dead-letter producer stop: %r", exc)
+        await super().start()
 
     async def publish(self, letters: list[DeadLetter]) -> None:
         """Every letter acknowledged, or NotAcknowledged holding the ones that were not."""
@@ -197,7 +176,6 @@ class DeadLetterProducer:
             return self.topic, value, key, headers
 
         sent, unsent, error = await self._send_each(letters, record)
-        self.published += len(sent)
         for letter in sent:
             log.warning(
                 "dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
@@ -207,48 +185,3 @@ class DeadLetterProducer:
                 f"dead-letter topic {self.topic}: {len(unsent)} of {len(letters)} not acknowledged: {error}",
                 unsent,
             )
-
-    async def publish_outputs(self, outputs: list[Any]) -> None:
-        """A sink's own output records (``topic``, ``key``, ``value``, ``headers``),
-        acknowledged, or NotAcknowledged holding the ones that were not."""
-        if not outputs:
-            return
-        _, unsent, error = await self._send_each(
-            outputs, lambda o: (o.topic, o.value, o.key, list(o.headers))
-        )
-        if unsent:
-            raise NotAcknowledged(
-                f"output topic: {len(unsent)} of {len(outputs)} not acknowledged: {error}", unsent
-            )
-
-    async def _send_each(
-        self, items: list[T], record: Callable[[T], tuple[str, bytes | None, bytes | None, Headers]]
-    ) -> tuple[list[T], list[T], BaseException | None]:
-        """Send every item's record and wait for each acknowledgement: (the items
-        acknowledged, the others in order, the first error)."""
-        if self._producer is None:
-            await self.start()
-        assert self._producer is not None
-        pending: list[tuple[T, asyncio.Future[Any] | None, BaseException | None]] = []
-        for item in items:
-            try:
-                topic, value, key, headers = record(item)
-                future = await self._producer.send(topic, value, key=key, headers=headers)
-                pending.append((item, future, None))
-            except KafkaError as exc:
-                pending.append((item, None, exc))
-        sent: list[T] = []
-        unsent: list[T] = []
-        first: BaseException | None = None
-        for item, future, error in pending:
-            if future is not None:
-                try:
-                    await future
-                except KafkaError as exc:
-                    error = exc
-            if error is None:
-                sent.append(item)
-            else:
-                unsent.append(item)
-                first = first or error
-        return sent, unsent, first

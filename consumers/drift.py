@@ -22,9 +22,10 @@ Evaluation runs on a timer (``eval_interval_s``), never per batch.
 Restarts: the runner seeks each assigned partition ``window_events`` records behind its
 committed offset (``rewind``), so the window is rebuilt from the topic; those replayed
 records feed the window only (no dead letters twice). Open episodes are recovered from
-the alerts topic before consuming (:func:`recover_episodes`): an alert is published
-(acks=all) before the offsets are committed, so an episode whose opening alert is out
-is known to the next process, which neither repeats it nor misses the closing one.
+the alerts topic before consuming (``consumers.drift_recover.recover_episodes``): an
+alert is published (acks=all) before the offsets are committed, so an episode whose
+opening alert is out is known to the next process, which neither repeats it nor misses
+the closing one.
 
 Scale: one process per group holds every partition, hence whole windows. A second
 process in the group owns some partitions and sees a share of every model's events
@@ -35,7 +36,6 @@ Run one replica (README, "The streaming drift monitor", says exactly what two do
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -47,15 +47,15 @@ from typing import Annotated, Any, Literal
 import httpx
 import msgspec
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
-from common.errors import ConfigError, DependencyUnavailable
+from common.errors import ConfigError
 from consumers.deadletters import DeadLetter
-from consumers.drift_episodes import CLOSED, OPENED, Episodes, Key, Transition
+from consumers.drift_episodes import Episodes, Key, Transition
 from consumers.drift_window import Reference, Window
-from consumers.fraud import Output
+from consumers.producers import Output
+from consumers.sink import Sink
 from consumers.validate import UUID_RE, PoisonError, decode_event
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class DriftMetrics:
         )
 
 
-class DriftSink:
+class DriftSink(Sink):
     def __init__(
         self,
         *,
@@ -354,88 +354,3 @@ def decode_fast(records: list[ConsumerRecord[bytes, bytes]]) -> _Groups | None:
         mine = evs if len(keys) == 1 else [e for e in evs if _model_version(e) == key]
         groups[key] = (list(map(_features, mine)), list(map(_prediction, mine)), list(map(_scores, mine)))
     return groups
-
-
-def episodes_from_alerts(values: Iterable[bytes]) -> dict[Key, str]:
-    """Open episodes, from alert values in publish order (per key); others are ignored."""
-    found: dict[Key, str] = {}
-    for raw in values:
-        try:
-            a = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(a, dict) or a.get("kind") not in (OPENED, CLOSED):
-            continue
-        key = (str(a["model_name"]), str(a["model_version"]), str(a["column"]))
-        if a["kind"] == OPENED:
-            found[key] = str(a["episode_id"])
-        else:
-            found.pop(key, None)
-    return found
-
-
-async def recover_episodes(
-    bootstrap: str,
-    alerts_topic: str,
-    read_back: int = 100_000,
-    attempt_timeout_s: float = 30.0,
-    attempts: int = 4,
-) -> dict[Key, str]:
-    """Open episodes according to the last ``read_back`` records of each partition of
-    the alerts topic (the alerts of one key share a partition, so their order holds).
-
-    Each attempt is bounded by ``attempt_timeout_s``: a topic created a moment ago can
-    be missing from a broker's metadata, and a client call waiting on it would
-    otherwise wait silently. A stalled attempt is logged and started again."""
-    log.info("drift: reading open episodes back from %s", alerts_topic)
-    for attempt in range(1, attempts + 1):
-        try:
-            values = await asyncio.wait_for(
-                _read_alerts_back(bootstrap, alerts_topic, read_back), attempt_timeout_s
-            )
-        except (TimeoutError, KafkaError) as exc:
-            log.warning(
-                "drift: reading %s back failed (attempt %d of %d): %s",
-                alerts_topic,
-                attempt,
-                attempts,
-                exc.__class__.__name__,
-            )
-            await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
-            continue
-        return episodes_from_alerts(values)
-    raise DependencyUnavailable(f"could not read {alerts_topic} back in {attempts} attempts")
-
-
-async def _read_alerts_back(bootstrap: str, alerts_topic: str, read_back: int) -> list[Any]:
-    # subscribed first, only so that start() waits for the topic's metadata (partitions)
-    reader = AIOKafkaConsumer(
-        alerts_topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        request_timeout_ms=10_000,
-    )
-    values: list[Any] = []
-    try:
-        await reader.start()
-        parts = sorted(reader.partitions_for_topic(alerts_topic) or ())
-        tps = [TopicPartition(alerts_topic, p) for p in parts]
-        reader.unsubscribe()
-        if not tps:
-            return values
-        reader.assign(tps)
-        end = await reader.end_offsets(tps)
-        begin = await reader.beginning_offsets(tps)
-        for tp in tps:
-            reader.seek(tp, max(begin[tp], end[tp] - read_back))
-        # position(), not the last record's offset: transaction markers take offsets too
-        todo = {tp for tp in tps if await reader.position(tp) < end[tp]}
-        while todo:
-            batch = await reader.getmany(*todo, timeout_ms=500)
-            for msgs in batch.values():
-                values.extend(m.value for m in msgs if m.value)
-            todo = {tp for tp in todo if await reader.position(tp) < end[tp]}
-    finally:
-        await reader.stop()
-    return values

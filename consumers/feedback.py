@@ -12,7 +12,7 @@ is low-volume, so records are decoded one by one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from common import lake
 from common.events import SCHEMA_VERSION
 from consumers.deadletters import DeadLetter
 from consumers.lake import LakeSink
+from consumers.sink import Sink
 from consumers.validate import UUID_RE, PoisonError, decode_object, parse_time
 
 if TYPE_CHECKING:
@@ -89,13 +90,13 @@ class FeedbackLakeSink(LakeSink):
         return pl.DataFrame(rows, schema=_SCHEMA) if rows else None
 
 
-class RoutingSink:
+class RoutingSink(Sink):
     """One consumer group over several topics, each with its own sink (the lake group
     lands events and feedback). Every call goes to the sink of the record's topic."""
 
-    def __init__(self, sinks: dict[str, Any]) -> None:
+    def __init__(self, sinks: Mapping[str, Sink]) -> None:
         self.sinks = sinks
-        self.pipelined = all(getattr(s, "pipelined", False) for s in sinks.values())
+        self.pipelined = all(s.pipelined for s in sinks.values())
 
     def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
         resume: dict[TopicPartition, int] = {}

@@ -41,6 +41,8 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deadletters import DeadLetter
+from consumers.producers import Output
+from consumers.sink import Sink
 from consumers.validate import PoisonError, decode_event, parse_time
 
 log = logging.getLogger(__name__)
@@ -71,17 +73,7 @@ class _Welford:
         return abs(x - self.mean) / std if std > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class Output:
-    """A record the runner publishes (acknowledged) before committing."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-class FraudSink:
+class FraudSink(Sink):
     def __init__(
         self,
         *,
@@ -106,8 +98,6 @@ class FraudSink:
         self._dead: list[DeadLetter] = []
         self._pending = 0
         self._warming = False
-        self.scored = 0
-        self.alerts = 0
         # history a restarted scorer replays per partition: its first ``min_samples``
         # values are folded in unscored (outliers too, as on a cold start), so several
         # times that many let the rest outweigh them, as in the predecessor's statistics
@@ -160,9 +150,6 @@ class FraudSink:
                     self._pending_dead.append(
                         DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
                     )
-                continue
-            if not self._warming:
-                self.scored += 1
 
     def flush(self) -> dict[TopicPartition, tuple[int, str]]:
         """Nothing to make durable here: the alerts are published by the runner."""
@@ -260,7 +247,6 @@ class FraudSink:
             }
         )
         self._pending_alerts.append(Output(self.alerts_topic, alert_id.bytes, value))
-        self.alerts += 1
         log.debug("alert kind=%s event_id=%s score=%s", kind, ev["event_id"], score)
 
 

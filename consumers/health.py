@@ -18,7 +18,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base's name
         """Probes every few seconds would flood the log."""
 
 

@@ -29,7 +29,7 @@ API_KEY = 35
 
 
 # aiokafka ships no types, so its protocol base classes are Any to mypy: hence the ignore[misc]s below
-class DescribeLogDirsResponse_v4(Response):  # type: ignore[misc]  # noqa: N801 - aiokafka's naming of protocol versions
+class DescribeLogDirsResponse_v4(Response):  # type: ignore[misc]  # aiokafka's naming of protocol versions
     API_KEY = API_KEY
     API_VERSION = 4
     SCHEMA = Schema(
@@ -66,7 +66,7 @@ class DescribeLogDirsResponse_v4(Response):  # type: ignore[misc]  # noqa: N801 
     )
 
 
-class DescribeLogDirsRequest_v4(RequestStruct):  # type: ignore[misc]  # noqa: N801
+class DescribeLogDirsRequest_v4(RequestStruct):  # type: ignore[misc]
     FLEXIBLE_VERSION = True
     API_KEY = API_KEY
     API_VERSION = 4
@@ -106,7 +106,7 @@ async def describe_log_dirs(admin: AIOKafkaAdminClient, broker: int) -> list[Log
     """One broker's log directories. Raises what aiokafka raises when the broker is
     unreachable or does not support DescribeLogDirs v4 (the caller reports it)."""
     # aiokafka's admin has no public per-node send; this is the path its own calls use
-    response: Any = await admin._send_request_to_node(broker, DescribeLogDirsRequest())  # noqa: SLF001
+    response: Any = await admin._send_request_to_node(broker, DescribeLogDirsRequest())
     out = []
     for error_code, log_dir, topics, total, usable, _tags in response.results:
         parts = [p for _name, ps, _t in topics for p in ps]

@@ -14,14 +14,17 @@ from common.topics import ensure_topics
 from consumers.deadletters import DeadLetterProducer
 from consumers.health import start_http_endpoint
 from consumers.metrics import ConsumerMetrics
-from consumers.runner import ConsumerRunner, Sink
+from consumers.producers import OutputProducer
+from consumers.runner import ConsumerRunner
 from consumers.settings import ConsumerSettings
+from consumers.sink import Sink
 from consumers.transactions import TransactionalCommitter, probe
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUPS = {"drift": "drift-monitor"}
 SINKS = ("lake", "audit", "fraud", "drift")
+OUTPUT_SINKS = ("fraud", "drift")  # the sinks whose take_outputs() has alerts
 
 
 def build_sink(
@@ -126,7 +129,8 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         },
     )
     if name == "drift":
-        from consumers.drift import DriftSink, recover_episodes
+        from consumers.drift import DriftSink
+        from consumers.drift_recover import recover_episodes
 
         assert isinstance(sink, DriftSink)
         found = await recover_episodes(bootstrap, settings.alerts_topic, settings.drift_alerts_read_back)
@@ -148,12 +152,18 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         session_timeout_ms=settings.session_timeout_ms,
         client_id=client_id,
         pause_before_commit_s=settings.fault_pause_before_commit_s,
-        dlq=DeadLetterProducer(
+        dead_letter_producer=DeadLetterProducer(
             bootstrap_servers=bootstrap,
             topic=settings.dlq_topic,
             group=group,
             client_id=client_id,
             max_message_bytes=settings.dlq_max_message_bytes,
+        ),
+        # alerts, unless they commit in the scorer's transactions
+        output_producer=(
+            OutputProducer(bootstrap_servers=bootstrap, client_id=client_id)
+            if name in OUTPUT_SINKS and transactions is None
+            else None
         ),
         metrics=metrics,
         dlq_retry_timeout_s=settings.dlq_retry_timeout_s,
@@ -172,9 +182,7 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
     try:
         await runner.run()
     finally:
-        close = getattr(sink, "close", None)
-        if close is not None:
-            close()
+        sink.close()
     log.info(
         "consumer stopped sink=%s group=%s records=%d batches=%d dead_letters=%d",
         name,

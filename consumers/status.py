@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -128,49 +129,10 @@ async def collect(
         cluster = await admin.describe_cluster()
         status.cluster_id = str(cluster.get("cluster_id") or "")
         live = {int(b["node_id"]): f"{b['host']}:{b['port']}" for b in cluster["brokers"]}
-        names = sorted(t for t in await admin.list_topics() if include_internal or not t.startswith("__"))
-        described = await admin.describe_topics(names) if names else []
-        parts: list[TopicPartition] = []
-        named: set[int] = set()
-        for t in described:
-            ps = sorted(t["partitions"], key=lambda p: p["partition"])
-            status.topics.append(
-                TopicStatus(
-                    t["topic"],
-                    [PartitionStatus(p["partition"], p["leader"], p["replicas"], p["isr"], None) for p in ps],
-                )
-            )
-            parts += [TopicPartition(t["topic"], p["partition"]) for p in ps]
-            named.update(r for p in ps for r in p["replicas"])
-        for node_id in sorted(set(live) | named):
-            broker = BrokerStatus(node_id, live.get(node_id), node_id in live)
-            if broker.online and status.cluster_id != TANSU_CLUSTER_ID:
-                try:
-                    broker.log_dirs = await describe_log_dirs(admin, node_id)
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    broker.log_dirs_error = repr(exc)
-            status.brokers.append(broker)
-        # a partition with no leader has no end offset to ask for
-        led = [
-            TopicPartition(t.name, p.partition) for t in status.topics for p in t.partitions if not p.offline
-        ]
-        ends = await _end_offsets(bootstrap, led, fetch_high_watermark=status.cluster_id == TANSU_CLUSTER_ID)
-        for t in status.topics:
-            for p in t.partitions:
-                p.end_offset = ends.get(TopicPartition(t.name, p.partition))
-        groups = sorted(g[0] if isinstance(g, tuple) else g for g in await admin.list_consumer_groups())
-        for group in groups:
-            # explicit partitions: Tansu answers an open-ended request with nothing
-            offsets = await admin.list_consumer_group_offsets(group, partitions=parts)
-            for tp, meta in sorted(offsets.items()):
-                if meta is None or meta.offset < 0:
-                    continue
-                end = ends.get(tp)
-                status.groups.append(
-                    GroupLag(
-                        group, tp.topic, tp.partition, meta.offset, None if end is None else end - meta.offset
-                    )
-                )
+        parts, named = await _collect_topics(admin, status, include_internal)
+        await _collect_brokers(admin, status, live, named)
+        ends = await _collect_end_offsets(bootstrap, status)
+        await _collect_groups(admin, status, parts, ends)
     except KafkaError as exc:
         raise DependencyUnavailable(f"Kafka at {bootstrap} failed a metadata request: {exc!r}") from exc
     finally:
@@ -181,6 +143,72 @@ async def collect(
             if size is not None:
                 status.lake.append(LakeTableSize(table, size.files, size.bytes, size.rows, size.version))
     return status
+
+
+async def _collect_topics(
+    admin: AIOKafkaAdminClient, status: ClusterStatus, include_internal: bool
+) -> tuple[list[TopicPartition], set[int]]:
+    """The topics' partitions into ``status``; returns them, and the brokers they name."""
+    names = sorted(t for t in await admin.list_topics() if include_internal or not t.startswith("__"))
+    described = await admin.describe_topics(names) if names else []
+    parts: list[TopicPartition] = []
+    named: set[int] = set()
+    for t in described:
+        ps = sorted(t["partitions"], key=lambda p: p["partition"])
+        status.topics.append(
+            TopicStatus(
+                t["topic"],
+                [PartitionStatus(p["partition"], p["leader"], p["replicas"], p["isr"], None) for p in ps],
+            )
+        )
+        parts += [TopicPartition(t["topic"], p["partition"]) for p in ps]
+        named.update(r for p in ps for r in p["replicas"])
+    return parts, named
+
+
+async def _collect_brokers(
+    admin: AIOKafkaAdminClient, status: ClusterStatus, live: dict[int, str], named: set[int]
+) -> None:
+    """Brokers in the metadata (online) or only named by partitions (offline)."""
+    for node_id in sorted(set(live) | named):
+        broker = BrokerStatus(node_id, live.get(node_id), node_id in live)
+        if broker.online and status.cluster_id != TANSU_CLUSTER_ID:
+            try:
+                broker.log_dirs = await describe_log_dirs(admin, node_id)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                broker.log_dirs_error = repr(exc)
+        status.brokers.append(broker)
+
+
+async def _collect_end_offsets(bootstrap: str, status: ClusterStatus) -> dict[TopicPartition, int]:
+    # a partition with no leader has no end offset to ask for
+    led = [TopicPartition(t.name, p.partition) for t in status.topics for p in t.partitions if not p.offline]
+    ends = await _end_offsets(bootstrap, led, fetch_high_watermark=status.cluster_id == TANSU_CLUSTER_ID)
+    for t in status.topics:
+        for p in t.partitions:
+            p.end_offset = ends.get(TopicPartition(t.name, p.partition))
+    return ends
+
+
+async def _collect_groups(
+    admin: AIOKafkaAdminClient,
+    status: ClusterStatus,
+    parts: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+) -> None:
+    groups = sorted(g[0] if isinstance(g, tuple) else g for g in await admin.list_consumer_groups())
+    for group in groups:
+        # explicit partitions: Tansu answers an open-ended request with nothing
+        offsets = await admin.list_consumer_group_offsets(group, partitions=parts)
+        for tp, meta in sorted(offsets.items()):
+            if meta is None or meta.offset < 0:
+                continue
+            end = ends.get(tp)
+            status.groups.append(
+                GroupLag(
+                    group, tp.topic, tp.partition, meta.offset, None if end is None else end - meta.offset
+                )
+            )
 
 
 async def _end_offsets(
@@ -222,7 +250,14 @@ async def _end_offsets(
 def registry(status: ClusterStatus) -> CollectorRegistry:
     """The status as Prometheus gauges (for a scrape endpoint or a textfile collector)."""
     r = CollectorRegistry()
-    tp = ["topic", "partition"]
+    _broker_gauges(r, status)
+    _partition_gauges(r, status)
+    _group_gauges(r, status)
+    _lake_gauges(r, status)
+    return r
+
+
+def _broker_gauges(r: CollectorRegistry, status: ClusterStatus) -> None:
     brokers = Gauge("inferstream_kafka_brokers", "Brokers by state", ["state"], registry=r)
     online = Gauge(
         "inferstream_kafka_broker_online", "1 if the broker is in the metadata", ["broker"], registry=r
@@ -235,21 +270,6 @@ def registry(status: ClusterStatus) -> CollectorRegistry:
     dir_bytes = Gauge("inferstream_kafka_log_dir_bytes", "Bytes of partition data", bd, registry=r)
     dir_total = Gauge("inferstream_kafka_log_dir_total_bytes", "Size of the log dir's volume", bd, registry=r)
     dir_usable = Gauge("inferstream_kafka_log_dir_usable_bytes", "Free bytes on the volume", bd, registry=r)
-    parts = Gauge("inferstream_kafka_partitions", "Partitions of a topic", ["topic"], registry=r)
-    end = Gauge("inferstream_kafka_end_offset", "End offset (ListOffsets latest)", tp, registry=r)
-    replicas = Gauge("inferstream_kafka_replicas", "Assigned replicas", tp, registry=r)
-    isr = Gauge("inferstream_kafka_isr", "In-sync replicas", tp, registry=r)
-    committed = Gauge(
-        "inferstream_kafka_committed_offset", "Committed offset", ["group", "topic", "partition"], registry=r
-    )
-    lag = Gauge(
-        "inferstream_kafka_group_lag",
-        "End offset minus committed",
-        ["group", "topic", "partition"],
-        registry=r,
-    )
-    files = Gauge("inferstream_lake_files", "Parquet files", ["table"], registry=r)
-    size = Gauge("inferstream_lake_bytes", "Parquet bytes on disk", ["table"], registry=r)
     brokers.labels("online").set(sum(b.online for b in status.brokers))
     brokers.labels("offline").set(len(status.offline_brokers))
     urp.set(len(status.under_replicated))
@@ -262,6 +282,14 @@ def registry(status: ClusterStatus) -> CollectorRegistry:
                 dir_total.labels(str(b.node_id), d.log_dir).set(d.total_bytes)
             if d.usable_bytes is not None:
                 dir_usable.labels(str(b.node_id), d.log_dir).set(d.usable_bytes)
+
+
+def _partition_gauges(r: CollectorRegistry, status: ClusterStatus) -> None:
+    tp = ["topic", "partition"]
+    parts = Gauge("inferstream_kafka_partitions", "Partitions of a topic", ["topic"], registry=r)
+    end = Gauge("inferstream_kafka_end_offset", "End offset (ListOffsets latest)", tp, registry=r)
+    replicas = Gauge("inferstream_kafka_replicas", "Assigned replicas", tp, registry=r)
+    isr = Gauge("inferstream_kafka_isr", "In-sync replicas", tp, registry=r)
     for t in status.topics:
         parts.labels(t.name).set(len(t.partitions))
         for p in t.partitions:
@@ -269,15 +297,31 @@ def registry(status: ClusterStatus) -> CollectorRegistry:
             replicas.labels(t.name, str(p.partition)).set(len(p.replicas))
             if p.end_offset is not None:
                 end.labels(t.name, str(p.partition)).set(p.end_offset)
+
+
+def _group_gauges(r: CollectorRegistry, status: ClusterStatus) -> None:
+    committed = Gauge(
+        "inferstream_kafka_committed_offset", "Committed offset", ["group", "topic", "partition"], registry=r
+    )
+    lag = Gauge(
+        "inferstream_kafka_group_lag",
+        "End offset minus committed",
+        ["group", "topic", "partition"],
+        registry=r,
+    )
     for g in status.groups:
         if g.committed is not None:
             committed.labels(g.group, g.topic, str(g.partition)).set(g.committed)
         if g.lag is not None:
             lag.labels(g.group, g.topic, str(g.partition)).set(g.lag)
+
+
+def _lake_gauges(r: CollectorRegistry, status: ClusterStatus) -> None:
+    files = Gauge("inferstream_lake_files", "Parquet files", ["table"], registry=r)
+    size = Gauge("inferstream_lake_bytes", "Parquet bytes on disk", ["table"], registry=r)
     for table in status.lake:
         files.labels(table.table).set(table.files)
         size.labels(table.table).set(table.bytes)
-    return r
 
 
 def render(status: ClusterStatus) -> str:

@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaError, ProducerFenced
@@ -37,6 +36,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, KafkaErr
 from common.errors import InferstreamError
 from consumers.deadletters import DEFAULT_MAX_MESSAGE_BYTES, DeadLetter
 from consumers.errors import SinkUnavailable
+from consumers.producers import Output
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class TransactionalCommitter:
         self,
         offsets: dict[TopicPartition, tuple[int, str]],
         dead: list[DeadLetter],
-        outputs: list[Any],
+        outputs: list[Output],
         *,
         pause_before_commit_s: float = 0.0,
     ) -> None:
@@ -184,7 +184,7 @@ class TransactionalCommitter:
         if producer is None:
             return
         try:
-            if producer._txn_manager.is_in_transaction():  # noqa: SLF001 - no public state
+            if producer._txn_manager.is_in_transaction():  # no public state
                 await producer.abort_transaction()
         except KafkaError as exc:
             # this producer is unusable: the next one (same id, higher epoch) aborts for us

@@ -13,7 +13,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.runner import ConsumerRunner
 from inferstream.lakecheck import landing
 
-from ..support import Stream, read_dlq  # noqa: TID252
+from ..support import Stream, read_dlq
 
 
 def _value(metrics: ConsumerMetrics, name: str, **labels: str) -> float:
@@ -39,7 +39,7 @@ def test_bytes_trigger_metrics_and_final_flush(kafka_bootstrap, topic, tmp_path)
         max_batch_age_s=600,
         max_batch_bytes=50_000,
         max_poll_records=100,
-        dlq=DeadLetterProducer(
+        dead_letter_producer=DeadLetterProducer(
             bootstrap_servers=kafka_bootstrap, topic=f"{topic}.dlq", group=f"runner-{topic}", client_id="t"
         ),
         metrics=metrics,

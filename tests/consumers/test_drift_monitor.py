@@ -13,8 +13,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from common import events
-from consumers.drift import DriftSink, episodes_from_alerts
+from consumers.drift import DriftSink
 from consumers.drift_episodes import CLOSED, OPENED, Episodes
+from consumers.drift_recover import episodes_from_alerts
 from consumers.drift_window import Reference, Window
 from monitoring import drift
 
@@ -195,7 +196,7 @@ def test_episode_alerts_reach_the_webhook_once_and_a_dead_webhook_stops_nothing(
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_POST(self) -> None:  # the stdlib's name
             received.append(orjson.loads(self.rfile.read(int(self.headers["content-length"]))))
             self.send_response(204)
             self.end_headers()
@@ -243,7 +244,7 @@ def test_the_monitors_metrics_pass_promtool_and_fire_the_shipped_streaming_drift
     InferstreamStreamingDrift rule fires on exactly the columns in an episode."""
     from prometheus_client import generate_latest
 
-    from ..support import promtool, streaming_drift_alerts  # noqa: TID252
+    from ..support import promtool, streaming_drift_alerts
 
     clock = _Clock()
     registry = CollectorRegistry()
@@ -420,14 +421,14 @@ def test_reading_episodes_back_from_a_silent_broker_is_bounded_logged_and_retrie
     import pytest
 
     from common.errors import DependencyUnavailable
-    from consumers.drift import recover_episodes
+    from consumers.drift_recover import recover_episodes
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # accepts (the kernel does), never reads or answers
     port = silent.getsockname()[1]
     try:
-        caplog.set_level("WARNING", logger="consumers.drift")
+        caplog.set_level("WARNING", logger="consumers.drift_recover")
         t0 = time.monotonic()
         with pytest.raises(DependencyUnavailable, match="in 2 attempts"):
             asyncio.run(recover_episodes(f"127.0.0.1:{port}", "x.alerts", attempt_timeout_s=1.0, attempts=2))
