@@ -24,22 +24,20 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length: int | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    await _reject(send, 400, "Content-Length is not a number")
-                    return
-                break
-        if length is not None:
-            if length > self.max_bytes:
-                await _reject(send, 413, f"body of {length} bytes is over the limit of {self.max_bytes}")
-                return
-            await self.app(scope, receive, send)
+        try:
+            length = _content_length(scope)
+        except ValueError:
+            await _reject(send, 400, "Content-Length is not a number")
             return
-        # no Content-Length (chunked): read it all here, bounded, then hand it on
+        if length is None:
+            await self._chunked(scope, receive, send)
+        elif length > self.max_bytes:
+            await _reject(send, 413, f"body of {length} bytes is over the limit of {self.max_bytes}")
+        else:
+            await self.app(scope, receive, send)
+
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No Content-Length: read the body here, bounded, then hand it on."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -65,6 +63,14 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The Content-Length header's value (ValueError if it is not a number), or None."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value)
+    return None
 
 
 async def _reject(send: Send, status: int, detail: str) -> None:

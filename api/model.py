@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from api.fastpath import compile_linear
 from common.artifact import FeatureSpec, ModelMetadata
+from common.errors import NonFiniteOutput
 from common.events import TEXT_PATTERN
 
 _TYPES: dict[str, Any] = {
@@ -51,11 +52,6 @@ def _field_for(f: FeatureSpec, max_abs: float) -> Any:
         # the event contract's strings: no NUL or other C0 control (a sink cannot store NUL)
         return Field(min_length=1, max_length=256, pattern=TEXT_PATTERN, description=_describe(f))
     return Field(description=_describe(f))
-
-
-class NonFiniteOutput(ValueError):
-    """The model's output is NaN or infinite: the inputs are valid numbers but outside
-    the range the model can compute with (a client error, not a server fault)."""
 
 
 @dataclass

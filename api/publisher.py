@@ -42,6 +42,9 @@ that moment (group commit: concurrent requests share one fsync). The spool is th
 only queue: the background task replays it to Kafka. A SIGKILL of the process loses
 nothing that was answered; a full spool raises :class:`SpoolFull` (the API answers 503).
 
+The spool side of all this (appends, replay, fsync, group commit) is :mod:`api.backlog`;
+this module batches, sends, probes and keeps stragglers.
+
 Duplicates: a batch whose acknowledgement never arrived (timeout, cancellation at
 shutdown) is spooled and replayed, so if the broker did write it, it arrives twice.
 Consumers dedupe by event id; the fault tests count duplicates.
@@ -53,38 +56,24 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from api.senders import Record, Sender, SenderUnavailable, make_sender
+from api.backlog import Backlog, PublisherStats, SpoolFull
+from api.link import KafkaLink
+from api.senders import Record
 from api.spool import Spool
 
+__all__ = ["EventPublisher", "PublisherStats", "SpoolFull"]
+
 log = logging.getLogger(__name__)
-
-
-class SpoolFull(Exception):
-    """Durable mode: the spool cannot take the event, so it cannot be acknowledged."""
 
 
 class State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-@dataclass
-class PublisherStats:
-    enqueued: int = 0
-    published: int = 0
-    spooled: int = 0
-    replayed: int = 0
-    failed_sends: int = 0
-    stalled_sends: int = 0  # batches unacknowledged after stall_s (broker hung)
-    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 class EventPublisher:
@@ -123,22 +112,16 @@ class EventPublisher:
             raise ValueError("durable mode needs a spool")
         self.topic = topic
         self.stats = PublisherStats()
-        self.broker_connected = False
         self.spool = spool
-        self._adopted = list(adopted or [])
+        self._backlog = Backlog(spool, list(adopted or []), self.stats, sync_interval_s=spool_sync_interval_s)
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
         self._batch_max = batch_max_events
         self._linger_s = linger_ms / 1000.0
-        self._send_timeout_s = send_timeout_s
         self._stall_s = min(stall_s, send_timeout_s)
         self._durable = durable
         self._probe_interval_s = probe_interval_s
-        self._probe_max_interval_s = max(probe_max_interval_s, probe_interval_s)
-        self._bootstrap_servers = bootstrap_servers
-        self._sync_interval_s = spool_sync_interval_s
         self._on_delivered = on_delivered
-        self._client = client
-        self._sender_kwargs: dict[str, Any] = dict(
+        sender_kwargs: dict[str, Any] = dict(
             topic=topic,
             partitioning=partitioning,
             timeout_s=send_timeout_s,
@@ -151,25 +134,21 @@ class EventPublisher:
             request_timeout_ms=int(send_timeout_s * 1000),
             max_batch_size=1_048_576,
         )
-        self._sender: Sender | None = None
+        self._link = KafkaLink(
+            client=client,
+            sender_kwargs=sender_kwargs,
+            bootstrap_servers=bootstrap_servers,
+            send_timeout_s=send_timeout_s,
+            stall_s=self._stall_s,
+            probe_interval_s=probe_interval_s,
+            probe_max_interval_s=max(probe_max_interval_s, probe_interval_s),
+            stats=self.stats,
+            backlog=self._backlog,
+        )
         self._task: asyncio.Task[None] | None = None
         self._syncer: asyncio.Task[None] | None = None
         self._state = State.UNOPENED
         self._pending: list[Record] = []  # taken from the queue, not yet acknowledged or spooled
-        self._next_probe = 0.0
-        self._probe_task: asyncio.Task[None] | None = None
-        self._probe_failures = 0  # in a row; the next probe waits 2**n intervals (capped)
-        self._down_since = 0.0
-        self._ever_connected = False
-        self._stragglers: set[asyncio.Task[None]] = set()
-        # (topic, key, hash(value)) of spooled records a straggler got acknowledged
-        self._landed_late: Counter[tuple[str, bytes, int]] = Counter()
-        # durable mode: group commit of the spool
-        self._appended = 0  # spool appends made by offer (durable mode)
-        self._synced = 0  # of which written and fsynced
-        self._commit_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._commit_wanted = asyncio.Event()
-        self._spool_ready = asyncio.Event()
 
     # -- request path -------------------------------------------------------------
     def offer(self, key: bytes, value: bytes, topic: str | None = None) -> bool:
@@ -179,17 +158,13 @@ class EventPublisher:
             self.stats.dropped["closed"] += 1
             return False
         if self._durable:
-            assert self.spool is not None
-            if not self.spool.append(topic, key, value):
-                self.stats.dropped["spool_full"] += 1
-                raise SpoolFull(f"the event spool is full ({self.spool.max_bytes} bytes)")
-            self._appended += 1
+            self._backlog.append_durable(topic, key, value)
             self.stats.enqueued += 1
             return True
         try:
             self._queue.put_nowait((topic, key, value, time.monotonic()))
         except asyncio.QueueFull:
-            if not self._spool_append(topic, key, value, "queue_full"):
+            if not self._backlog.append(topic, key, value):
                 return False
         self.stats.enqueued += 1
         return True
@@ -198,12 +173,8 @@ class EventPublisher:
         """Durable mode: return once every event offered so far is written to the spool
         and fsynced (one fsync for every request waiting at that moment). Otherwise a
         no-op."""
-        if not self._durable or self._synced >= self._appended:
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._commit_waiters.append((self._appended, future))
-        self._commit_wanted.set()
-        await future
+        if self._durable:
+            await self._backlog.committed()
 
     def count_dropped(self, reason: str, n: int = 1) -> None:
         """For events the caller decides not to offer (sampling); counted here so
@@ -211,16 +182,25 @@ class EventPublisher:
         self.stats.dropped[reason] += n
 
     @property
+    def broker_connected(self) -> bool:
+        """Whether Kafka answers (false while events go to the spool)."""
+        return self._link.connected
+
+    @broker_connected.setter
+    def broker_connected(self, value: bool) -> None:  # for stand-ins without Kafka (tests, bench)
+        self._link.connected = value
+
+    @property
     def queue_depth(self) -> int:
         return self._queue.qsize() + len(self._pending)
 
     @property
     def spool_bytes(self) -> int:
-        return sum(s.size_bytes for s in (self.spool, *self._adopted) if s is not None)
+        return self._backlog.size_bytes
 
     @property
     def spool_corrupt(self) -> int:
-        return sum(s.stats.corrupt for s in (self.spool, *self._adopted) if s is not None)
+        return self._backlog.corrupt
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -229,12 +209,12 @@ class EventPublisher:
         if self._state is not State.UNOPENED:
             return
         # construct the client now: a bad setting fails start-up, not the background task
-        self._sender = make_sender(self._client, **self._sender_kwargs)
+        self._link.open()
         self._state = State.OPEN
         self._task = asyncio.create_task(self._run(), name="event-publisher")
         self._task.add_done_callback(self._on_task_done)
         if self.spool is not None:
-            loop = self._commit_loop() if self._durable else self._sync_loop()
+            loop = self._backlog.commit_loop() if self._durable else self._backlog.sync_loop()
             self._syncer = asyncio.create_task(loop, name="spool-sync")
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
@@ -249,43 +229,30 @@ class EventPublisher:
             return
         self._state = State.CLOSED
         if self._task is not None:
-            deadline = time.monotonic() + drain_timeout_s
-            # polls conditions and a deadline
-            while self._undelivered() and time.monotonic() < deadline and not self._task.done():  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for task in (self._probe_task, *self._stragglers):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._syncer is not None:
-            self._syncer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._syncer
+            await self._drain(time.monotonic() + drain_timeout_s)
+        link = self._link
+        await _cancel(self._task, link.probe_task, *link.stragglers, self._syncer)
         # whatever is still here never got an acknowledgement: keep it for the next start
         leftover = self._pending + self._drain_queue()
         self._pending = []
-        for topic, key, value, _ in leftover:
-            self._spool_append(topic, key, value, "shutdown")
+        self._backlog.append_all(leftover)
         if leftover:
             log.warning("publisher stopped with %d undelivered events; spooled", len(leftover))
-        for s in (self.spool, *self._adopted):
-            if s is not None:
-                s.close()
-        for _, future in self._commit_waiters:  # close() wrote and fsynced their events
-            if not future.done():
-                future.set_result(None)
-        self._commit_waiters = []
-        await self._drop_sender()
+        self._backlog.close()
+        await self._link.drop_sender()
+
+    async def _drain(self, deadline: float) -> None:
+        """Let the background task deliver until nothing is left, or the deadline."""
+        assert self._task is not None
+        # polls conditions and a deadline
+        while self._undelivered() and time.monotonic() < deadline and not self._task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
 
     def _undelivered(self) -> bool:
         # the spool too, while the broker answers or a probe may find it: events spooled
         # while the first probe ran (or, in durable mode, all of them) are delivered now
-        reachable = self.broker_connected or self._probe_task is not None
-        return bool(self.queue_depth) or reachable and self._spooling()
+        reachable = self._link.connected or self._link.probe_task is not None
+        return bool(self.queue_depth) or reachable and self._backlog.holding
 
     # -- background -------------------------------------------------------------------
     def _drain_queue(self) -> list[Record]:
@@ -296,18 +263,9 @@ class EventPublisher:
             except asyncio.QueueEmpty:
                 return out
 
-    def _spool_append(self, topic: str, key: bytes, value: bytes, why: str) -> bool:
-        if self.spool is None:
-            self.stats.dropped["no_spool"] += 1
-            return False
-        if not self.spool.append(topic, key, value):
-            self.stats.dropped["spool_full"] += 1
-            return False
-        self.stats.spooled += 1
-        return True
-
-    def _spooling(self) -> bool:
-        return any(not s.empty for s in (self.spool, *self._adopted) if s is not None)
+    def _spool_pending(self) -> None:
+        self._backlog.append_all(self._pending)
+        self._pending = []
 
     async def _take(self, wait_s: float | None) -> None:
         """Fill ``_pending`` up to a batch: wait (up to ``wait_s``) for one event, then
@@ -332,248 +290,50 @@ class EventPublisher:
 
     async def _run(self) -> None:
         while True:
-            if not self.broker_connected:
-                self._maybe_probe()
-            # a straggler may yet be acknowledged: replay once it has settled, so that
-            # what it delivered is known and skipped
-            up = self.broker_connected and not self._stragglers
-            if self._spooling() and up:
+            if not self._link.connected:
+                self._link.maybe_probe()
+            up = self._link.up
+            if self._backlog.holding and up:
                 # keep order: new events queue up behind the spool until it is replayed
                 self._pending += self._drain_queue()
-                for topic, key, value, _ in self._pending:
-                    self._spool_append(topic, key, value, "backlog")
-                self._pending = []
-                await self._replay_chunk()
-                continue
-            if self._durable:
+                self._spool_pending()
+                await self._backlog.replay_chunk(self._link.deliver, self._batch_max * 4)
+            elif self._durable:
                 await self._wait_for_spool(None if up else self._probe_interval_s)
-                continue
-            await self._take(None if up else min(self._probe_interval_s, self._stall_s))
-            if not self._pending:
-                continue
-            if not up or self.spool is not None and not self.spool.empty:
-                for topic, key, value, _ in self._pending:
-                    self._spool_append(topic, key, value, "broker_down")
-                self._pending = []
-                continue
-            failed = await self._deliver(self._pending)
-            delivered = len(self._pending) - len(failed)
-            self.stats.published += delivered
-            if delivered and self._on_delivered is not None:
-                self._on_delivered(time.monotonic() - self._pending[0][3])
-            for topic, key, value, _ in failed:
-                self._spool_append(topic, key, value, "send_failed")
-            self._pending = []
+            else:
+                await self._take(None if up else min(self._probe_interval_s, self._stall_s))
+                await self._publish_pending(up)
+
+    async def _publish_pending(self, up: bool) -> None:
+        """Send the batch taken from the queue, or spool it (the broker is down, or the
+        spool holds older events)."""
+        if not self._pending:
+            return
+        if not up or self._backlog.own_holding:
+            self._spool_pending()
+            return
+        failed = await self._link.deliver(self._pending)
+        delivered = len(self._pending) - len(failed)
+        self.stats.published += delivered
+        if delivered and self._on_delivered is not None:
+            self._on_delivered(time.monotonic() - self._pending[0][3])
+        self._backlog.append_all(failed)
+        self._pending = []
 
     async def _wait_for_spool(self, wait_s: float | None) -> None:
         """Durable mode: wait for the next group commit, then linger to gather a chunk."""
+        ready = self._backlog.ready
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._spool_ready.wait(), wait_s)
-        if self._spool_ready.is_set():
-            self._spool_ready.clear()
+            await asyncio.wait_for(ready.wait(), wait_s)
+        if ready.is_set():
+            ready.clear()
             await asyncio.sleep(self._linger_s)
 
-    async def _replay_chunk(self) -> None:
-        source = next(s for s in (*self._adopted, self.spool) if s is not None and not s.empty)
-        records, token = source.read(self._batch_max * 4)
-        if not records:
-            if source is not self.spool and source.empty:
-                source.close()
-                self._adopted.remove(source)
-            return
-        if self._landed_late:
-            records = self._skip_landed(records)
-        if records:
-            failed = await self._deliver([(t, k, v, 0.0) for t, k, v in records])
-            if failed:
-                return  # not committed: the whole chunk is read again after the next probe
-        source.commit(token)
-        self.stats.replayed += len(records)
-        self.stats.published += len(records)
-        source.stats.replayed += len(records)
-        if source is not self.spool and source.empty:
-            source.close()
-            self._adopted.remove(source)
 
-    def _skip_landed(self, records: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes, bytes]]:
-        """Drop the spooled copies of records a straggler got acknowledged after all."""
-        out = []
-        for rec in records:
-            mark = (rec[0], rec[1], hash(rec[2]))
-            if self._landed_late[mark] > 0:
-                self._landed_late[mark] -= 1
-                if not self._landed_late[mark]:
-                    del self._landed_late[mark]
-                continue
-            out.append(rec)
-        return out
-
-    def _maybe_probe(self) -> None:
-        if self._probe_task is None and time.monotonic() >= self._next_probe:
-            self._probe_task = asyncio.create_task(self._probe(), name="kafka-probe")
-
-    async def _probe(self) -> None:
-        """Open a client and fetch metadata; on failure, try again after a delay that
-        doubles with each failure in a row (capped). Runs beside the publishing loop,
-        which spools meanwhile."""
-        try:
-            # at most one probe an interval even when each one succeeds (a broker whose
-            # metadata answers but whose sends fail)
-            self._next_probe = time.monotonic() + self._probe_interval_s
-            sender = self._sender or make_sender(self._client, **self._sender_kwargs)
-            self._sender = sender
-            try:
-                await sender.open()
-            except SenderUnavailable as exc:
-                self._probe_failed(exc)
-                await self._drop_sender()
-                return
-            if self._probe_failures:
-                log.info(
-                    "Kafka at %s reachable again after %d failed attempts in %.0fs",
-                    self._bootstrap_servers,
-                    self._probe_failures,
-                    time.monotonic() - self._down_since,
-                )
-            else:
-                log.info("Kafka reachable")
-            self._probe_failures = 0
-            self._ever_connected = True
-            self.broker_connected = True
-        finally:
-            self._probe_task = None
-
-    def _probe_failed(self, exc: SenderUnavailable) -> None:
-        now = time.monotonic()
-        if not self._probe_failures:
-            self._down_since = now
-        self._probe_failures = n = self._probe_failures + 1
-        delay = min(self._probe_interval_s * 2 ** (n - 1), self._probe_max_interval_s)
-        self._next_probe = now + delay
-        if n == 1:
-            hint = "" if self._ever_connected else " (is KAFKA_BOOTSTRAP_SERVERS right?)"
-            log.warning(
-                "Kafka at %s unreachable%s: %s; events go to the spool, retrying with backoff "
-                "(%.1fs doubling up to %.0fs)",
-                self._bootstrap_servers,
-                hint,
-                exc,
-                delay,
-                self._probe_max_interval_s,
-            )
-        elif n & (n - 1) == 0:  # the log backs off too: after 2, 4, 8... failures
-            log.warning(
-                "Kafka at %s still unreachable after %d attempts in %.0fs: %s; next try in %.1fs",
-                self._bootstrap_servers,
-                n,
-                now - self._down_since,
-                exc,
-                delay,
-            )
-
-    async def _drop_sender(self) -> None:
-        sender, self._sender = self._sender, None
-        self.broker_connected = False
-        if sender is not None:
-            await sender.close()
-
-    async def _deliver(self, records: list[Record]) -> list[Record]:
-        """Send; returns the records whose batches were not acknowledged. Any failure
-        marks the broker down (a new client is opened by the next probe). A send not
-        answered within ``stall_s`` counts as failed at once and finishes as a
-        straggler."""
-        sender = self._sender
-        assert sender is not None
-        send = asyncio.ensure_future(sender.send(records))
-        done, _ = await asyncio.wait({send}, timeout=self._stall_s)
-        if not done:
-            self.stats.stalled_sends += 1
-            log.warning(
-                "%d events unacknowledged after %.1fs: broker hung; spooling", len(records), self._stall_s
-            )
-            self._sender = None
-            self.broker_connected = False
-            task = asyncio.create_task(self._straggle(sender, send, records), name="kafka-straggler")
-            self._stragglers.add(task)
-            task.add_done_callback(self._stragglers.discard)
-            return records
-        try:
-            failed, error = send.result()
-        except Exception as exc:  # noqa: BLE001 - whatever the client raised, the batch goes to the spool
-            failed, error = records, exc
-        if failed:
-            self.stats.failed_sends += 1
-            log.warning("%d events not acknowledged (%r); spooling", len(failed), error)
-            await self._drop_sender()
-        return failed
-
-    async def _straggle(
-        self,
-        sender: Sender,
-        send: asyncio.Future[tuple[list[Record], BaseException | None]],
-        records: list[Record],
-    ) -> None:
-        """Let a stalled send finish (up to the send timeout), remember what it got
-        acknowledged after all, close its client."""
-        try:
-            try:
-                failed, _ = await asyncio.wait_for(send, self._send_timeout_s + 2 - self._stall_s)
-            except Exception:  # noqa: BLE001 - timed out or failed: the spooled copies are replayed
-                return
-            not_acked = Counter((t, k, hash(v)) for t, k, v, _ in failed)
-            late = 0
-            for t, k, v, _ in records:
-                mark = (t, k, hash(v))
-                if not_acked[mark] > 0:
-                    not_acked[mark] -= 1
-                else:
-                    self._landed_late[mark] += 1
-                    late += 1
-            if late:
-                log.info(
-                    "%d stalled events were acknowledged after all; their spooled copies are skipped", late
-                )
-        finally:
-            await sender.close()
-
-    async def _sync_loop(self) -> None:
-        """Write the spool buffer and fsync it every interval: this bounds what a crash
-        of the process (or the machine) can lose. fsync runs in a worker thread."""
-        assert self.spool is not None
-        while True:
-            await asyncio.sleep(self._sync_interval_s)
-            await self._write_and_sync()
-
-    async def _write_and_sync(self) -> None:
-        assert self.spool is not None
-        self.spool.flush()
-        for fd in self.spool.take_unsynced():
-            try:
-                await asyncio.to_thread(os.fsync, fd)
-            finally:
-                os.close(fd)
-
-    async def _commit_loop(self) -> None:
-        """Durable mode's group commit: whoever is waiting when an fsync starts is
-        answered by it; requests arriving meanwhile wait for the next one. Also runs
-        every sync interval, for the spool appends no request waits on."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._commit_wanted.wait(), self._sync_interval_s)
-            self._commit_wanted.clear()
-            upto = self._appended
-            waiters = self._commit_waiters
-            self._commit_waiters = []
-            try:
-                await self._write_and_sync()
-            except OSError as exc:
-                log.error("spool write or fsync failed: %r", exc)
-                for _, future in waiters:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self._synced = upto
-            for _, future in waiters:
-                if not future.done():
-                    future.set_result(None)
-            self._spool_ready.set()
+async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
+    """Cancel the tasks, one after the other, and wait for each to end."""
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

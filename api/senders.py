@@ -112,7 +112,7 @@ class AiokafkaSender:
         # second time once the broker is back. Measured on a 3-node cluster with two
         # nodes down for 30 s: each of 8 timed-out replays of an 847-event batch landed
         # again later, 6,777 duplicates on the topic.
-        sender = self._producer._sender  # noqa: SLF001 - aiokafka has no public abort
+        sender = self._producer._sender  # aiokafka has no public abort
         task = sender.sender_task if sender is not None else None
         if task is not None and not task.done():
             task.cancel()

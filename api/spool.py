@@ -265,7 +265,7 @@ class Spool:
             data = self._segment_bytes(seq)
             records: list[SpoolRecord] = []
             end = offset
-            for end, rec in scan(data, offset):  # noqa: B007 - end is the resume position
+            for end, rec in scan(data, offset):  # end: the resume position
                 if rec is None:
                     self.stats.corrupt += 1
                     log.error("spool %s segment %d: corrupt record near byte %d skipped", self.path, seq, end)

@@ -89,6 +89,11 @@ class InferenceEvent(BaseModel):
     )
 
 
+def wire_time(moment: datetime) -> str:
+    """An event's time on the wire: UTC, microseconds, ``Z`` (as pydantic writes it)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def build_event(
     *,
     event_id: uuid.UUID,
@@ -109,7 +114,7 @@ def build_event(
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": str(event_id),
-        "event_time": event_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # as pydantic writes it
+        "event_time": wire_time(event_time),
         "model_name": model_name,
         "model_version": model_version,
         "features": features,
@@ -168,6 +173,26 @@ class FeedbackEvent(BaseModel):
     event_time: datetime = Field(description="When the API received the feedback (UTC)")
     label: bool | int | float | Text = Field(description="The ground truth")
     model_name: str | None = Field(default=None, description="Model that made the prediction, if known")
+
+
+def build_feedback(
+    *,
+    feedback_id: uuid.UUID,
+    prediction_id: uuid.UUID,
+    event_time: datetime,
+    label: bool | int | float | str,
+    model_name: str | None,
+) -> dict[str, Any]:
+    """The wire form of a :class:`FeedbackEvent`, built without pydantic (its key on
+    the wire: ``prediction_id.bytes``)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "feedback_id": str(feedback_id),
+        "prediction_id": str(prediction_id),
+        "event_time": wire_time(event_time),
+        "label": label,
+        "model_name": model_name,
+    }
 
 
 def feedback_json_schema_text() -> str:
