@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
+from common.errors import InferstreamError
+
 ROLES = ("predict", "feedback", "synthetic", "metrics")
 
 
@@ -53,7 +55,7 @@ class Principal:
         return "synthetic" in self.roles
 
 
-class AuthError(Exception):
+class AuthError(InferstreamError):
     """401, 403 or 429; ``retry_after`` (whole seconds until a token) only on 429."""
 
     def __init__(self, status: int, detail: str, retry_after: int | None = None) -> None:

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from api.senders import Record
 from api.spool import Spool, SpoolRecord
+from common.errors import InferstreamError
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[list[Record]], Awaitable[list[Record]]]  # returns the records not acknowledged
 
 
-class SpoolFull(Exception):
+class SpoolFull(InferstreamError):
     """Durable mode: the spool cannot take the event, so it cannot be acknowledged."""
 
 

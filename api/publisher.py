@@ -176,11 +176,6 @@ class EventPublisher:
         if self._durable:
             await self._backlog.committed()
 
-    def count_dropped(self, reason: str, n: int = 1) -> None:
-        """For events the caller decides not to offer (sampling); counted here so
-        /metrics shows one dropped{reason} family."""
-        self.stats.dropped[reason] += n
-
     @property
     def broker_connected(self) -> bool:
         """Whether Kafka answers (false while events go to the spool)."""

@@ -28,6 +28,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from common.errors import InferstreamError
+
 Record = tuple[str, bytes, bytes, float]  # (topic, key, value, monotonic time offered)
 
 
@@ -51,7 +53,7 @@ _RDKAFKA_LOG = logging.getLogger("librdkafka")
 _RDKAFKA_LOG.addFilter(_not_rdkafka_bootstrap_failure)
 
 
-class SenderUnavailable(Exception):
+class SenderUnavailable(InferstreamError):
     """The broker cannot be reached or the topic's metadata is missing."""
 
 

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InferstreamError
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"\xa5ISR"
@@ -44,7 +46,7 @@ _MAX_BUFFER = 64 * 1024 * 1024
 SpoolRecord = tuple[str, bytes, bytes]  # (topic, key, value)
 
 
-class SpoolLocked(Exception):
+class SpoolLocked(InferstreamError):
     """The slot belongs to another live process."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from common.errors import InferstreamError
 from common.events import SCHEMA_VERSION
 
 # key → accepted JSON types; a required key may not be null
@@ -29,7 +30,7 @@ REQUIRED: dict[str, tuple[type, ...]] = {
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-class PoisonError(ValueError):
+class PoisonError(InferstreamError, ValueError):
     """Why a record cannot be stored; the message is the dead letter's reason."""
 
 

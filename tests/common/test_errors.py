@@ -12,17 +12,6 @@ from common.errors import InferstreamError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = ("common", "monitoring", "api", "consumers", "warehouse", "flows", "inferstream")
-# defined in packages another change re-roots (api/, consumers/): listed by name so that
-# a new exception anywhere else fails, and re-rooting one of these fails too until it is
-# taken off the list
-NOT_YET_ROOTED = {
-    "api.auth.AuthError",
-    "api.model.NonFiniteOutput",
-    "api.publisher.SpoolFull",
-    "api.senders.SenderUnavailable",
-    "api.spool.SpoolLocked",
-    "consumers.validate.PoisonError",
-}
 
 
 def _modules() -> list[str]:
@@ -49,8 +38,7 @@ def test_every_project_exception_derives_from_inferstream_error() -> None:
     found = _exceptions()
     assert "monitoring.errors.MonitoringError" in found  # the walk does reach the packages
     stray = sorted(n for n, cls in found.items() if not issubclass(cls, InferstreamError))
-    assert stray == sorted(NOT_YET_ROOTED & found.keys()), "derive these from InferstreamError"
-    assert NOT_YET_ROOTED <= found.keys(), "a listed exception is gone: take it off NOT_YET_ROOTED"
+    assert stray == [], "derive these from InferstreamError"
 
 
 def test_rerooted_exceptions_keep_their_builtin_base() -> None:
