@@ -258,7 +258,7 @@ def metadata(where: lake.Lake, rows: list[dict[str, object]], commits: int) -> l
             offsets[p] += 250
             frames.append(df)
             parts.append(PartitionBatch(f"meta/t/{p}/x", p, offsets[p]))
-        commit_batch(where, lake.EVENTS_TABLE, sink._partitioned(frames), parts, time_column="event_time")  # noqa: SLF001
+        commit_batch(where, lake.EVENTS_TABLE, sink._partitioned(frames), parts, time_column="event_time")
     log_dir = Path(where.uri(lake.EVENTS_TABLE)) / "_delta_log"
 
     def measure() -> tuple[int, int, int, int, float]:

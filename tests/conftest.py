@@ -29,7 +29,7 @@ from common.kafka_cluster import KafkaCluster
 from common.topics import ensure_topics
 from inferstream.train import train_classifier
 
-from . import support  # noqa: TID252
+from . import support
 
 MODEL_NAME = "breast-cancer"
 TEST_BROKER = os.environ.get("INFERSTREAM_TEST_BROKER", "kafka")

@@ -82,7 +82,7 @@ class Stream(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._produce())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.error = exc
 
     async def _produce(self) -> None:

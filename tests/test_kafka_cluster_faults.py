@@ -32,7 +32,7 @@ from common.topics import ensure_topics, start_admin
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from .support import api_env, consumer_env  # noqa: TID252
+from .support import api_env, consumer_env
 
 # each test starts a 3-node cluster and restarts nodes: minutes on a busy 2-core machine
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

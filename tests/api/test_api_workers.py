@@ -12,7 +12,7 @@ import pytest
 from common.broker import free_port
 from inferstream.procs import Child, wait_ready
 
-from ..support import api_env  # noqa: TID252
+from ..support import api_env
 
 pytestmark = pytest.mark.slow
 

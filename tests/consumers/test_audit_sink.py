@@ -17,7 +17,7 @@ from consumers.audit import AuditSink
 from consumers.errors import SinkUnavailable
 from inferstream.procs import Child
 
-from ..support import TcpProxy, consumer_env, make_event, wait_for_log  # noqa: TID252
+from ..support import TcpProxy, consumer_env, make_event, wait_for_log
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TP = TopicPartition("inference-events", 1)

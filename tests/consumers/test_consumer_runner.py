@@ -13,7 +13,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.runner import ConsumerRunner
 from inferstream.lakecheck import landing
 
-from ..support import Stream, read_dlq  # noqa: TID252
+from ..support import Stream, read_dlq
 
 
 def _value(metrics: ConsumerMetrics, name: str, **labels: str) -> float:

@@ -21,7 +21,7 @@ from consumers.deadletters import PREVIEW_BYTES, coordinates
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import committed, consumer_env, make_event, read_dlq, wait_for_log  # noqa: TID252
+from ..support import committed, consumer_env, make_event, read_dlq, wait_for_log
 
 BIG = 5 * 1024 * 1024
 

@@ -21,8 +21,8 @@ from flows.window import Window
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, make_event  # noqa: TID252
-from .test_drift_monitor import _Clock, _episode_sink, _records, _rows  # noqa: TID252
+from ..support import consumer_env, make_event
+from .test_drift_monitor import _Clock, _episode_sink, _records, _rows
 
 
 def _monitor_alerts() -> list[bytes]:

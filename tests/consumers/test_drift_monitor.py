@@ -195,7 +195,7 @@ def test_episode_alerts_reach_the_webhook_once_and_a_dead_webhook_stops_nothing(
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_POST(self) -> None:
             received.append(orjson.loads(self.rfile.read(int(self.headers["content-length"]))))
             self.send_response(204)
             self.end_headers()
@@ -243,7 +243,7 @@ def test_the_monitors_metrics_pass_promtool_and_fire_the_shipped_streaming_drift
     InferstreamStreamingDrift rule fires on exactly the columns in an episode."""
     from prometheus_client import generate_latest
 
-    from ..support import promtool, streaming_drift_alerts  # noqa: TID252
+    from ..support import promtool, streaming_drift_alerts
 
     clock = _Clock()
     registry = CollectorRegistry()

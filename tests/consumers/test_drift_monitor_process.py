@@ -19,7 +19,7 @@ from common import events
 from common.broker import free_port
 from inferstream.procs import Child, wait_ready
 
-from ..support import (  # noqa: TID252
+from ..support import (
     api_counter,
     api_env,
     consumer_env,

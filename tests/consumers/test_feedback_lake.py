@@ -17,7 +17,7 @@ from flows.quality import read_feedback
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, make_event  # noqa: TID252
+from ..support import consumer_env, make_event
 
 
 def _feedback(prediction_id: str, label: object, model: str | None = "m") -> bytes:

@@ -27,7 +27,7 @@ from common.broker import EmbeddedBroker
 from common.topics import ensure_topics
 from inferstream.procs import Child
 
-from ..support import TANSU_ADDRESSES, consumer_env, make_event, wait_for_log  # noqa: TID252
+from ..support import TANSU_ADDRESSES, consumer_env, make_event, wait_for_log
 
 OUTLIER_FEATURE = "f07"
 
@@ -55,7 +55,7 @@ class OutlierStream(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._produce())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.error = exc
 
     async def _produce(self) -> None:

@@ -19,7 +19,7 @@ from consumers.fraud import FraudSink
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from ..support import api_counter, api_env, consumer_env, read_dlq, wait_for_log, wait_published  # noqa: TID252
+from ..support import api_counter, api_env, consumer_env, read_dlq, wait_for_log, wait_published
 
 TP = TopicPartition("inference-events", 0)
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

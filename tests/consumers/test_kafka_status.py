@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common import lake
 from consumers.lake import LakeSink
 
-from ..support import lake_records  # noqa: TID252
+from ..support import lake_records
 
 T0 = datetime(2026, 3, 1, 10, 5, tzinfo=UTC)
 

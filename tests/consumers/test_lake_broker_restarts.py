@@ -23,7 +23,7 @@ from common.topics import ensure_topics
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import Stream, consumer_env, wait_for_log, wait_landed  # noqa: TID252
+from ..support import Stream, consumer_env, wait_for_log, wait_landed
 
 TOPIC = "inference-events"
 RESTARTS = 5

@@ -17,7 +17,7 @@ from common.topics import start_admin
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, wait_for_log  # noqa: TID252
+from ..support import consumer_env, wait_for_log
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("INFERSTREAM_TEST_BROKER") == "tansu", reason="Tansu drops commit metadata"

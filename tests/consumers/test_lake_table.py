@@ -16,7 +16,7 @@ from common import events, lake, lakemaint
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, make_event, wait_for_log, wait_landed  # noqa: TID252
+from ..support import consumer_env, make_event, wait_for_log, wait_landed
 
 
 async def _produce(

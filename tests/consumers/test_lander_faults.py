@@ -15,7 +15,7 @@ from common.broker import free_port
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, dlq_coordinates, read_dlq, wait_for_log, wait_landed  # noqa: TID252
+from ..support import consumer_env, dlq_coordinates, read_dlq, wait_for_log, wait_landed
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from common import events, lake
 from inferstream.procs import Child
 
-from ..support import committed, consumer_env, make_event, read_dlq  # noqa: TID252
+from ..support import committed, consumer_env, make_event, read_dlq
 from .test_audit_sink import DSN, pg_schema  # noqa: F401 - the fixture
 
 Coords = tuple[int, int]  # (partition, offset)

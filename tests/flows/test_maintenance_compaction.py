@@ -15,7 +15,7 @@ from common.lakewrite import app_id
 from consumers.lake import LakeSink
 from flows.maintenance import maintenance_flow
 
-from ..support import lake_records  # noqa: TID252
+from ..support import lake_records
 
 
 def _files_by_hour(dt: DeltaTable) -> dict[str, int]:
