@@ -37,16 +37,15 @@ from .support import api_env, consumer_env
 # each test starts a 3-node cluster and restarts nodes: minutes on a busy 2-core machine
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 OUTAGE_S = float(os.environ.get("INFERSTREAM_TEST_CLUSTER_OUTAGE_S", "30"))
-SEED = int(os.environ.get("INFERSTREAM_TEST_SEED", str(random.SystemRandom().randrange(1 << 30))))
 
 
 class Load(threading.Thread):
     """HTTP predictions from ``workers`` clients until stopped; records each answered
     id with its latency and the phase it was sent in."""
 
-    def __init__(self, base: str, rows: list[dict], workers: int = 4) -> None:
+    def __init__(self, base: str, rows: list[dict], seed: int, workers: int = 4) -> None:
         super().__init__(daemon=True)
-        self.base, self.rows, self.workers = base, rows, workers
+        self.base, self.rows, self.workers, self.seed = base, rows, workers, seed
         self.phase = "before"
         self.answers: list[tuple[str, str, float]] = []  # (phase, id, seconds)
         self.failures: list[str] = []
@@ -61,7 +60,7 @@ class Load(threading.Thread):
             t.join()
 
     def _client(self, i: int) -> None:
-        rng = random.Random(SEED + i)
+        rng = random.Random(self.seed + i)  # the test's seed (printed): replayable
         with httpx.Client(base_url=self.base, timeout=30) as client:
             while not self._halt.is_set():
                 phase = self.phase
@@ -184,7 +183,7 @@ def _check_lake(stack: Stack, load: Load, label: str) -> None:
     topic = _topic_counts(stack.cluster.bootstrap_servers, stack.topic, set(ids))
     topic_dups = sum(n - 1 for n in topic.values() if n > 1)
     print(
-        f"{label}: seed={SEED} answered={len(ids)} landed={result.distinct} missing={result.missing} "
+        f"{label}: seed={load.seed} answered={len(ids)} landed={result.distinct} missing={result.missing} "
         f"lake_duplicates={result.duplicates} topic_duplicates={topic_dups} "
         f"http_failures={len(load.failures)} "
         + " ".join(f"p99_{p}={load.p99_ms(p):.1f}ms(n={load.count(p)})" for p in ("before", "fault", "after"))
@@ -195,10 +194,10 @@ def _check_lake(stack: Stack, load: Load, label: str) -> None:
     assert set(ids) <= topic.keys()
 
 
-def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, kafka_cluster):
+def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, kafka_cluster, seed):
     topic = "events-leader-kill"
     stack = Stack(tmp_path, trained_model, kafka_cluster, topic)
-    load = Load(stack.base, trained_model.rows)
+    load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
         time.sleep(5)
@@ -227,10 +226,10 @@ def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, k
         stack.stop()
 
 
-def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, kafka_cluster):
+def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, kafka_cluster, seed):
     topic = "events-below-min-isr"
     stack = Stack(tmp_path, trained_model, kafka_cluster, topic)
-    load = Load(stack.base, trained_model.rows)
+    load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
         time.sleep(4)
@@ -268,10 +267,10 @@ def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, ka
         stack.stop()
 
 
-def test_rolling_restart_of_every_node_under_load(tmp_path, trained_model, kafka_cluster):
+def test_rolling_restart_of_every_node_under_load(tmp_path, trained_model, kafka_cluster, seed):
     topic = "events-rolling"
     stack = Stack(tmp_path, trained_model, kafka_cluster, topic)
-    load = Load(stack.base, trained_model.rows)
+    load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
         time.sleep(4)

@@ -54,7 +54,7 @@ def test_poison_goes_to_the_dlq_with_coordinates_and_every_valid_event_lands(
 
 @pytest.mark.slow
 def test_lander_sigkilled_five_times_lands_exactly_n(
-    kafka_bootstrap, topic, tmp_path, stream_factory, lake_at
+    kafka_bootstrap, topic, tmp_path, stream_factory, lake_at, seed
 ):
     n = 2400
     lake_dir = lake_at.where
@@ -71,12 +71,13 @@ def test_lander_sigkilled_five_times_lands_exactly_n(
     stream.start()
     kills = 0
     landed_at_kill = []
+    rng = random.Random(seed)  # the kill moments; the seed is printed (the seed fixture)
     lander = Child("lander-0", ["consume", "lake"], env, tmp_path / "lander-0.log")
     try:
         while kills < 5:
             # kill a lander that owns partitions and is landing, at a random moment
             wait_for_log(lander, "assigned group=", timeout_s=90)
-            time.sleep(random.uniform(0.3, 2.0))
+            time.sleep(rng.uniform(0.3, 2.0))  # the scenario: a seeded moment of the landing
             landed_at_kill.append(landing(lake_dir, list(stream.ids)).distinct)
             lander.kill()
             kills += 1
