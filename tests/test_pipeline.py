@@ -87,7 +87,7 @@ def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_boots
                 60,
                 f"a batch landing before kill {kill}",
                 interval_s=0.1,
-                on_timeout=lander.tail,  # noqa: B023
+                on_timeout=lander.tail,
             )
             time.sleep(rng.uniform(0.1, 0.7))  # the scenario: a seeded moment of the landing
             landed = landing(lake_dir, list(stream.ids)).distinct
