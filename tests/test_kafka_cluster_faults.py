@@ -200,7 +200,7 @@ def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, k
     load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
-        time.sleep(5)
+        time.sleep(5)  # the scenario: a healthy phase first (the latency baseline)
         leaders = _leader_counts(kafka_cluster.bootstrap_servers, topic)
         victim = leaders.most_common(1)[0][0]
         load.phase = "fault"
@@ -211,7 +211,7 @@ def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, k
         assert victim not in moved and -1 not in moved, moved
         load.phase = "after"
         kafka_cluster.start_node(victim)
-        time.sleep(5)
+        time.sleep(5)  # the scenario: load while the node rejoins
         load.stop()
         spooled = stack.metric("inferstream_events_spooled_total")
         _check_lake(stack, load, f"leader {victim} SIGKILLed (spooled={spooled:g})")
@@ -232,18 +232,18 @@ def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, ka
     load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
-        time.sleep(4)
+        time.sleep(4)  # the scenario: a healthy phase first
         load.phase = "fault"
         down = [2, 3]
         for node_id in down:
             kafka_cluster.kill_node(node_id)
         started = time.monotonic()
-        while time.monotonic() - started < OUTAGE_S:
+        while time.monotonic() - started < OUTAGE_S:  # the scenario: two nodes down this long
             time.sleep(0.5)
         spooled_during = stack.metric("inferstream_events_spooled_total")
         load.phase = "after"
         kafka_cluster.start_node(*down)
-        time.sleep(5)
+        time.sleep(5)  # the scenario: load while the nodes rejoin
         load.stop()
         deadline = time.monotonic() + 120
         while (
@@ -273,14 +273,14 @@ def test_rolling_restart_of_every_node_under_load(tmp_path, trained_model, kafka
     load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
-        time.sleep(4)
+        time.sleep(4)  # the scenario: a healthy phase first
         load.phase = "fault"
         for node in kafka_cluster.nodes:
             kafka_cluster.stop_node(node.node_id)  # SIGTERM: a controlled shutdown, as in a rollout
             kafka_cluster.start_node(node.node_id)
             _wait_isr_full(kafka_cluster, topic)
         load.phase = "after"
-        time.sleep(3)
+        time.sleep(3)  # the scenario: load after the rollout
         load.stop()
         _check_lake(stack, load, "rolling restart of 3 nodes")
     finally:

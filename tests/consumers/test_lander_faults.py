@@ -15,7 +15,7 @@ from common.broker import free_port
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, dlq_coordinates, read_dlq, wait_for_log, wait_landed
+from ..support import consumer_env, dlq_coordinates, read_dlq, wait_for_log, wait_landed, wait_until
 
 
 @pytest.mark.slow
@@ -106,9 +106,12 @@ def test_two_landers_in_one_group_one_killed_loses_and_duplicates_nothing(
         wait_for_log(b, "assigned group=", timeout_s=90)
         stream = stream_factory(topic, n, burst=50, pause_s=0.05)
         stream.start()
-        while landing(lake_dir, list(stream.ids)).distinct < n // 4:
-            assert stream.is_alive() or stream.error is None
-            time.sleep(0.2)
+
+        def a_quarter_landed() -> bool:
+            assert stream.is_alive() or stream.error is None, stream.error
+            return landing(lake_dir, list(stream.ids)).distinct >= n // 4
+
+        wait_until(a_quarter_landed, 120, f"{n // 4} events landing", on_timeout=lambda: a.tail() + b.tail())
         # the group reads the events and the feedback topic: an assignment line lists each
         # partition number once per topic
         assigned = "assigned group="
