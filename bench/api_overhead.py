@@ -96,31 +96,14 @@ def _train(data_dir: Path) -> tuple[str, dict[str, Any]]:
 _PENDING: contextvars.ContextVar[list[asyncio.Future[Any]]] = contextvars.ContextVar("pending")
 
 
-def _serve(args: argparse.Namespace) -> None:
-    """One variant's server (run as a child process of the benchmark)."""
-    import uvicorn
+def _bench_publisher(variant: str, args: argparse.Namespace) -> Any:
+    """The publisher a variant's app gets (None: the app builds its own, as in production)."""
     from aiokafka import AIOKafkaProducer
-    from pydantic import ConfigDict, Field, create_model
 
-    from api.app import create_app
-    from api.model import features_model
     from api.publisher import EventPublisher
-    from api.settings import ApiSettings
-    from common import artifact
 
-    variant, _, broker = args.variant.partition("@")
-    settings = ApiSettings(
-        data_dir=args.data_dir,
-        spool_dir=args.data_dir / f"spool-{variant}-{broker}",
-        kafka_bootstrap_servers=args.bootstrap,
-        model_name="bench",
-        model_version=args.version,
-        auth_enabled=False,
-        events_topic=TOPIC,
-        kafka_client="confluent" if variant == "inferstream_confluent" else "aiokafka",
-        kafka_enable_idempotence=broker != "tansu",  # Tansu has no idempotent producer
-        durable=variant == "inferstream_durable",
-    )
+    if variant in ("inferstream", "inferstream_confluent", "inferstream_durable"):
+        return None
     common_kw: dict[str, Any] = dict(bootstrap_servers=args.bootstrap, topic=TOPIC)
 
     class NullPublisher(EventPublisher):
@@ -145,7 +128,7 @@ def _serve(args: argparse.Namespace) -> None:
 
         def offer(self, key: bytes, value: bytes, topic: str | None = None) -> bool:
             self.conn.execute(
-                f"INSERT INTO {PG_SCHEMA}.events (event_id, body) VALUES (%s, %s)",  # noqa: S608 - constant
+                f"INSERT INTO {PG_SCHEMA}.events (event_id, body) VALUES (%s, %s)",
                 (key, value.decode()),
             )
             self.stats.enqueued += 1
@@ -153,7 +136,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     class AwaitingPublisher(NullPublisher):
         """``await send_and_wait`` in the request: the response waits for Kafka's ack
-        (the middleware below awaits what ``offer`` started before the response goes out)."""
+        (the middleware of ``_awaiting`` awaits what ``offer`` started before the response goes out)."""
 
         async def start(self) -> None:
             self.producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", linger_ms=0)
@@ -168,18 +151,18 @@ def _serve(args: argparse.Namespace) -> None:
             self.stats.enqueued += 1
             return True
 
-    publisher: EventPublisher | None
-    if variant in ("inferstream", "inferstream_confluent", "inferstream_durable"):
-        publisher = None  # the app builds its own, exactly as in production
-    elif variant == "pg_sync":
-        publisher = PgSyncPublisher(**common_kw)
-    elif variant == "aiokafka":
-        publisher = AwaitingPublisher(**common_kw)
-    else:
-        publisher = NullPublisher(**common_kw)
-    app = create_app(settings, publisher=publisher)
+    kinds = {"pg_sync": PgSyncPublisher, "aiokafka": AwaitingPublisher}
+    return kinds.get(variant, NullPublisher)(**common_kw)
 
-    meta = artifact.read_metadata(artifact.resolve_dir(settings.models_dir, "bench", args.version))
+
+def _add_validate_only(app: Any, models_dir: Path, version: str) -> None:
+    """``POST /bench/validate``: the request body validated against the model's features, nothing else."""
+    from pydantic import ConfigDict, Field, create_model
+
+    from api.model import features_model
+    from common import artifact
+
+    meta = artifact.read_metadata(artifact.resolve_dir(models_dir, "bench", version))
     features_cls = features_model(meta)
 
     validate_only_model = create_model(
@@ -193,25 +176,50 @@ def _serve(args: argparse.Namespace) -> None:
     validate_only.__annotations__["body"] = validate_only_model
     app.post("/bench/validate")(validate_only)
 
-    asgi: Any = app
-    if variant == "aiokafka":
-        inner = app
 
-        async def awaiting(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                await inner(scope, receive, send)
-                return
-            pending: list[asyncio.Future[Any]] = []
-            _PENDING.set(pending)
+def _awaiting(inner: Any) -> Any:
+    """An ASGI wrapper that holds each response until the sends its request started are acked."""
 
-            async def _send(message: Any) -> None:
-                if message["type"] == "http.response.start" and pending:
-                    await asyncio.gather(*pending)
-                await send(message)
+    async def awaiting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        pending: list[asyncio.Future[Any]] = []
+        _PENDING.set(pending)
 
-            await inner(scope, receive, _send)
+        async def _send(message: Any) -> None:
+            if message["type"] == "http.response.start" and pending:
+                await asyncio.gather(*pending)
+            await send(message)
 
-        asgi = awaiting
+        await inner(scope, receive, _send)
+
+    return awaiting
+
+
+def _serve(args: argparse.Namespace) -> None:
+    """One variant's server (run as a child process of the benchmark)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+
+    variant, _, broker = args.variant.partition("@")
+    settings = ApiSettings(
+        data_dir=args.data_dir,
+        spool_dir=args.data_dir / f"spool-{variant}-{broker}",
+        kafka_bootstrap_servers=args.bootstrap,
+        model_name="bench",
+        model_version=args.version,
+        auth_enabled=False,
+        events_topic=TOPIC,
+        kafka_client="confluent" if variant == "inferstream_confluent" else "aiokafka",
+        kafka_enable_idempotence=broker != "tansu",  # Tansu has no idempotent producer
+        durable=variant == "inferstream_durable",
+    )
+    app = create_app(settings, publisher=_bench_publisher(variant, args))
+    _add_validate_only(app, settings.models_dir, args.version)
+    asgi: Any = _awaiting(app) if variant == "aiokafka" else app
     uvicorn.run(asgi, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
@@ -315,7 +323,7 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     brokers.add_argument(p)
     p.add_argument("--rounds", type=int, default=3)
@@ -334,22 +342,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
     p.add_argument("--version", default="1", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.serve:
-        _serve(args)
-        return 0
+    return p
 
+
+class Results:
+    """Each (variant, load)'s wrk results, one per round, and their medians against 'none'."""
+
+    def __init__(self, results: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+        self.results = results
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self.results
+
+    def __getitem__(self, key: tuple[str, str]) -> list[dict[str, float]]:
+        return self.results[key]
+
+    def per_round(self, v: str, load: str, key: str) -> list[float]:
+        return [x[key] for x in self.results[(v, load)]]
+
+    def _per_round_vs(self, v: str, load: str, key: str, other: str, op: Any) -> float:
+        pairs = zip(self.per_round(v, load, key), self.per_round(other, load, key), strict=True)
+        return _median([op(a, b) for a, b in pairs])
+
+    def ratio(self, v: str, load: str) -> float:
+        return self._per_round_vs(v, load, "rps", "none", lambda a, b: a / b)
+
+    def delta(self, v: str, load: str) -> float:
+        return self._per_round_vs(v, load, "p99", "none", lambda a, b: a - b)
+
+    def cpu_delta(self, v: str, load: str) -> float:
+        return self._per_round_vs(v, load, "cpu_us", "none", lambda a, b: a - b)
+
+    def vs_ceiling(self, v: str) -> float:
+        return self._per_round_vs(v, "saturation", "rps", "ceiling", lambda a, b: a / b)
+
+
+def _measure(
+    args: argparse.Namespace, names: list[str], variants: list[str], wrk: str, work: Path
+) -> dict[tuple[str, str], list[dict[str, float]]]:
+    """Start the brokers and one server per variant, then run wrk against each, round after round."""
     from common.broker import free_port
     from common.topics import ensure_topics
 
-    names = brokers.selected(args.broker)
-    variants = ["none"]
-    for v in args.variants.split(","):
-        if v in VARIANTS and v != "none":
-            variants += [f"{v}@{b}" for b in names] if v in KAFKA_VARIANTS else [v]
-    wrk = _ensure_wrk()
-    _prepare_pg(args.pg_dsn)
-    work = Path(tempfile.mkdtemp(prefix="inferstream-bench-"))
     version, row = _train(work)
     body = orjson.dumps({"features": row})
     stack = contextlib.ExitStack()
@@ -412,28 +446,10 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         stack.close()
+    return results
 
-    def per_round(v: str, load: str, key: str) -> list[float]:
-        return [x[key] for x in results[(v, load)]]
 
-    def ratio(v: str, load: str) -> float:
-        return _median(
-            [a / b for a, b in zip(per_round(v, load, "rps"), per_round("none", load, "rps"), strict=True)]
-        )
-
-    def delta(v: str, load: str) -> float:
-        return _median(
-            [a - b for a, b in zip(per_round(v, load, "p99"), per_round("none", load, "p99"), strict=True)]
-        )
-
-    def cpu_delta(v: str, load: str) -> float:
-        return _median(
-            [
-                a - b
-                for a, b in zip(per_round(v, load, "cpu_us"), per_round("none", load, "cpu_us"), strict=True)
-            ]
-        )
-
+def _report(args: argparse.Namespace, names: list[str], variants: list[str], results: Results) -> None:
     print()
     print(
         f"{args.rounds} rounds x {args.duration:g} s, medians; ratios and deltas are per round against 'none'"
@@ -452,10 +468,10 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{v:<28} {load:<10} {_median([x['rps'] for x in rows]):8.0f} "
                 f"{_median([x['p50'] for x in rows]):8.2f} {_median([x['p99'] for x in rows]):8.2f} "
-                f"{ratio(v, load) if v != 'ceiling' else float('nan'):9.3f} "
-                f"{delta(v, load) if v != 'ceiling' else float('nan'):9.2f} "
+                f"{results.ratio(v, load) if v != 'ceiling' else float('nan'):9.3f} "
+                f"{results.delta(v, load) if v != 'ceiling' else float('nan'):9.2f} "
                 f"{_median([x['cpu_us'] for x in rows]):10.0f} "
-                f"{cpu_delta(v, load) if v != 'ceiling' else float('nan'):9.0f} "
+                f"{results.cpu_delta(v, load) if v != 'ceiling' else float('nan'):9.0f} "
                 f"{sum(x['errors'] for x in rows):7.0f}"
             )
     last = []
@@ -463,30 +479,39 @@ def main(argv: list[str] | None = None) -> int:
         v = f"inferstream@{b}"
         if (v, "saturation") not in results:
             continue
-        vs_ceiling = _median(
-            [
-                a / c
-                for a, c in zip(
-                    per_round(v, "saturation", "rps"), per_round("ceiling", "saturation", "rps"), strict=True
-                )
-            ]
-        )
         last.append(
-            f"{b}_rps_ratio={ratio(v, 'saturation'):.3f} "
-            f"{b}_p99_delta_ms_half_load={delta(v, 'half'):.2f} "
-            f"{b}_p99_delta_ms_saturation={delta(v, 'saturation'):.2f} "
-            f"{b}_predict_vs_ceiling={vs_ceiling:.3f} "
-            f"{b}_cpu_us_per_event_saturation={cpu_delta(v, 'saturation'):.0f}"
+            f"{b}_rps_ratio={results.ratio(v, 'saturation'):.3f} "
+            f"{b}_p99_delta_ms_half_load={results.delta(v, 'half'):.2f} "
+            f"{b}_p99_delta_ms_saturation={results.delta(v, 'saturation'):.2f} "
+            f"{b}_predict_vs_ceiling={results.vs_ceiling(v):.3f} "
+            f"{b}_cpu_us_per_event_saturation={results.cpu_delta(v, 'saturation'):.0f}"
         )
         d = f"inferstream_durable@{b}"
         if (d, "saturation") in results:
             print(
-                f"durable@{b}: rps_ratio={ratio(d, 'saturation'):.3f} "
-                f"p99_delta_ms_half_load={delta(d, 'half'):.2f} "
-                f"p99_delta_ms_saturation={delta(d, 'saturation'):.2f}"
+                f"durable@{b}: rps_ratio={results.ratio(d, 'saturation'):.3f} "
+                f"p99_delta_ms_half_load={results.delta(d, 'half'):.2f} "
+                f"p99_delta_ms_saturation={results.delta(d, 'saturation'):.2f}"
             )
     if last:
         print(" ".join(last))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.serve:
+        _serve(args)
+        return 0
+    names = brokers.selected(args.broker)
+    variants = ["none"]
+    for v in args.variants.split(","):
+        if v in VARIANTS and v != "none":
+            variants += [f"{v}@{b}" for b in names] if v in KAFKA_VARIANTS else [v]
+    wrk = _ensure_wrk()
+    _prepare_pg(args.pg_dsn)
+    work = Path(tempfile.mkdtemp(prefix="inferstream-bench-"))
+    results = _measure(args, names, variants, wrk, work)
+    _report(args, names, variants, Results(results))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

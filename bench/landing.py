@@ -258,7 +258,7 @@ def metadata(where: lake.Lake, rows: list[dict[str, object]], commits: int) -> l
             offsets[p] += 250
             frames.append(df)
             parts.append(PartitionBatch(f"meta/t/{p}/x", p, offsets[p]))
-        commit_batch(where, lake.EVENTS_TABLE, sink._partitioned(frames), parts, time_column="event_time")  # noqa: SLF001
+        commit_batch(where, lake.EVENTS_TABLE, sink._partitioned(frames), parts, time_column="event_time")
     log_dir = Path(where.uri(lake.EVENTS_TABLE)) / "_delta_log"
 
     def measure() -> tuple[int, int, int, int, float]:
@@ -351,6 +351,12 @@ def main() -> None:
                 results[name] = measure(bootstrap, args, rows, label)
     with tempfile.TemporaryDirectory(prefix="bench-meta-") as tmp:
         meta = metadata(lake.Lake(tmp), rows, args.meta_commits)
+    _print_throughput(args, results)
+    _print_metadata(args, meta)
+    _print_figures(results)
+
+
+def _print_throughput(args: argparse.Namespace, results: dict[str, Result]) -> None:
     print()
     print("| broker | phase | events | seconds | events/s | x raw | MB/s (JSON values) |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -386,12 +392,18 @@ def main() -> None:
             )
             if size.rows != r.n:
                 print(f"WARNING: {name}, {STORAGES[key]}: {size.rows:,} rows landed for {r.n:,} events")
+
+
+def _print_metadata(args: argparse.Namespace, meta: list[tuple[str, str, str]]) -> None:
     print()
     print(f"table metadata after {args.meta_commits} lander commits (file://), before and after maintenance:")
     print("| | before | after compaction + checkpoint |")
     print("|---|---:|---:|")
     for name, before, after in meta:
         print(f"| {name} | {before} | {after} |")
+
+
+def _print_figures(results: dict[str, Result]) -> None:
     figures = []
     for name, r in results.items():
         for key, (secs, _) in r.landed.items():

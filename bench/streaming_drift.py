@@ -121,6 +121,65 @@ def _median(rates: list[Rate]) -> Rate:
     return statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
 
 
+async def _consume(bootstrap: str, topic: str, n: int, sink: DriftSink | None) -> Rate:
+    """Events/s reading ``n`` records of ``topic`` from the start, each fetched batch given to ``sink``."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while got < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, msgs in batch.items():
+                if sink is not None:
+                    sink.add(tp, msgs)
+                got += len(msgs)
+        if sink is not None:
+            sink.maybe_evaluate(force=True)
+        return _rate(got, time.perf_counter() - t0, time.process_time() - c0)
+    finally:
+        await consumer.stop()
+
+
+async def _service(bootstrap: str, topic: str, n: int, reference: Reference, round_: int) -> Rate:
+    """``inferstream consume drift``'s runner and sink (a fresh group each round, so
+    it reads from the start), until it has consumed every record."""
+    group = f"drift-monitor-bench-{round_}"
+    sink = DriftSink(load_reference=lambda m, v: reference, alerts_topic=f"{topic}.alerts")
+    runner = ConsumerRunner(
+        bootstrap_servers=bootstrap,
+        topics=[topic],
+        group_id=group,
+        sink=sink,
+        dead_letter_producer=DeadLetterProducer(
+            bootstrap_servers=bootstrap, topic=f"{topic}.dlq", group=group, client_id="bench"
+        ),
+        output_producer=OutputProducer(bootstrap_servers=bootstrap, client_id="bench"),
+        metrics=ConsumerMetrics(group),
+    )
+    task = asyncio.create_task(runner.run())
+    # the runner offers no event for its record count: poll it (5 ms, a cost the
+    # measured process pays, so the figure errs low); joining the group is not timed
+    while runner.records == 0 and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    t0, c0 = time.perf_counter(), time.process_time()
+    first = runner.records
+    while runner.records < n and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    runner.stop()
+    await task
+    return _rate(runner.records - first, wall, cpu)
+
+
 async def _kafka_rates(bootstrap: str, records: list, reference: Reference, rounds: int) -> dict[str, Rate]:
     """Events/s of one process consuming ``records`` from a fresh 4-partition topic: raw,
     with the monitor's ``add`` on every fetched batch, and as the service runs it."""
@@ -135,68 +194,13 @@ async def _kafka_rates(bootstrap: str, records: list, reference: Reference, roun
     finally:
         await producer.stop()
     n = len(records)
-
-    async def consume(sink: DriftSink | None) -> Rate:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-        )
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(4)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            got, t0, c0 = 0, time.perf_counter(), time.process_time()
-            while got < n:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-                for tp, msgs in batch.items():
-                    if sink is not None:
-                        sink.add(tp, msgs)
-                    got += len(msgs)
-            if sink is not None:
-                sink.maybe_evaluate(force=True)
-            return _rate(got, time.perf_counter() - t0, time.process_time() - c0)
-        finally:
-            await consumer.stop()
-
-    async def service(round_: int) -> Rate:
-        """``inferstream consume drift``'s runner and sink (a fresh group each round, so
-        it reads from the start), until it has consumed every record."""
-        group = f"drift-monitor-bench-{round_}"
-        sink = DriftSink(load_reference=lambda m, v: reference, alerts_topic=f"{topic}.alerts")
-        runner = ConsumerRunner(
-            bootstrap_servers=bootstrap,
-            topics=[topic],
-            group_id=group,
-            sink=sink,
-            dead_letter_producer=DeadLetterProducer(
-                bootstrap_servers=bootstrap, topic=f"{topic}.dlq", group=group, client_id="bench"
-            ),
-            output_producer=OutputProducer(bootstrap_servers=bootstrap, client_id="bench"),
-            metrics=ConsumerMetrics(group),
-        )
-        task = asyncio.create_task(runner.run())
-        # the runner offers no event for its record count: poll it (5 ms, a cost the
-        # measured process pays, so the figure errs low); joining the group is not timed
-        while runner.records == 0 and not task.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        t0, c0 = time.perf_counter(), time.process_time()
-        first = runner.records
-        while runner.records < n and not task.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        runner.stop()
-        await task
-        return _rate(runner.records - first, wall, cpu)
-
     out: dict[str, list[Rate]] = {"raw": [], "monitor": [], "service": []}
     for r in range(rounds):
-        out["raw"].append(await consume(None))
-        out["monitor"].append(await consume(DriftSink(load_reference=lambda m, v: reference)))
-        out["service"].append(await service(r))
+        out["raw"].append(await _consume(bootstrap, topic, n, None))
+        out["monitor"].append(
+            await _consume(bootstrap, topic, n, DriftSink(load_reference=lambda m, v: reference))
+        )
+        out["service"].append(await _service(bootstrap, topic, n, reference, r))
     return {k: _median(v) for k, v in out.items()}
 
 

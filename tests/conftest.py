@@ -29,10 +29,27 @@ from common.kafka_cluster import KafkaCluster
 from common.topics import ensure_topics
 from inferstream.train import train_classifier
 
-from . import support  # noqa: TID252
+from . import support
 
 MODEL_NAME = "breast-cancer"
 TEST_BROKER = os.environ.get("INFERSTREAM_TEST_BROKER", "kafka")
+
+
+@pytest.fixture(autouse=True)
+def seed(request: pytest.FixtureRequest) -> int:
+    """Each test's random seed (``INFERSTREAM_TEST_SEED`` replays one), printed: the
+    events of ``support.make_event`` are drawn with it, and a test that draws anything
+    else at random (kill times, pauses) makes its ``random.Random(seed)``."""
+    value = support.test_seed(request.node.nodeid)
+    support.EVENT_RNG.seed(value)
+    return value
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The suite's PostgreSQL server (``support.PG_DSN``; ``INFERSTREAM_TEST_POSTGRES_DSN``
+    overrides it)."""
+    return support.PG_DSN
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,22 @@
 """Helpers shared by the tests that run real processes: a live event stream (with
 optional poison), reading the dead-letter topic back, the environment of a consumer
-process, waiting for what a process logs, and a TCP proxy that cuts a dependency off."""
+process, waiting for what a process logs (or any condition, always with a deadline), the
+seed of a test's randomness, and a TCP proxy that cuts a dependency off."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
@@ -27,16 +30,71 @@ FEATURES = [f"f{i:02d}" for i in range(30)]
 # addresses of embedded Tansu brokers started by the suite: no idempotent producer there
 TANSU_ADDRESSES: set[str] = set()
 
+# the suite's PostgreSQL (``make test`` starts it): INFERSTREAM_TEST_POSTGRES_DSN overrides
+# it, as a URL (postgresql://user@host:port/db), since tests put a proxy in front of it
+PG_DSN = os.environ.get("INFERSTREAM_TEST_POSTGRES_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_address() -> tuple[str, int]:
+    """The host and port of ``PG_DSN``'s server."""
+    parts = urlsplit(PG_DSN)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def pg_dsn_via(port: int) -> str:
+    """``PG_DSN`` reached through 127.0.0.1:``port`` (a ``TcpProxy`` in front of it)."""
+    parts = urlsplit(PG_DSN)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{port}"))
+
+
+SEED_ENV = "INFERSTREAM_TEST_SEED"
+# the events' feature values; reseeded with each test's seed (the autouse ``seed`` fixture)
+EVENT_RNG = random.Random(0)
+
+
+def test_seed(what: str) -> int:
+    """The seed of ``what``'s randomness: ``INFERSTREAM_TEST_SEED`` if set (to replay a
+    run), else a fresh one. Printed, so that a failing test's captured output names it."""
+    raw = os.environ.get(SEED_ENV, "").strip()
+    seed = int(raw) if raw else random.SystemRandom().randrange(1 << 30)
+    print(f"{what}: random seed {seed} (replay with {SEED_ENV}={seed})", flush=True)
+    return seed
+
+
+test_seed.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test for pytest to collect
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.2,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
+    """``predicate()``'s first truthy value, polled every ``interval_s`` until
+    ``timeout_s`` has passed; then an AssertionError naming ``what`` (and whatever
+    ``on_timeout`` adds, e.g. a process's log). The predicate may assert to fail early."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            detail = f"\n{on_timeout()}" if on_timeout is not None else ""
+            raise AssertionError(f"{what}: not within {timeout_s:g} s{detail}")
+        time.sleep(interval_s)
+
 
 def make_event(model: str = "m") -> dict[str, object]:
-    feats: dict[str, object] = {f: round(random.gauss(10, 3), 4) for f in FEATURES}
+    feats: dict[str, object] = {f: round(EVENT_RNG.gauss(10, 3), 4) for f in FEATURES}
     return events.build_event(
         event_id=events.uuid7(),
         event_time=events.utcnow(),
         model_name=model,
         model_version="1",
         features=feats,
-        prediction=random.randint(0, 1),
+        prediction=EVENT_RNG.randint(0, 1),
         scores={"0": 0.3, "1": 0.7},
         latency_ms=0.2,
     )
@@ -82,7 +140,7 @@ class Stream(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._produce())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.error = exc
 
     async def _produce(self) -> None:
@@ -179,6 +237,46 @@ def committed(bootstrap: str, group: str, partitions: list[TopicPartition]) -> d
         return {tp.partition: m.offset for tp, m in found.items() if m is not None and m.offset >= 0}
 
     return asyncio.run(read())
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end offset of each partition of ``topic``."""
+
+    async def read() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the metadata partitions_for_topic reads
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            return {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def wait_committed(
+    bootstrap: str, group: str, topic: str, procs: Sequence[Any] = (), timeout_s: float = 60.0
+) -> None:
+    """Until ``group`` has committed every record ``topic`` holds now (the end offset of
+    each partition): all of them read and made durable, since every consumer commits
+    after its sink's work (a lander's rows, a monitor's alerts) is done. Fails at once if
+    every process in ``procs`` has exited."""
+    ends = end_offsets(bootstrap, topic)
+    tps = [TopicPartition(topic, p) for p in ends]
+
+    def done() -> bool:
+        assert not procs or any(p.alive() for p in procs), "\n".join(p.tail() for p in procs)
+        got = committed(bootstrap, group, tps)
+        return all(got.get(p, 0) >= end for p, end in ends.items())
+
+    wait_until(
+        done,
+        timeout_s,
+        f"group {group} committing {topic} up to {ends}",
+        interval_s=0.5,
+        on_timeout=lambda: f"committed: {committed(bootstrap, group, tps)}",
+    )
 
 
 def dlq_coordinates(records: list) -> dict[tuple[int, int], tuple[str, bytes | None]]:
@@ -402,7 +500,8 @@ def streaming_drift_alerts(exposition: str, tmp: Path) -> tuple[set[str], subpro
 
 
 def api_counter(port: int, name: str) -> float:
-    """The sum of a counter's samples on an API process's /metrics (every label set)."""
+    """The sum of a metric's samples on a process's /metrics (every label set): an API's,
+    or a consumer's (``INFERSTREAM_METRICS_PORT``)."""
     import httpx
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

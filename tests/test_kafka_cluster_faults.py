@@ -32,21 +32,20 @@ from common.topics import ensure_topics, start_admin
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from .support import api_env, consumer_env  # noqa: TID252
+from .support import api_env, consumer_env
 
 # each test starts a 3-node cluster and restarts nodes: minutes on a busy 2-core machine
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 OUTAGE_S = float(os.environ.get("INFERSTREAM_TEST_CLUSTER_OUTAGE_S", "30"))
-SEED = int(os.environ.get("INFERSTREAM_TEST_SEED", str(random.SystemRandom().randrange(1 << 30))))
 
 
 class Load(threading.Thread):
     """HTTP predictions from ``workers`` clients until stopped; records each answered
     id with its latency and the phase it was sent in."""
 
-    def __init__(self, base: str, rows: list[dict], workers: int = 4) -> None:
+    def __init__(self, base: str, rows: list[dict], seed: int, workers: int = 4) -> None:
         super().__init__(daemon=True)
-        self.base, self.rows, self.workers = base, rows, workers
+        self.base, self.rows, self.workers, self.seed = base, rows, workers, seed
         self.phase = "before"
         self.answers: list[tuple[str, str, float]] = []  # (phase, id, seconds)
         self.failures: list[str] = []
@@ -61,7 +60,7 @@ class Load(threading.Thread):
             t.join()
 
     def _client(self, i: int) -> None:
-        rng = random.Random(SEED + i)
+        rng = random.Random(self.seed + i)  # the test's seed (printed): replayable
         with httpx.Client(base_url=self.base, timeout=30) as client:
             while not self._halt.is_set():
                 phase = self.phase
@@ -184,7 +183,7 @@ def _check_lake(stack: Stack, load: Load, label: str) -> None:
     topic = _topic_counts(stack.cluster.bootstrap_servers, stack.topic, set(ids))
     topic_dups = sum(n - 1 for n in topic.values() if n > 1)
     print(
-        f"{label}: seed={SEED} answered={len(ids)} landed={result.distinct} missing={result.missing} "
+        f"{label}: seed={load.seed} answered={len(ids)} landed={result.distinct} missing={result.missing} "
         f"lake_duplicates={result.duplicates} topic_duplicates={topic_dups} "
         f"http_failures={len(load.failures)} "
         + " ".join(f"p99_{p}={load.p99_ms(p):.1f}ms(n={load.count(p)})" for p in ("before", "fault", "after"))
@@ -195,13 +194,13 @@ def _check_lake(stack: Stack, load: Load, label: str) -> None:
     assert set(ids) <= topic.keys()
 
 
-def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, kafka_cluster):
+def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, kafka_cluster, seed):
     topic = "events-leader-kill"
     stack = Stack(tmp_path, trained_model, kafka_cluster, topic)
-    load = Load(stack.base, trained_model.rows)
+    load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
-        time.sleep(5)
+        time.sleep(5)  # the scenario: a healthy phase first (the latency baseline)
         leaders = _leader_counts(kafka_cluster.bootstrap_servers, topic)
         victim = leaders.most_common(1)[0][0]
         load.phase = "fault"
@@ -212,7 +211,7 @@ def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, k
         assert victim not in moved and -1 not in moved, moved
         load.phase = "after"
         kafka_cluster.start_node(victim)
-        time.sleep(5)
+        time.sleep(5)  # the scenario: load while the node rejoins
         load.stop()
         spooled = stack.metric("inferstream_events_spooled_total")
         _check_lake(stack, load, f"leader {victim} SIGKILLed (spooled={spooled:g})")
@@ -227,24 +226,24 @@ def test_sigkill_of_the_busiest_leader_under_api_load(tmp_path, trained_model, k
         stack.stop()
 
 
-def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, kafka_cluster):
+def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, kafka_cluster, seed):
     topic = "events-below-min-isr"
     stack = Stack(tmp_path, trained_model, kafka_cluster, topic)
-    load = Load(stack.base, trained_model.rows)
+    load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
-        time.sleep(4)
+        time.sleep(4)  # the scenario: a healthy phase first
         load.phase = "fault"
         down = [2, 3]
         for node_id in down:
             kafka_cluster.kill_node(node_id)
         started = time.monotonic()
-        while time.monotonic() - started < OUTAGE_S:
+        while time.monotonic() - started < OUTAGE_S:  # the scenario: two nodes down this long
             time.sleep(0.5)
         spooled_during = stack.metric("inferstream_events_spooled_total")
         load.phase = "after"
         kafka_cluster.start_node(*down)
-        time.sleep(5)
+        time.sleep(5)  # the scenario: load while the nodes rejoin
         load.stop()
         deadline = time.monotonic() + 120
         while (
@@ -268,20 +267,20 @@ def test_two_of_three_nodes_down_spools_then_replays(tmp_path, trained_model, ka
         stack.stop()
 
 
-def test_rolling_restart_of_every_node_under_load(tmp_path, trained_model, kafka_cluster):
+def test_rolling_restart_of_every_node_under_load(tmp_path, trained_model, kafka_cluster, seed):
     topic = "events-rolling"
     stack = Stack(tmp_path, trained_model, kafka_cluster, topic)
-    load = Load(stack.base, trained_model.rows)
+    load = Load(stack.base, trained_model.rows, seed)
     try:
         load.start()
-        time.sleep(4)
+        time.sleep(4)  # the scenario: a healthy phase first
         load.phase = "fault"
         for node in kafka_cluster.nodes:
             kafka_cluster.stop_node(node.node_id)  # SIGTERM: a controlled shutdown, as in a rollout
             kafka_cluster.start_node(node.node_id)
             _wait_isr_full(kafka_cluster, topic)
         load.phase = "after"
-        time.sleep(3)
+        time.sleep(3)  # the scenario: load after the rollout
         load.stop()
         _check_lake(stack, load, "rolling restart of 3 nodes")
     finally:

@@ -16,7 +16,7 @@ from common.broker import free_port
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from .support import Stream, api_env, consumer_env, wait_for_log, wait_landed
+from .support import Stream, api_counter, api_env, consumer_env, wait_for_log, wait_landed, wait_until
 
 
 def _lander_env(bootstrap: str, topic: str, data_dir: Path, group: str) -> dict[str, str]:
@@ -67,7 +67,7 @@ def test_http_predictions_land_in_the_lake_exactly_once(trained_model, kafka_boo
 
 
 @pytest.mark.slow
-def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_bootstrap, topic, tmp_path):
+def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_bootstrap, topic, tmp_path, seed):
     n = 5000
     lake_dir = tmp_path / "lake"
     env = _lander_env(kafka_bootstrap, topic, tmp_path, "lake-sigkill")
@@ -78,13 +78,18 @@ def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_boots
     _wait_assigned(lander)
     stream = Stream(kafka_bootstrap, topic, n, burst=25, pause_s=0.1)  # ~25 s of stream
     stream.start()
+    rng = random.Random(seed)
     try:
         landed = 0
         for kill in range(1, 3):
-            deadline = time.monotonic() + 60
-            while landing(lake_dir, list(stream.ids)).distinct <= landed and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(random.uniform(0.1, 0.7))
+            wait_until(
+                lambda: landing(lake_dir, list(stream.ids)).distinct > landed,  # noqa: B023 - called at once
+                60,
+                f"a batch landing before kill {kill}",
+                interval_s=0.1,
+                on_timeout=lander.tail,
+            )
+            time.sleep(rng.uniform(0.1, 0.7))  # the scenario: a seeded moment of the landing
             landed = landing(lake_dir, list(stream.ids)).distinct
             lander.kill()
             assert 0 < landed < n, f"kill {kill} was not mid-stream: {landed} of {n} landed"
@@ -108,13 +113,21 @@ def test_sigterm_makes_the_lander_flush_and_commit(kafka_bootstrap, topic, tmp_p
     env = _lander_env(kafka_bootstrap, topic, tmp_path, "lake-sigterm")
     env["INFERSTREAM_MAX_BATCH_AGE_S"] = "600"  # no flush by age: only SIGTERM will flush
     env["INFERSTREAM_MAX_BATCH_ROWS"] = "1000000"
+    port = free_port()
+    env["INFERSTREAM_METRICS_PORT"] = str(port)
     lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
     try:
         _wait_assigned(lander)
         stream = Stream(kafka_bootstrap, topic, n, burst=250, pause_s=0.0)
         stream.run()
         assert stream.error is None and len(stream.ids) == n
-        time.sleep(3.0)  # consumed by now, but held in the batch
+        # consumed, but held in the batch
+        wait_until(
+            lambda: api_counter(port, "inferstream_consumer_records_total") >= n,
+            60,
+            f"the lander consuming {n} records",
+            on_timeout=lander.tail,
+        )
         assert not lake.has_rows(tmp_path / "lake"), "flushed before SIGTERM: the test proves nothing"
         assert lander.terminate(timeout_s=30) == 0
     finally:

@@ -27,7 +27,7 @@ from common.topics import ensure_topics
 from inferstream.lakecheck import landing
 from inferstream.procs import Child, wait_ready
 
-from .support import api_env, consumer_env, read_values, wait_for_log, wait_landed
+from .support import api_env, consumer_env, read_values, wait_committed, wait_for_log, wait_landed
 
 TOPIC = "inference-events"
 HANG_S = float(os.environ.get("INFERSTREAM_TEST_HANG_S", "15"))
@@ -94,21 +94,22 @@ def test_a_broker_hung_for_15s_under_load_leaves_one_lake_row_per_event(
         wait_for_log(lander, "assigned group=", timeout_s=90)
         load = _Load(base, trained_model.rows)
         load.start()
-        time.sleep(3)
+        time.sleep(3)  # the scenario: load on a healthy broker first
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         hung, acked_at_hang = True, len(load.acked)
-        time.sleep(HANG_S)
+        time.sleep(HANG_S)  # the scenario: the broker hangs this long under load
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
         hung = False
-        time.sleep(5)
+        time.sleep(5)  # the scenario: the load goes on while the API replays its spool
         load.done.set()
         load.join(timeout=30)
         acked = list(load.acked)
         assert len(acked) - acked_at_hang > 100, "the API did not answer while the broker hung"
         wait_landed(tmp_path / "lake", acked, [lander], timeout_s=120)
-        time.sleep(2)  # a late copy would land within a flush or two
+        # every copy the topic holds now is landed (the lander commits after the lake)
+        wait_committed(bootstrap, "lake-hung", TOPIC, [lander], timeout_s=120)
         result = landing(tmp_path / "lake", acked)
         copies = Counter(events.decode(v)["event_id"] for v in read_values(bootstrap, TOPIC, len(acked)))
     finally:

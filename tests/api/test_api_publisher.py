@@ -45,7 +45,13 @@ def test_queue_overflow_goes_to_the_spool_and_shutdown_spools_the_rest(tmp_path)
         # 100 offers without yielding to the loop: the queue holds 10, the rest overflows
         assert all(pub.offer(i.to_bytes(4, "big"), b"v" * 50) for i in range(100))
         assert pub.stats.spooled == 90 and pub.queue_depth == 10
-        await asyncio.sleep(0.5)  # the background task finds the broker down and spools the queue
+        # the background task finds the broker down and spools the queue (within 10 s)
+        for _ in range(200):
+            if not pub.queue_depth:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the queue was not spooled within 10 s: {pub.queue_depth} left")
         await pub.stop()
         return pub
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -12,9 +11,10 @@ import pytest
 from common.broker import free_port
 from inferstream.procs import Child, wait_ready
 
-from ..support import api_env  # noqa: TID252
+from ..support import api_env, wait_until
 
 pytestmark = pytest.mark.slow
+ENQUEUED = r"^inferstream_events_enqueued_total (\S+)$"
 
 
 def _value(text: str, pattern: str) -> float:
@@ -47,7 +47,13 @@ def test_two_workers_report_the_whole_service_and_own_their_spools(
                 )
             )
         assert codes == [200] * n
-        time.sleep(1.5)  # each worker copies its publisher counters into the shared files every second
+        # each worker copies its publisher counters into the shared files every second
+        wait_until(
+            lambda: _value(httpx.get(f"{base}/metrics", timeout=5).text, ENQUEUED) == n,
+            30,
+            f"/metrics summing {n} enqueued events",
+            on_timeout=api.tail,
+        )
         scrapes = [httpx.get(f"{base}/metrics", timeout=5).text for _ in range(6)]
     finally:
         api.terminate()
@@ -59,6 +65,6 @@ def test_two_workers_report_the_whole_service_and_own_their_spools(
         requests = r'^inferstream_requests_total\{model="[^"]+",route="/v1/predict",status="200",'
         requests += r'version="[^"]+"\}'
         assert _value(text, requests + r" (\S+)$") == n
-        assert _value(text, r"^inferstream_events_enqueued_total (\S+)$") == n
+        assert _value(text, ENQUEUED) == n
     slots = sorted(p.name for p in (tmp_path / "spool").glob("slot-*"))
     assert slots == ["slot-0", "slot-1"]

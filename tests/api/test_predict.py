@@ -208,6 +208,7 @@ def test_api_process_logs_its_address_model_and_version_at_start(
         child.terminate()
 
 
+@pytest.mark.slow  # waits out eight back-off attempts: ~15 s (aiokafka) to ~60 s (confluent)
 @pytest.mark.parametrize("client", ["aiokafka", "confluent"])
 def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_once(
     trained_model, tmp_path, client
@@ -243,7 +244,7 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
         wait_for_log(
             child, "still unreachable after 8 attempts", timeout_s=30 if client == "aiokafka" else 120
         )
-        time.sleep(3)
+        time.sleep(3)  # the scenario: 3 s more of back-off, in which no further warning is due
     finally:
         child.terminate()
     lines = child.log_path.read_text().splitlines()

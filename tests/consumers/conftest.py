@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from common.lake import Lake
 from common.seaweed import SeaweedS3
 
-from ..support import Stream
+from ..support import PG_DSN, Stream
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema name for an audit table, dropped after the test."""
+    name = f"audit_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The audit sink against the real PostgreSQL (127.0.0.1:5432, database test): COPY +
+"""The audit sink against the real PostgreSQL (``support.PG_DSN``): COPY +
 ON CONFLICT makes a replay insert nothing twice; the table is created and migrated at
 start; and, as a real process, it survives PostgreSQL being unreachable for 20 s."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 
 import psycopg
 import pytest
@@ -17,18 +16,18 @@ from consumers.audit import AuditSink
 from consumers.errors import SinkUnavailable
 from inferstream.procs import Child
 
-from ..support import TcpProxy, consumer_env, make_event, wait_for_log
+from ..support import (
+    PG_DSN,
+    TcpProxy,
+    consumer_env,
+    make_event,
+    pg_address,
+    pg_dsn_via,
+    wait_for_log,
+    wait_until,
+)
 
-DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TP = TopicPartition("inference-events", 1)
-
-
-@pytest.fixture
-def pg_schema():
-    name = f"audit_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def _records(n: int, first: int = 0) -> list[ConsumerRecord]:
@@ -54,7 +53,7 @@ def _records(n: int, first: int = 0) -> list[ConsumerRecord]:
 
 
 def _count(schema: str) -> tuple[int, int]:
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         row = conn.execute(
             f'SELECT count(*), count(DISTINCT event_id) FROM "{schema}".inference_audit'
         ).fetchone()
@@ -65,7 +64,7 @@ def _count(schema: str) -> tuple[int, int]:
 def test_replayed_batches_insert_nothing_twice_and_poison_is_a_dead_letter(pg_schema):
     recs = _records(300)
     recs[7] = dataclasses.replace(recs[7], value=b'{"schema_version": 1}')
-    sink = AuditSink(DSN, schema=pg_schema)
+    sink = AuditSink(PG_DSN, schema=pg_schema)
     sink.add(TP, recs[:200])
     assert sink.flush() == {TP: (200, "")}
     sink.add(TP, recs[100:])  # a replay overlapping what is already in the table
@@ -73,7 +72,7 @@ def test_replayed_batches_insert_nothing_twice_and_poison_is_a_dead_letter(pg_sc
     assert _count(pg_schema) == (299, 299)
     dead = sink.take_dead_letters()
     assert [(d.partition, d.offset, d.reason) for d in dead] == [(1, 7, "missing field event_id")]
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         row = conn.execute(
             f"SELECT features->>'f00', kafka_offset, event_time FROM \"{pg_schema}\".inference_audit "
             "ORDER BY kafka_offset LIMIT 1"
@@ -85,17 +84,17 @@ def test_replayed_batches_insert_nothing_twice_and_poison_is_a_dead_letter(pg_sc
 
 
 def test_an_old_table_is_migrated_at_start(pg_schema):
-    with psycopg.connect(DSN, autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{pg_schema}"')
         conn.execute(
             f'CREATE TABLE "{pg_schema}".inference_audit (event_id uuid PRIMARY KEY, event_time timestamptz, '
             "model_name text, model_version text, status text, features jsonb, latency_ms double precision)"
         )
-    sink = AuditSink(DSN, schema=pg_schema)
+    sink = AuditSink(PG_DSN, schema=pg_schema)
     sink.add(TP, _records(10))
     sink.flush()
     assert _count(pg_schema) == (10, 10)
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         cols = {
             r[0]
             for r in conn.execute(
@@ -107,10 +106,8 @@ def test_an_old_table_is_migrated_at_start(pg_schema):
 
 
 def test_unreachable_postgres_raises_retriable_and_keeps_the_batch(pg_schema):
-    proxy = TcpProxy(("127.0.0.1", 5432))  # never started: nothing listens on its port
-    sink = AuditSink(
-        f"postgresql://postgres@127.0.0.1:{proxy.port}/test", schema=pg_schema, connect_timeout_s=2
-    )
+    proxy = TcpProxy(pg_address())  # never started: nothing listens on its port
+    sink = AuditSink(pg_dsn_via(proxy.port), schema=pg_schema, connect_timeout_s=2)
     sink.add(TP, _records(5))
     with pytest.raises(SinkUnavailable, match="INFERSTREAM_POSTGRES_DSN"):
         sink.flush()
@@ -129,13 +126,13 @@ def test_audit_consumer_survives_postgres_unreachable_for_20s(
     kafka_bootstrap, topic, tmp_path, stream_factory, pg_schema
 ):
     n = 3000
-    proxy = TcpProxy(("127.0.0.1", 5432)).start()
+    proxy = TcpProxy(pg_address()).start()
     env = consumer_env(
         kafka_bootstrap,
         topic,
         tmp_path,
         "audit-outage",
-        INFERSTREAM_POSTGRES_DSN=f"postgresql://postgres@127.0.0.1:{proxy.port}/test",
+        INFERSTREAM_POSTGRES_DSN=pg_dsn_via(proxy.port),
         INFERSTREAM_AUDIT_SCHEMA=pg_schema,
     )
     auditor = Child("audit", ["consume", "audit"], env, tmp_path / "audit.log")
@@ -143,29 +140,32 @@ def test_audit_consumer_survives_postgres_unreachable_for_20s(
     try:
         wait_for_log(auditor, "assigned group=", timeout_s=90)
         stream.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def some_rows() -> bool:
+            assert auditor.alive(), auditor.tail()
             try:
-                if _count(pg_schema)[0] > 0:
-                    break
+                return _count(pg_schema)[0] > 0
             except psycopg.errors.UndefinedTable:
-                pass
-            time.sleep(0.2)
+                return False
+
+        wait_until(some_rows, 60, "the first audit rows", on_timeout=auditor.tail)
         proxy.cut()
         before = _count(pg_schema)[0]
         assert before < n // 2, "the stream ended before the outage began"
-        time.sleep(20)
+        time.sleep(20)  # the scenario: PostgreSQL stays unreachable for 20 s
         assert _count(pg_schema)[0] == before  # nothing got through the cut proxy
         assert auditor.alive(), auditor.tail()
         proxy.start()
         stream.join(timeout=120)
         assert stream.error is None, stream.error
-        deadline = time.monotonic() + 90
-        while _count(pg_schema)[0] < n and time.monotonic() < deadline:
+
+        def all_rows() -> bool:
             assert auditor.alive(), auditor.tail()
-            time.sleep(0.5)
+            return _count(pg_schema)[0] >= n
+
+        wait_until(all_rows, 90, f"{n} audit rows", interval_s=0.5, on_timeout=auditor.tail)
         assert _count(pg_schema) == (n, n)
-        with psycopg.connect(DSN) as conn:
+        with psycopg.connect(PG_DSN) as conn:
             ids = {str(r[0]) for r in conn.execute(f'SELECT event_id FROM "{pg_schema}".inference_audit')}
         assert ids == set(stream.ids)
     finally:

@@ -196,7 +196,7 @@ def test_episode_alerts_reach_the_webhook_once_and_a_dead_webhook_stops_nothing(
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # the stdlib's name
+        def do_POST(self) -> None:
             received.append(orjson.loads(self.rfile.read(int(self.headers["content-length"]))))
             self.send_response(204)
             self.end_headers()

@@ -26,6 +26,7 @@ from ..support import (
     promtool,
     read_values,
     streaming_drift_alerts,
+    wait_committed,
     wait_for_log,
     wait_published,
 )
@@ -72,7 +73,7 @@ def _feed_until(bootstrap, topic, model, shift, want, seed, timeout_s=120.0) -> 
     while time.monotonic() < deadline:
         _produce(bootstrap, topic, model, 150, shift, seed)
         seed += 1
-        time.sleep(0.5)
+        time.sleep(0.5)  # pacing the stream
         alerts = _alerts(bootstrap, topic, expected=10**6, timeout_s=2.0)
         if want(alerts):
             return alerts
@@ -121,14 +122,14 @@ def test_a_monitor_killed_mid_episode_neither_repeats_the_opening_nor_misses_the
         assert SHIFTED in columns and rules.returncode == 0, (columns, rules.stdout + rules.stderr)
         # the window is all shifted: keep it so a little longer (commits move on), then kill
         _produce(kafka_bootstrap, topic, trained_model, 300, True, seed=200)
-        time.sleep(1.5)
+        wait_committed(kafka_bootstrap, "drift-kill", topic, [first])
         first.kill()
         assert _kinds(opened, SHIFTED) == ["drift_episode_opened"]
         second = Child("drift-2", ["consume", "drift"], env, tmp_path / "drift-2.log")
         wait_for_log(second, "assigned group=drift-kill", timeout_s=90)
         # still shifted after the restart: the rebuilt window keeps drifting, no new opening
         _produce(kafka_bootstrap, topic, trained_model, 600, True, seed=300)
-        time.sleep(4)
+        wait_committed(kafka_bootstrap, "drift-kill", topic, [second], timeout_s=90)
         alerts = _feed_until(
             kafka_bootstrap,
             topic,
@@ -181,7 +182,7 @@ def test_starting_the_drift_monitor_changes_nothing_on_the_api_side(
         assert wait_published(port, 400) == 400
         assert api_counter(port, "inferstream_events_dropped_total") == 0
         assert api.alive() and api.pid == pid
-        time.sleep(2)  # the monitor reads the whole stream on its own
+        wait_committed(kafka_bootstrap, "drift-api", topic, [drift])  # it reads the whole stream on its own
     finally:
         if drift is not None:
             drift.terminate()
@@ -227,7 +228,9 @@ def test_two_monitors_in_one_group_each_alert_on_their_own_share_of_the_partitio
         alerts = _feed_until(
             kafka_bootstrap, topic, trained_model, False, lambda a: len(closings(a)) >= 2, 400
         )
-        time.sleep(2)  # a third opening, if there were one, would be out by now
+        # a third opening, if there were one, is out once both have committed every event
+        # (a monitor publishes its alerts before it commits)
+        wait_committed(kafka_bootstrap, "drift-two", topic, [first, second])
         alerts = _alerts(kafka_bootstrap, topic, expected=10**6, timeout_s=2.0)
     finally:
         first.terminate()

@@ -55,7 +55,7 @@ class OutlierStream(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._produce())
-        except BaseException as exc:  # reported by the test
+        except BaseException as exc:
             self.error = exc
 
     async def _produce(self) -> None:
@@ -154,11 +154,12 @@ def _scorer(bootstrap: str, topic: str, tmp_path: Path, group: str, life: int, *
 
 
 @pytest.mark.slow
-def test_a_scorer_sigkilled_mid_stream_alerts_each_outlier_exactly_once(kafka_bootstrap, topic, tmp_path):
+def test_a_scorer_sigkilled_mid_stream_alerts_each_outlier_exactly_once(
+    kafka_bootstrap, topic, tmp_path, seed
+):
     if kafka_bootstrap in TANSU_ADDRESSES:
         pytest.skip("the embedded broker has no transactions (see the fallback test)")
-    seed = int(os.environ.get("INFERSTREAM_TEST_SEED", random.randrange(1_000_000)))
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # the kill moments; the seed fixture prints it
     group = "fraud-eos"
     extra = {
         "INFERSTREAM_FRAUD_TRANSACTIONS": os.environ.get("INFERSTREAM_TEST_FRAUD_TRANSACTIONS", "on"),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +33,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow  # `kafka status` processes against the broker: 35 s in a full `make test` run
 def test_status_reports_end_offsets_lag_and_lake_size(kafka_bootstrap, topic, tmp_path):
     group = f"status-{topic}"
 

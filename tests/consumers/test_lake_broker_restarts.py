@@ -12,7 +12,6 @@ broker); every event the new broker holds must land, once.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 
@@ -27,7 +26,6 @@ from ..support import Stream, consumer_env, wait_for_log, wait_landed
 
 TOPIC = "inference-events"
 RESTARTS = 5
-SEED = int(os.environ.get("INFERSTREAM_TEST_SEED", str(random.SystemRandom().randrange(1 << 30))))
 
 
 def _topics(bootstrap: str) -> None:
@@ -43,9 +41,8 @@ def _produce(bootstrap: str, n: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_five_fast_broker_restarts_every_event_the_new_broker_holds_lands(tmp_path):
-    rng = random.Random(SEED)
-    print(f"INFERSTREAM_TEST_SEED={SEED}")
+def test_five_fast_broker_restarts_every_event_the_new_broker_holds_lands(tmp_path, seed):
+    rng = random.Random(seed)  # the kill moments; the seed is printed (the seed fixture)
     port = free_port()
     log = tmp_path / "tansu.log"
     broker = EmbeddedBroker(port=port, log_path=log).start()
@@ -75,9 +72,9 @@ def test_five_fast_broker_restarts_every_event_the_new_broker_holds_lands(tmp_pa
                 break
             # a burst the lander is in the middle of when the broker dies (may be lost)
             produced += _produce(bootstrap, 600)
-            time.sleep(rng.uniform(0.0, 0.4))
+            time.sleep(rng.uniform(0.0, 0.4))  # the scenario: a seeded moment of that burst
             broker.kill()
-            time.sleep(0.5)
+            time.sleep(0.5)  # the scenario: the broker stays down a moment
             broker = EmbeddedBroker(port=port, log_path=log).start()
             _topics(bootstrap)
         everything = landing(tmp_path / "lake", produced)

@@ -16,7 +16,7 @@ from common import events, lake, lakemaint
 from inferstream.lakecheck import landing
 from inferstream.procs import Child
 
-from ..support import consumer_env, make_event, wait_for_log, wait_landed
+from ..support import consumer_env, make_event, wait_committed, wait_for_log, wait_landed
 
 
 async def _produce(
@@ -44,11 +44,12 @@ def test_an_event_written_three_times_to_the_topic_lands_as_one_row(kafka_bootst
         # the same record three times: in one batch, and in batches seconds apart
         # (a publisher's retry after a timeout, then a spool replay)
         asyncio.run(_produce(kafka_bootstrap, topic, values + values[:100]))
-        time.sleep(1.5)
+        time.sleep(1.5)  # the scenario: the third copies come seconds later
         asyncio.run(_produce(kafka_bootstrap, topic, values[100:] + values[:100]))
         ids = [str(e["event_id"]) for e in evs]
         result = wait_landed(tmp_path / "lake", ids, [lander])
-        time.sleep(1.5)  # a late duplicate would land within a flush or two
+        # every copy in the topic is landed (the lander commits after the lake)
+        wait_committed(kafka_bootstrap, "lake-thrice", topic, [lander])
         result = landing(tmp_path / "lake", ids)
         assert (result.rows, result.distinct, result.missing) == (300, 300, 0)
         size = lake.table_size(tmp_path / "lake", lake.EVENTS_TABLE)
@@ -73,11 +74,13 @@ def test_landing_while_compaction_runs_loses_and_duplicates_nothing(kafka_bootst
         producing.start()
         compactions = removed = 0
         # the current hour counts as closed for this test: compact it while it is written
+        deadline = time.monotonic() + 180
         while producing.is_alive() or compactions < 3:
+            assert time.monotonic() < deadline, f"producing not done in 180 s ({compactions} compactions)"
             r, _ = lakemaint.compact(where, lake.EVENTS_TABLE, datetime.now(UTC) + timedelta(hours=2))
             removed += r
             compactions += 1
-            time.sleep(0.3)
+            time.sleep(0.3)  # pacing the compactions
         producing.join()
         ids = [str(e["event_id"]) for e in evs]
         result = wait_landed(where, ids, [lander], timeout_s=120)

@@ -21,8 +21,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from common import events, lake
 from inferstream.procs import Child
 
-from ..support import committed, consumer_env, make_event, read_dlq
-from .test_audit_sink import DSN, pg_schema  # noqa: F401 - the fixture
+from ..support import PG_DSN, committed, consumer_env, make_event, read_dlq
 
 Coords = tuple[int, int]  # (partition, offset)
 
@@ -113,7 +112,7 @@ def _lake_rows(lake_dir) -> dict[Coords, tuple[object, object]]:
 
 
 def _audit_rows(schema: str) -> dict[Coords, tuple[object, object]]:
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         rows = conn.execute(
             f"SELECT kafka_partition, kafka_offset, features->>'cat', features->>'num' "
             f'FROM "{schema}".inference_audit'
@@ -126,7 +125,7 @@ def test_every_value_class_is_stored_or_dead_lettered_by_every_sink_and_no_consu
     kafka_bootstrap,
     topic,
     tmp_path,
-    pg_schema,  # noqa: F811 - the fixture
+    pg_schema,
 ):
     allowed, junk = _values()
     after = [events.encode(make_event("m")) for _ in range(50)]  # the stream goes on behind them
@@ -144,7 +143,7 @@ def test_every_value_class_is_stored_or_dead_lettered_by_every_sink_and_no_consu
                 topic,
                 tmp_path,
                 f"{sink}-poison-values",
-                INFERSTREAM_POSTGRES_DSN=DSN,
+                INFERSTREAM_POSTGRES_DSN=PG_DSN,
                 INFERSTREAM_AUDIT_SCHEMA=pg_schema,
             ),
             tmp_path / f"{sink}.log",

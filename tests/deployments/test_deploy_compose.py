@@ -32,6 +32,51 @@ def _listeners(env: dict[str, str]) -> dict[str, int]:
     return out
 
 
+def _voter_problems(name: str, voter: str, nodes: dict[str, Model]) -> list[str]:
+    """A quorum voter ``id@host:port`` of node ``name``: ``host`` is a node of that id
+    whose controller listener is on ``port``."""
+    m = re.fullmatch(r"(\d+)@([\w.-]+):(\d+)", voter)
+    if not m:
+        return [f"{name}: malformed voter {voter!r}"]
+    vid, host, port = int(m[1]), m[2], int(m[3])
+    target = nodes.get(host)
+    if target is None:
+        return [f"{name}: voter {voter} names no Kafka service of this profile"]
+    problems = []
+    tenv = target["environment"]
+    if int(tenv["KAFKA_NODE_ID"]) != vid:
+        problems.append(f"{name}: voter {voter} but {host} has node id {tenv['KAFKA_NODE_ID']}")
+    if _listeners(tenv).get(tenv["KAFKA_CONTROLLER_LISTENER_NAMES"]) != port:
+        problems.append(f"{name}: voter {voter} is not {host}'s controller port")
+    return problems
+
+
+def _node_problems(name: str, svc: Model, nodes: dict[str, Model]) -> list[str]:
+    """One node's listeners, voters, advertised addresses and replication settings."""
+    problems: list[str] = []
+    env = svc["environment"]
+    listeners = _listeners(env)
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    if "controller" in env["KAFKA_PROCESS_ROLES"] and controller not in listeners:
+        problems.append(f"{name}: controller listener {controller} not in KAFKA_LISTENERS")
+    for voter in env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(","):
+        problems += _voter_problems(name, voter, nodes)
+    for adv in env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+        lname, _, hostport = adv.partition("://")
+        host, port = hostport.rsplit(":", 1)
+        if host not in (name, svc.get("hostname")):
+            problems.append(f"{name}: advertises {host}, which is not this service")
+        if listeners.get(lname) != int(port):
+            problems.append(f"{name}: advertised {adv} does not match KAFKA_LISTENERS")
+    rf = int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"])
+    isr = int(env["KAFKA_MIN_INSYNC_REPLICAS"])
+    if rf > len(nodes) or int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) > len(nodes):
+        problems.append(f"{name}: replication factor {rf} > {len(nodes)} brokers")
+    if len(nodes) >= 3 and not 1 < isr < rf:
+        problems.append(f"{name}: min.insync.replicas {isr} must be in (1, {rf}) to survive a loss")
+    return problems
+
+
 def kafka_problems(model: Model) -> list[str]:
     """Quorum voters name real nodes with their own id and controller port; node ids are
     unique; every node advertises itself on its client listener; replication fits."""
@@ -53,39 +98,7 @@ def kafka_problems(model: Model) -> list[str]:
     if len(set(voter_sets.values())) != 1:
         problems.append(f"nodes disagree on the quorum voters: {voter_sets}")
     for name, svc in nodes.items():
-        env = svc["environment"]
-        listeners = _listeners(env)
-        controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
-        if "controller" in env["KAFKA_PROCESS_ROLES"] and controller not in listeners:
-            problems.append(f"{name}: controller listener {controller} not in KAFKA_LISTENERS")
-        for voter in env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(","):
-            m = re.fullmatch(r"(\d+)@([\w.-]+):(\d+)", voter)
-            if not m:
-                problems.append(f"{name}: malformed voter {voter!r}")
-                continue
-            vid, host, port = int(m[1]), m[2], int(m[3])
-            target = nodes.get(host)
-            if target is None:
-                problems.append(f"{name}: voter {voter} names no Kafka service of this profile")
-                continue
-            tenv = target["environment"]
-            if int(tenv["KAFKA_NODE_ID"]) != vid:
-                problems.append(f"{name}: voter {voter} but {host} has node id {tenv['KAFKA_NODE_ID']}")
-            if _listeners(tenv).get(tenv["KAFKA_CONTROLLER_LISTENER_NAMES"]) != port:
-                problems.append(f"{name}: voter {voter} is not {host}'s controller port")
-        for adv in env["KAFKA_ADVERTISED_LISTENERS"].split(","):
-            lname, _, hostport = adv.partition("://")
-            host, port = hostport.rsplit(":", 1)
-            if host not in (name, svc.get("hostname")):
-                problems.append(f"{name}: advertises {host}, which is not this service")
-            if listeners.get(lname) != int(port):
-                problems.append(f"{name}: advertised {adv} does not match KAFKA_LISTENERS")
-        rf = int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"])
-        isr = int(env["KAFKA_MIN_INSYNC_REPLICAS"])
-        if rf > len(nodes) or int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) > len(nodes):
-            problems.append(f"{name}: replication factor {rf} > {len(nodes)} brokers")
-        if len(nodes) >= 3 and not 1 < isr < rf:
-            problems.append(f"{name}: min.insync.replicas {isr} must be in (1, {rf}) to survive a loss")
+        problems += _node_problems(name, svc, nodes)
     return problems
 
 

@@ -83,7 +83,7 @@ def gateway() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
     got: list[tuple[str, str, bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+        def do_PUT(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             got.append((self.command, self.path, body))
             self.send_response(200)

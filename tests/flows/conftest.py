@@ -180,18 +180,17 @@ def make_model_lake(trained_model, tmp_path: Path) -> ModelLake:
     return ModelLake(tmp_path, meta.name, meta.version, [f.name for f in meta.features], ref, est)
 
 
-PG_DSN = os.environ.get("INFERSTREAM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
 @pytest.fixture(params=["duckdb", "postgres"])
-def warehouse_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSettings]:
+def warehouse_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_dsn: str
+) -> Iterator[WarehouseSettings]:
     """Both backends; PostgreSQL is the real server, one schema per test (dropped after)."""
     schema = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
     ws = WarehouseSettings(
-        data_dir=tmp_path, warehouse_backend=request.param, warehouse_schema=schema, postgres_dsn=PG_DSN
+        data_dir=tmp_path, warehouse_backend=request.param, warehouse_schema=schema, postgres_dsn=pg_dsn
     )
     yield ws
     if request.param == "postgres":
-        with psycopg.connect(PG_DSN, autocommit=True) as con:
+        with psycopg.connect(pg_dsn, autocommit=True) as con:
             con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             con.execute(f"DROP SCHEMA IF EXISTS {schema}_internal CASCADE")

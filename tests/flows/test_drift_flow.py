@@ -34,7 +34,7 @@ WINDOW = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=1)).isoformat()}
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append({"content_type": self.headers["Content-Type"], "body": json.loads(body)})
         self.send_response(204)

@@ -98,234 +98,250 @@ def _chromium(url: str, tmp: Path, *extra: str) -> str:
     return out.stdout
 
 
+class _Prefect:
+    """A running ``prefect server`` (and, once started, a process worker) in ``project``:
+    its CLI, its flow runs and their logs, read through the server's API."""
+
+    def __init__(self, tmp_path: Path, data_dir: Path) -> None:
+        self.port = _free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT_API_URL": self.api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "INFERSTREAM_DATA_DIR": str(data_dir),
+            "INFERSTREAM_REPORTS_BASE_URL": REPORTS_URL,
+            # the worker's flow processes run in the project dir: this checkout's packages, not
+            # whichever one the environment's editable install points at
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        }
+        env.pop("PREFECT_API_KEY", None)
+        env.pop("INFERSTREAM_DRIFT_WEBHOOK_URL", None)  # the notification must come from the automation
+        self.env = env
+        self.project = tmp_path / "project"
+        self.project.mkdir()
+        shutil.copy(ROOT / "prefect.yaml", self.project / "prefect.yaml")
+        (self.project / "flows").symlink_to(ROOT / "flows")
+        self.logs = {name: tmp_path / f"{name}.log" for name in ("server", "worker")}
+        self.server: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+
+    def tail(self, name: str) -> Callable[[], str]:
+        return lambda: f"{name} log:\n" + self.logs[name].read_text(errors="replace")[-4000:]
+
+    def start_server(self) -> None:
+        self.server = _start(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            self.env,
+            self.project,
+            self.logs["server"],
+        )
+
+        def healthy() -> bool:
+            assert self.server is not None and self.server.poll() is None, self.tail("server")()
+            try:
+                return httpx.get(f"{self.api}/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _until("prefect server health", 300, healthy, self.tail("server"))
+
+    def start_worker(self) -> None:
+        self.worker = _start(
+            [PREFECT, "worker", "start", "--pool", "inferstream", "--type", "process"],
+            self.env,
+            self.project,
+            self.logs["worker"],
+        )
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.server):
+            if proc is not None:
+                _stop(proc)
+
+    def cli(self, *args: str, exe: str = PREFECT) -> str:
+        out = subprocess.run(
+            [exe, *args], env=self.env, cwd=self.project, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out.stdout
+
+    def run_deployment(self, name: str, params: dict[str, str]) -> None:
+        out = self.cli(
+            "--no-prompt",
+            "deployment",
+            "run",
+            name,
+            *[a for k, v in params.items() for a in ("--param", f"{k}={v}")],
+        )
+        assert "Created flow run" in out
+
+    def post(self, path: str, body: dict) -> Any:
+        return httpx.post(f"{self.api}{path}", json=body, timeout=10).json()
+
+    def runs(self) -> list[dict]:
+        return self.post("/flow_runs/filter", {})
+
+    def final_run(self, what: str, pick: Callable[[dict], bool]) -> dict:
+        """The first run ``pick`` accepts, once it is in a final state."""
+
+        def probe() -> dict | None:
+            got = [r for r in self.runs() if pick(r)]
+            if got and got[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return got[0]
+            return None
+
+        return _until(what, 420, probe, self.tail("worker"))
+
+    def run_logs(self, r: dict) -> list[str]:
+        """The run's logs as the UI shows them, read again a moment after its last
+        line ("Finished in state <name>(...)") arrived, so anything the engine logs
+        after it (Prefect's traceback of a failed state) has arrived as well."""
+
+        def read() -> list[str]:
+            got = self.post(
+                "/logs/filter",
+                {"logs": {"flow_run_id": {"any_": [r["id"]]}}, "sort": "TIMESTAMP_ASC"},
+            )
+            return [f"{g['level']} {g['message']}" for g in got if g["task_run_id"] is None]
+
+        last = f"20 Finished in state {r['state']['name']}("
+        _until(f"{r['name']}'s last log line", 60, lambda: last in "\n".join(read()), self.tail("worker"))
+        # not a wait for a condition: a traceback that may follow the last line has no
+        # condition of its own to wait on, so it is given a fixed 5 s to show up
+        time.sleep(5)
+        return read()
+
+    def artifacts(self, flow_run_id: str) -> dict[str, dict]:
+        arts = self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+        return {a["key"]: a for a in arts}
+
+
+def _no_traceback(text: str) -> None:
+    assert "Traceback" not in text and "Engine execution exited" not in text, text[-3000:]
+
+
+def _check_drifted_hour(pf: _Prefect, m: Any, hook: Webhook) -> tuple[dict, dict]:
+    """The hourly scan of the drifted hour and its model's run: verdicts, names, tags,
+    the webhook call and the four artifacts. Returns (scan, run)."""
+    scan = pf.final_run("the scan's final state", lambda r: r["parent_task_run_id"] is None)
+    assert (scan["state"]["type"], scan["state"]["name"]) == ("COMPLETED", "Drift detected"), scan
+    assert scan["name"] == "all models 2026-03-01 10:00-11:00Z"
+    (run,) = [r for r in pf.runs() if r["parent_task_run_id"] is not None]
+    assert run["name"] == f"{m.name} v{m.version} 2026-03-01 10:00-11:00Z"
+    assert (run["state"]["type"], run["state"]["name"]) == ("COMPLETED", "Drift detected")
+    assert {f"model:{m.name}", f"version:{m.version}"} <= set(run["tags"])
+
+    # the notification: the automation calls the webhook block with the event
+    received = _until("the webhook call", 120, lambda: list(hook.received), pf.tail("server"))
+    body = received[0]["body"]
+    assert body["event"] == "inferstream.drift.detected"
+    assert body["resource"] == f"inferstream.model.{m.name}.v{m.version}"
+    assert (body["payload"]["model"], body["payload"]["verdict"]) == (m.name, "DRIFT")
+    assert "mean_radius" in body["payload"]["drifted_columns"]
+
+    by_key = pf.artifacts(run["id"])
+    prefix = f"drift-{m.name}-v{m.version}"
+    assert set(by_key) == {
+        f"{prefix}-summary",
+        f"{prefix}-report",
+        f"{prefix}-columns",
+        f"{prefix}-quality",
+    }
+    (run_dir,) = [p.parent for p in (m.data_dir / "reports" / m.name).glob("*/summary.json")]
+    url = f"{REPORTS_URL}/{m.name}/{run_dir.name}/report.html"
+    # Prefect stores a link artifact as markdown: [text](url)
+    assert by_key[f"{prefix}-report"]["data"] == f"[drift report]({url})"
+    md = by_key[f"{prefix}-summary"]["data"]
+    assert "**Verdict:** DRIFT" in md and "2026-03-01 10:00 – 11:00 UTC (1 h)" in md
+    table = orjson.loads(by_key[f"{prefix}-columns"]["data"])
+    row = next(r for r in table if r["column"] == "mean_radius")
+    assert (row["method"], row["verdict"]) == ("ks", "DRIFT")
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    assert row["score"] == pytest.approx(
+        next(c["score"] for c in summary["columns"] if c["column"] == "mean_radius")
+    )
+    for r in (scan, run):
+        _no_traceback("\n".join(pf.run_logs(r)))
+    return scan, run
+
+
+def _check_empty_hour(pf: _Prefect, m: Any, hook: Webhook, scan: dict) -> dict:
+    """An empty hour, run on demand through the one-model deployment: "No data", a
+    failed run that is not an error (no traceback), and the no-data webhook call."""
+    pf.run_deployment("drift/drift-model", {"model_name": m.name, "start": T2, "end": T3})
+    empty = pf.final_run(
+        "the empty hour's final state",
+        lambda r: r["parent_task_run_id"] is None and r["id"] != scan["id"],
+    )
+    assert (empty["state"]["type"], empty["state"]["name"]) == ("FAILED", "No data"), empty
+    assert empty["state"]["message"].startswith("no data: the window holds no rows"), empty
+    assert empty["name"] == f"{m.name} v{m.version} 2026-03-01 12:00-13:00Z"
+    assert {f"model:{m.name}", f"version:{m.version}"} <= set(empty["tags"])
+    lines = pf.run_logs(empty)
+    assert lines[-1].startswith("20 Finished in state No data('no data"), lines[-3:]
+    _no_traceback("\n".join(lines))
+    silent = _until(
+        "the no-data webhook call",
+        120,
+        lambda: [r["body"] for r in hook.received if r["body"]["event"].endswith(".no-data")],
+        pf.tail("server"),
+    )
+    assert (silent[0]["payload"]["verdict"], silent[0]["payload"]["rows"]) == ("NO DATA", 0)
+    assert silent[0]["resource"] == f"inferstream.model.{m.name}.v{m.version}"
+    return empty
+
+
+def _check_run_pages(pf: _Prefect, tmp_path: Path, run: dict, empty: dict) -> None:
+    """The run pages in the server's UI, as a user opens them."""
+    for r, verdict in ((run, "Drift detected"), (empty, "No data")):
+        page_url = f"http://127.0.0.1:{pf.port}/runs/flow-run/{r['id']}"
+        dom = _chromium(page_url, tmp_path, "--dump-dom")
+        text = re.sub(
+            r"\s+",
+            " ",
+            re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)),
+        )
+        assert verdict in text and r["name"] in text, text[:3000]
+    shot = tmp_path / "run-page.png"
+    _chromium(f"http://127.0.0.1:{pf.port}/runs/flow-run/{run['id']}", tmp_path, f"--screenshot={shot}")
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a loaded 2-core machine: the server alone can take minutes
 def test_hourly_drift_in_a_real_prefect_server(tmp_path, model_lake, write_lake):
     m = model_lake
     write_lake(m.data_dir / "lake", m.name, m.version, m.drifted(), m.features)
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "true",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "INFERSTREAM_DATA_DIR": str(m.data_dir),
-        "INFERSTREAM_REPORTS_BASE_URL": REPORTS_URL,
-        # the worker's flow processes run in the project dir: this checkout's packages, not
-        # whichever one the environment's editable install points at
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-    }
-    env.pop("PREFECT_API_KEY", None)
-    env.pop("INFERSTREAM_DRIFT_WEBHOOK_URL", None)  # the notification must come from the automation
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "prefect.yaml", project / "prefect.yaml")
-    (project / "flows").symlink_to(ROOT / "flows")
-    logs = {name: tmp_path / f"{name}.log" for name in ("server", "worker")}
-
-    def tail(name: str) -> Callable[[], str]:
-        return lambda: f"{name} log:\n" + logs[name].read_text(errors="replace")[-4000:]
-
-    server = _start(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, project, logs["server"]
-    )
-    worker = None
+    pf = _Prefect(tmp_path, m.data_dir)
     try:
-
-        def healthy() -> bool:
-            assert server.poll() is None, tail("server")()
-            try:
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _until("prefect server health", 300, healthy, tail("server"))
-
-        def cli(*args: str, exe: str = PREFECT) -> str:
-            out = subprocess.run(
-                [exe, *args], env=env, cwd=project, capture_output=True, text=True, timeout=300
-            )
-            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-            return out.stdout
-
+        pf.start_server()
         with Webhook() as hook:
-            made = cli("flows", "automation", "--webhook-url", hook.url, exe=str(BIN / "inferstream"))
+            made = pf.cli("flows", "automation", "--webhook-url", hook.url, exe=str(BIN / "inferstream"))
             assert "inferstream: notify on drift" in made
-            cli("--no-prompt", "work-pool", "create", "inferstream", "--type", "process")
-            cli("--no-prompt", "deploy", "--all")
-            hourly = httpx.get(f"{api}/deployments/name/drift-all/drift-hourly", timeout=10).json()
+            pf.cli("--no-prompt", "work-pool", "create", "inferstream", "--type", "process")
+            pf.cli("--no-prompt", "deploy", "--all")
+            hourly = httpx.get(f"{pf.api}/deployments/name/drift-all/drift-hourly", timeout=10).json()
             assert [s["schedule"]["cron"] for s in hourly["schedules"]] == ["5 * * * *"], hourly
-            params = {"start": T0, "end": T1}
-            out = cli(
-                "--no-prompt",
-                "deployment",
-                "run",
-                "drift-all/drift-hourly",
-                *[a for k, v in params.items() for a in ("--param", f"{k}={v}")],
-            )
-            assert "Created flow run" in out
-            worker = _start(
-                [PREFECT, "worker", "start", "--pool", "inferstream", "--type", "process"],
-                env,
-                project,
-                logs["worker"],
-            )
-
-            def runs() -> list[dict]:
-                return httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
-
-            def final(pick: Callable[[dict], bool]) -> Callable[[], dict | None]:
-                def probe() -> dict | None:
-                    got = [r for r in runs() if pick(r)]
-                    if got and got[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                        return got[0]
-                    return None
-
-                return probe
-
-            def run_logs(r: dict) -> list[str]:
-                """The run's logs as the UI shows them, read again a moment after its last
-                line ("Finished in state <name>(...)") arrived, so anything the engine logs
-                after it (Prefect's traceback of a failed state) has arrived as well."""
-
-                def read() -> list[str]:
-                    got = httpx.post(
-                        f"{api}/logs/filter",
-                        json={"logs": {"flow_run_id": {"any_": [r["id"]]}}, "sort": "TIMESTAMP_ASC"},
-                        timeout=10,
-                    ).json()
-                    return [f"{g['level']} {g['message']}" for g in got if g["task_run_id"] is None]
-
-                last = f"20 Finished in state {r['state']['name']}("
-                _until(f"{r['name']}'s last log line", 60, lambda: last in "\n".join(read()), tail("worker"))
-                time.sleep(5)
-                return read()
-
-            scan = _until(
-                "the scan's final state",
-                420,
-                final(lambda r: r["parent_task_run_id"] is None),
-                tail("worker"),
-            )
-            assert (scan["state"]["type"], scan["state"]["name"]) == ("COMPLETED", "Drift detected"), scan
-            assert scan["name"] == "all models 2026-03-01 10:00-11:00Z"
-            (run,) = [r for r in runs() if r["parent_task_run_id"] is not None]
-            assert run["name"] == f"{m.name} v{m.version} 2026-03-01 10:00-11:00Z"
-            assert (run["state"]["type"], run["state"]["name"]) == ("COMPLETED", "Drift detected")
-            assert {f"model:{m.name}", f"version:{m.version}"} <= set(run["tags"])
-
-            # the notification: the automation calls the webhook block with the event
-            received = _until("the webhook call", 120, lambda: list(hook.received), tail("server"))
-            body = received[0]["body"]
-            assert body["event"] == "inferstream.drift.detected"
-            assert body["resource"] == f"inferstream.model.{m.name}.v{m.version}"
-            assert (body["payload"]["model"], body["payload"]["verdict"]) == (m.name, "DRIFT")
-            assert "mean_radius" in body["payload"]["drifted_columns"]
-
-            arts = httpx.post(
-                f"{api}/artifacts/filter",
-                json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},
-                timeout=10,
-            ).json()
-            by_key = {a["key"]: a for a in arts}
-            prefix = f"drift-{m.name}-v{m.version}"
-            assert set(by_key) == {
-                f"{prefix}-summary",
-                f"{prefix}-report",
-                f"{prefix}-columns",
-                f"{prefix}-quality",
-            }
-            (run_dir,) = [p.parent for p in (m.data_dir / "reports" / m.name).glob("*/summary.json")]
-            url = f"{REPORTS_URL}/{m.name}/{run_dir.name}/report.html"
-            # Prefect stores a link artifact as markdown: [text](url)
-            assert by_key[f"{prefix}-report"]["data"] == f"[drift report]({url})"
-            md = by_key[f"{prefix}-summary"]["data"]
-            assert "**Verdict:** DRIFT" in md and "2026-03-01 10:00 – 11:00 UTC (1 h)" in md
-            table = orjson.loads(by_key[f"{prefix}-columns"]["data"])
-            row = next(r for r in table if r["column"] == "mean_radius")
-            assert (row["method"], row["verdict"]) == ("ks", "DRIFT")
-            summary = orjson.loads((run_dir / "summary.json").read_bytes())
-            assert row["score"] == pytest.approx(
-                next(c["score"] for c in summary["columns"] if c["column"] == "mean_radius")
-            )
-            for r in (scan, run):
-                text = "\n".join(run_logs(r))
-                assert "Traceback" not in text and "Engine execution exited" not in text, text[-3000:]
-
-            # an empty hour, run on demand through the one-model deployment: "No data", a
-            # failed run that is not an error (no traceback), under the same artifact keys
-            out = cli(
-                "--no-prompt",
-                "deployment",
-                "run",
-                "drift/drift-model",
-                *[
-                    a
-                    for k, v in {"model_name": m.name, "start": T2, "end": T3}.items()
-                    for a in ("--param", f"{k}={v}")
-                ],
-            )
-            assert "Created flow run" in out
-            empty = _until(
-                "the empty hour's final state",
-                420,
-                final(lambda r: r["parent_task_run_id"] is None and r["id"] != scan["id"]),
-                tail("worker"),
-            )
-            assert (empty["state"]["type"], empty["state"]["name"]) == ("FAILED", "No data"), empty
-            assert empty["state"]["message"].startswith("no data: the window holds no rows"), empty
-            assert empty["name"] == f"{m.name} v{m.version} 2026-03-01 12:00-13:00Z"
-            assert {f"model:{m.name}", f"version:{m.version}"} <= set(empty["tags"])
-            lines = run_logs(empty)
-            assert lines[-1].startswith("20 Finished in state No data('no data"), lines[-3:]
-            text = "\n".join(lines)
-            assert "Traceback" not in text and "Engine execution exited" not in text, text[-3000:]
-            silent = _until(
-                "the no-data webhook call",
-                120,
-                lambda: [r["body"] for r in hook.received if r["body"]["event"].endswith(".no-data")],
-                tail("server"),
-            )
-            assert (silent[0]["payload"]["verdict"], silent[0]["payload"]["rows"]) == ("NO DATA", 0)
-            assert silent[0]["resource"] == f"inferstream.model.{m.name}.v{m.version}"
+            pf.run_deployment("drift-all/drift-hourly", {"start": T0, "end": T1})
+            pf.start_worker()
+            scan, run = _check_drifted_hour(pf, m, hook)
+            empty = _check_empty_hour(pf, m, hook, scan)
 
         # stable keys: each key holds one artifact per run, the newest the empty hour's
+        prefix = f"drift-{m.name}-v{m.version}"
         for kind in ("summary", "report"):
-            versions = httpx.post(
-                f"{api}/artifacts/filter",
-                json={"artifacts": {"key": {"any_": [f"{prefix}-{kind}"]}}, "sort": "CREATED_DESC"},
-                timeout=10,
-            ).json()
-            assert [a["flow_run_id"] for a in versions] == [empty["id"], run["id"]], kind
-        latest = httpx.post(
-            f"{api}/artifacts/latest/filter",
-            json={"artifacts": {"key": {"any_": [f"{prefix}-summary"]}}},
-            timeout=10,
-        ).json()
-        assert "**Verdict:** NO DATA" in latest[0]["data"], latest
-
-        worker_log = logs["worker"].read_text(errors="replace")
-        assert "Traceback" not in worker_log and "Engine execution exited" not in worker_log, worker_log[
-            -4000:
-        ]
-
-        # the run pages in the server's UI, as a user opens them
-        for r, verdict in ((run, "Drift detected"), (empty, "No data")):
-            page_url = f"http://127.0.0.1:{port}/runs/flow-run/{r['id']}"
-            dom = _chromium(page_url, tmp_path, "--dump-dom")
-            text = re.sub(
-                r"\s+",
-                " ",
-                re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)),
+            versions = pf.post(
+                "/artifacts/filter",
+                {"artifacts": {"key": {"any_": [f"{prefix}-{kind}"]}}, "sort": "CREATED_DESC"},
             )
-            assert verdict in text and r["name"] in text, text[:3000]
-        shot = tmp_path / "run-page.png"
-        _chromium(f"http://127.0.0.1:{port}/runs/flow-run/{run['id']}", tmp_path, f"--screenshot={shot}")
-        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+            assert [a["flow_run_id"] for a in versions] == [empty["id"], run["id"]], kind
+        latest = pf.post("/artifacts/latest/filter", {"artifacts": {"key": {"any_": [f"{prefix}-summary"]}}})
+        assert "**Verdict:** NO DATA" in latest[0]["data"], latest
+        _no_traceback(pf.logs["worker"].read_text(errors="replace"))
+        _check_run_pages(pf, tmp_path, run, empty)
     finally:
-        if worker is not None:
-            _stop(worker)
-        _stop(server)
+        pf.stop()
