@@ -97,4 +97,19 @@ class CommonSettings(BaseSettings):
                 "KAFKA_BOOTSTRAP_SERVERS is not set: point it at a Kafka broker "
                 "(host:port), or start one with `inferstream broker`."
             )
-        return self.kafka_bootstrap_servers
+        return check_bootstrap(self.kafka_bootstrap_servers)
+
+
+def check_bootstrap(servers: str) -> str:
+    """``servers`` if every comma-separated entry is ``host:port`` with a port in
+    1-65535 (IPv6 hosts in brackets), else a ConfigError naming KAFKA_BOOTSTRAP_SERVERS."""
+    from common.errors import ConfigError
+
+    for entry in servers.split(","):
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(
+                f"KAFKA_BOOTSTRAP_SERVERS={servers!r}: {entry.strip()!r} is not host:port "
+                "(e.g. 127.0.0.1:9092; several separated by commas)"
+            )
+    return servers

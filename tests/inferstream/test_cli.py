@@ -195,11 +195,6 @@ def test_unreachable_kafka_bootstrap_servers_is_one_line_naming_it(tmp_path: Pat
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="product: a malformed KAFKA_BOOTSTRAP_SERVERS reaches aiokafka's parser and ends in a "
-    "ValueError traceback (exit 1); common.settings needs to validate host:port (not a tests/ change)",
-)
 def test_malformed_kafka_bootstrap_servers_is_one_line_naming_it(tmp_path: Path) -> None:
     proc = _cli("kafka", "status", tmp=tmp_path, KAFKA_BOOTSTRAP_SERVERS="broker:nine")
     assert proc.returncode == 2, proc.stderr
@@ -218,3 +213,19 @@ def test_flows_run_mistakes_name_the_fix_through_the_module_too(data_dir: Path) 
     assert start.returncode == 2
     (line,) = _error_lines(start)
     assert line.startswith("inferstream: --start: not an ISO-8601 time"), line
+
+
+@pytest.mark.parametrize("servers", ["127.0.0.1:9092", "a:1, b:65535", "[::1]:9092"])
+def test_well_formed_bootstrap_servers_pass(servers: str) -> None:
+    from common.settings import check_bootstrap
+
+    assert check_bootstrap(servers) == servers
+
+
+@pytest.mark.parametrize("servers", ["broker:nine", "broker", ":9092", "host:0", "a:1,,b:2", "host:70000"])
+def test_malformed_bootstrap_servers_name_the_setting_and_the_entry(servers: str) -> None:
+    from common.errors import ConfigError
+    from common.settings import check_bootstrap
+
+    with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS=.*is not host:port"):
+        check_bootstrap(servers)
