@@ -197,11 +197,15 @@ def test_sigkill_with_events_in_the_spool_replays_them_after_restart(tmp_path, t
     try:
         ids, _ = _send(base, trained_model.rows[:400])
         _wait_metric(base, "inferstream_events_spooled_total", len(ids))
-        # written out by the spool's flush (every 200 ms)
+        # the same metrics sync reported the spool's bytes with every event in them (in
+        # segments or still in its buffer): wait until the spool's flush (every 200 ms)
+        # has written them all to the segment files, which a SIGKILL leaves in place
+        held = _metric(base, "inferstream_spool_bytes")
+        assert held > 0
         wait_until(
-            lambda: sum(p.stat().st_size for p in (tmp_path / "spool").rglob("*.seg")) > 0,
+            lambda: sum(p.stat().st_size for p in (tmp_path / "spool").rglob("*.seg")) >= held,
             10,
-            "spool segments on disk",
+            f"{held:.0f} spooled bytes in the segment files",
             on_timeout=api.tail,
         )
     finally:
