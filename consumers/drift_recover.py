@@ -64,7 +64,8 @@ async def recover_episodes(
                 attempts,
                 exc.__class__.__name__,
             )
-            await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
+            if attempt < attempts:
+                await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
             continue
         return episodes_from_alerts(values)
     raise DependencyUnavailable(f"could not read {alerts_topic} back in {attempts} attempts")
