@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     configure(os.environ.get("INFERSTREAM_LOG_LEVEL", "INFO"))
     # no usage reports from the Prefect server our flows start or talk to (offline hosts)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the temporary server `demo` and `flows run` start: on a fresh clone its first start
+    # compiles Prefect's server modules and migrates a new database, past Prefect's 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
