@@ -31,7 +31,10 @@ _PREDICTION_TYPES: dict[type, pa.DataType] = {int: pa.int64(), str: pa.large_str
 def arrow_schema(schema: pl.Schema, first: bytes) -> pa.Schema | None:
     """The Arrow schema to read a shape with (``schema`` inferred by polars from records
     whose first is ``first``), or None when the shape keeps polars' read."""
-    arrow = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    try:
+        arrow = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    except pl.exceptions.PanicException:  # e.g. a key holding a NUL byte, which Arrow's C names cannot
+        return None
     if "prediction" not in schema:
         return arrow
     try:
@@ -55,7 +58,10 @@ def read(ndjson: bytes, rows: int, arrow: pa.Schema, schema: pl.Schema) -> pl.Da
         return None
     if table.num_rows != rows:
         return None  # a value held a line break between two objects
-    df = pl.DataFrame(table)
+    try:
+        df = pl.DataFrame(table)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        return None
     if "prediction" in schema and df.schema["prediction"] != pl.String:
         df = df.with_columns(pl.col("prediction").cast(pl.String))
     return df if df.schema == schema else None

@@ -60,12 +60,13 @@ _MAX_NESTING = 16
 class _Group:
     """Records of one shape, with their coordinates, in arrival order."""
 
-    __slots__ = ("values", "records", "joined")
+    __slots__ = ("values", "records", "joined", "read")
 
     def __init__(self) -> None:
         self.values: list[bytes] = []
         self.records: list[ConsumerRecord[bytes, bytes]] = []
         self.joined: bytes | None = None
+        self.read: pl.DataFrame | None = None  # already read by the strict Arrow read
 
     def ndjson(self) -> bytes:
         if self.joined is None:
@@ -119,10 +120,13 @@ class EventParser:
             kept = both
         return kept
 
-    @staticmethod
-    def _homogeneous(records: list[ConsumerRecord[bytes, bytes]]) -> dict[_ShapeKey | None, _Group] | None:
-        """The usual batch, all of one shape, checked with two C-speed counts over the
-        joined values instead of a regex a record (~2.5 us an event saved)."""
+    def _homogeneous(
+        self, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> dict[_ShapeKey | None, _Group] | None:
+        """The usual batch, all of one shape: read at once by the strict Arrow read of
+        the first record's shape, which refuses any record off it (no pass over the
+        batch before it); otherwise checked with two C-speed counts over the joined
+        values instead of a regex a record (~2.5 us an event saved)."""
         first = records[0].value
         m = _MODEL_RE.search(first) if first is not None else None
         if m is None or any(r.value is None for r in records):
@@ -130,12 +134,17 @@ class EventParser:
         group = _Group()
         group.values = [r.value for r in records]
         group.records = records
-        joined = b"\n".join(group.values)
+        joined = group.joined = b"\n".join(group.values)
         n, keys = len(records), first.count(b'"')
+        key = (m.group(1), m.group(2), keys)
+        arrow = self._arrow.get(key)
+        if arrow is not None:
+            group.read = lake_arrow.read(joined, n, arrow, self._schemas[key])
+            if group.read is not None:
+                return {key: group}
         if joined.count(m.group(0)) != n or joined.count(b'"') != n * keys:
             return None
-        group.joined = joined
-        return {(m.group(1), m.group(2), keys): group}
+        return {key: group}
 
     def _grouped(
         self, records: list[ConsumerRecord[bytes, bytes]], dead: list[DeadLetter]
@@ -171,8 +180,12 @@ class EventParser:
         if schema is None:
             return None
         arrow = self._arrow.get(key) if key is not None else None
-        if arrow is not None:  # one strict pass, no count of the keys after it
-            return lake_arrow.read(group.ndjson(), len(group.values), arrow, schema)
+        if group.read is not None or arrow is not None:  # one strict pass, no count of the keys after it
+            return (
+                group.read
+                if group.read is not None
+                else lake_arrow.read(group.ndjson(), len(group.values), arrow, schema)
+            )
         try:
             df = pl.read_ndjson(group.ndjson(), schema=schema)
         except pl.exceptions.PolarsError:

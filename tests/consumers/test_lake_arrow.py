@@ -117,3 +117,10 @@ def test_the_parser_keeps_a_renamed_feature_through_the_arrow_read():
     features = df["features"].struct.unnest()
     assert features["bend"].drop_nulls().to_list() == [orjson.loads(batch[5])["features"]["bend"]]
     assert features["band"].null_count() == 1
+
+
+def test_a_shape_arrow_cannot_name_keeps_polars_read():
+    """A key holding a NUL byte: polars panics turning it into an Arrow schema (found by
+    test_poison_values); the shape keeps polars' read instead of stopping the lander."""
+    values = [_value(i, 1, **{"a\x00b": 1.0}) for i in range(5)]
+    assert lake_arrow.arrow_schema(_schema(values), values[0]) is None
