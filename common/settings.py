@@ -49,8 +49,11 @@ class CommonSettings(BaseSettings):
         description="Root of the lake's Delta tables: file:///dir or s3://bucket/prefix "
         "(default: <data_dir>/lake)",
     )
-    # object storage of an s3:// lake (passed to delta-rs as storage_options)
-    s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL, e.g. http://seaweedfs:8333")
+    # object storage of an s3:// lake (passed to delta-rs as storage_options) and of
+    # s3:// drift reports (flows.settings REPORTS_URL)
+    s3_endpoint: str | None = Field(
+        default=None, description="S3 endpoint URL, e.g. http://seaweedfs:8333 (default: AWS S3)"
+    )
     s3_region: str = Field(default="us-east-1", description="S3 region")
     s3_access_key_id: str | None = Field(default=None, description="S3 access key id")
     s3_secret_access_key: str | None = Field(default=None, description="S3 secret access key")
@@ -72,17 +75,24 @@ class CommonSettings(BaseSettings):
             return Lake(str(self.lake_dir.resolve()))
         options: dict[str, str] = {}
         if self.lake_url.startswith("s3://"):
-            options["AWS_REGION"] = self.s3_region
-            if self.s3_endpoint:
-                options["AWS_ENDPOINT_URL"] = self.s3_endpoint
-                options["AWS_ALLOW_HTTP"] = str(self.s3_endpoint.startswith("http://")).lower()
-            if self.s3_access_key_id:
-                options["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
-            if self.s3_secret_access_key:
-                options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key
+            options = self.s3_options()
             if self.s3_conditional_put:
                 options["conditional_put"] = self.s3_conditional_put
         return Lake(self.lake_url, options)
+
+    def s3_options(self) -> dict[str, str]:
+        """The object store's endpoint, region and credentials in delta-rs's option names
+        (the lake's tables; ``common.objectstore`` turns them into a pyarrow filesystem
+        for other objects, such as the drift reports)."""
+        options = {"AWS_REGION": self.s3_region}
+        if self.s3_endpoint:
+            options["AWS_ENDPOINT_URL"] = self.s3_endpoint
+            options["AWS_ALLOW_HTTP"] = str(self.s3_endpoint.startswith("http://")).lower()
+        if self.s3_access_key_id:
+            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
+        if self.s3_secret_access_key:
+            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key
+        return options
 
     @property
     def models_dir(self) -> Path:

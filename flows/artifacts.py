@@ -3,7 +3,8 @@ version (so the UI's Artifacts page keeps their history run after run), and one 
 an automation can trigger on.
 
     drift-<model>-v<version>-summary   markdown: verdict, drifted columns, window, rows, reference
-    drift-<model>-v<version>-report    link to report.html (INFERSTREAM_REPORTS_BASE_URL, or a file URL)
+    drift-<model>-v<version>-report    link to report.html (INFERSTREAM_REPORTS_BASE_URL, else a file
+                                       or s3:// URL)
     drift-<model>-v<version>-columns   table: column, role, method, score, threshold, verdict
     drift-<model>-v<version>-quality   table: per slice, estimated (CBPE) vs realized quality and
                                        the metrics alerting; or one row saying why nothing was estimated
@@ -36,12 +37,13 @@ def key(model: str, version: str, kind: str) -> str:
     return f"{slug}-{kind}"
 
 
-def report_url(html: Path, reports_root: Path, base_url: str | None) -> str:
+def report_url(html: Path, reports_root: Path, base_url: str | None, store_url: str | None = None) -> str:
     """``<base_url>/<model>/<run>/report.html`` when a base URL is set (a web server or
-    bucket serving the reports folder), else the file's own URL."""
-    if base_url:
-        rel = html.resolve().relative_to(reports_root.resolve()).as_posix()
-        return f"{base_url.rstrip('/')}/{rel}"
+    bucket serving the reports folder), else the same under ``store_url`` (the s3:// URL
+    reports are published to), else the file's own URL."""
+    rel = html.resolve().relative_to(reports_root.resolve()).as_posix()
+    if base_url or store_url:
+        return f"{(base_url or store_url or '').rstrip('/')}/{rel}"
     return html.resolve().as_uri()
 
 

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from common import lake
 from flows import bi_aggregates as agg
 from flows.quality import read_feedback
+from flows.report_store import ReportStore
 from flows.settings import FlowSettings
 from warehouse import dashboard, tables
 from warehouse.backends import open_warehouse
@@ -147,6 +148,13 @@ def write_dashboard(wh: Warehouse, path: Path) -> Path:
     return dashboard.write(wh, path)
 
 
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
+def store_dashboard(store: ReportStore, path: Path) -> str:
+    """The dashboard beside the reports (``flows.report_store``: uploaded when they are in
+    object storage); where it is kept."""
+    return store.publish_file(path)
+
+
 def load_once(wh: Warehouse, where: lake.Lake | Path | str) -> BiLoadResult:
     """One incremental load (the flow's body; also callable from tests and the demo)."""
     pending = pending_partitions(wh, where)
@@ -163,10 +171,12 @@ def bi_load_flow(data_dir: str | None = None) -> BiLoadResult:
     ``data_dir`` overrides INFERSTREAM_DATA_DIR."""
     override = {"data_dir": Path(data_dir)} if data_dir else {}
     settings = FlowSettings(**override)  # type: ignore[arg-type]
+    store = settings.reports()  # a malformed REPORTS_URL fails before the load
     wh = open_warehouse(WarehouseSettings(**override))  # type: ignore[arg-type]
     try:
         result = load_once(wh, settings.lake())
-        result.dashboard = write_dashboard(wh, settings.reports_root / "dashboard.html")
+        result.dashboard = write_dashboard(wh, store.local / "dashboard.html")
+        store_dashboard(store, result.dashboard)
     finally:
         wh.close()
     get_run_logger().info("BI load: %s", result.describe())

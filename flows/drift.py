@@ -47,7 +47,7 @@ from common import artifact
 from common.errors import ConfigError
 from flows import artifacts, drift_calc, performance
 from flows import outcome as outcomes
-from flows.drift_deliver import publish, push_scores, record_results, send_alert
+from flows.drift_deliver import publish, push_scores, record_results, send_alert, store_report
 from flows.drift_digest import render, summarise
 from flows.drift_inputs import Inputs, compute, load_inputs
 from flows.settings import FlowSettings
@@ -75,9 +75,10 @@ class DriftOutcome:
     outcome: outcomes.Outcome
     drift: bool
     reason: str
-    report_html: Path | None
+    report_html: Path | None  # None when the reports are kept in object storage
     report_json: Path | None
     summary: DriftSummary
+    report_url: str | None = None  # where the report is kept (file:// or s3://) or served
 
 
 def run_name() -> str:
@@ -115,10 +116,24 @@ def _tag_run(model: str, version: str) -> None:
         client.update_flow_run(UUID(str(run_id)), tags=tags)
 
 
-# the report folder of each drift run this process ran, by flow run id, until ``run_drift``
-# (which calls the flow here) takes its own
-_RUN_DIRS: dict[str, Path] = {}
-_RUN_DIRS_KEPT = 64
+# each drift run this process ran, by flow run id, until ``run_drift`` (which calls the
+# flow here) takes its own
+_RUNS: dict[str, DriftOutcome] = {}
+_RUNS_KEPT = 64
+
+
+def _outcome(summary: DriftSummary, files: tuple[Path, Path] | None, url: str) -> DriftOutcome:
+    """``files``: report.html and report.json when they stay on this machine."""
+    html, js = files or (None, None)
+    return DriftOutcome(
+        summary.result(), summary.verdict.drift, summary.verdict.reason, html, js, summary, url
+    )
+
+
+def _remember(run_id: str, out: DriftOutcome) -> None:
+    _RUNS[run_id] = out
+    while len(_RUNS) > _RUNS_KEPT:  # a long-lived worker runs many; nobody asks for old ones
+        del _RUNS[next(iter(_RUNS))]
 
 
 @flow(name="drift", flow_run_name=run_name)
@@ -141,6 +156,8 @@ def drift_flow(
     override = {"data_dir": Path(data_dir)} if data_dir else {}
     settings = FlowSettings(**override)  # type: ignore[arg-type]
     ws = WarehouseSettings(**override)  # type: ignore[arg-type]
+    store = settings.reports()
+    store.check()  # a store that cannot take the report fails the run now, not after the work
     win = resolve(window, start, end)
     ref_win = resolve("last_hour", reference_start, reference_end) if reference == "window" else None
     inputs = load_inputs(
@@ -153,12 +170,11 @@ def drift_flow(
     digest = summarise(settings, inputs, win, results, verdict, tl, run_time, run_id)
     del inputs  # the window: Evidently's charts are drawn from the digest's samples alone
     drift_calc.release_freed_memory()
-    html, _ = render(settings, digest)
-    _RUN_DIRS[run_id] = digest.run_dir
-    while len(_RUN_DIRS) > _RUN_DIRS_KEPT:  # a long-lived worker runs many; nobody asks for old ones
-        del _RUN_DIRS[next(iter(_RUN_DIRS))]
+    html, js = render(digest)
+    kept = store_report(store, digest.run_dir) + "/" + html.name  # the file, or its s3:// URL
     summary = digest.summary
-    url = artifacts.report_url(html, settings.reports_root, settings.reports_base_url)
+    url = artifacts.report_url(html, store.local, settings.reports_base_url, store.url)
+    _remember(run_id, _outcome(summary, None if store.remote else (html, js), url))
     record_results(ws, summary, win, url)
     if settings.pushgateway_url:
         push_scores(settings.pushgateway_url, summary)
@@ -166,7 +182,7 @@ def drift_flow(
     log.info("%s: %s; report %s", outcomes.LABELS[outcome], summary.verdict.reason, url)
     log.info("estimated quality: %s", performance.log_line(summary.performance))
     if outcome in outcomes.ALERTING and settings.drift_webhook_url:
-        send_alert(settings.drift_webhook_url, summary, html, url)
+        send_alert(settings.drift_webhook_url, summary, kept, url)
     return outcomes.state(outcome, f"{summary.verdict.reason}; report {url}")
 
 
@@ -195,15 +211,7 @@ def run_drift(
         return_state=True,
     )
     run_id = str(state.state_details.flow_run_id)
-    run_dir = _RUN_DIRS.pop(run_id, None)
-    if run_dir is not None:
-        summary = DriftSummary.read(run_dir)
-        return DriftOutcome(
-            summary.result(),
-            summary.verdict.drift,
-            summary.verdict.reason,
-            run_dir / "report.html",
-            run_dir / "report.json",
-            summary,
-        )
+    out = _RUNS.pop(run_id, None)
+    if out is not None:
+        return out
     raise RuntimeError(f"drift flow run {run_id} ended {state.type.value} without a report: {state.message}")

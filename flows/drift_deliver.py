@@ -1,5 +1,6 @@
-"""Where a drift run's results go (``flows.drift``): rows in the warehouse, scores to the
-Pushgateway, Prefect artifacts and an event, and the webhook alert."""
+"""Where a drift run's results go (``flows.drift``): the report to its store (with the
+index), rows in the warehouse, scores to the Pushgateway, Prefect artifacts and an
+event, and the webhook alert."""
 
 from __future__ import annotations
 
@@ -13,11 +14,24 @@ from flows import artifacts, performance
 from flows import outcome as outcomes
 from flows.alert import post_alert
 from flows.drift_metrics import push_drift
+from flows.report_store import ReportStore
 from flows.summary import DriftSummary
 from flows.window import Window
 from warehouse import tables
 from warehouse.backends import open_warehouse
 from warehouse.settings import WarehouseSettings
+
+
+# the object store may fail for a moment; every step is idempotent (whole objects, rebuilt index)
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
+def store_report(store: ReportStore, run_dir: Path) -> str:
+    """The run's report into the store (``flows.report_store``), then the index rebuilt
+    from every run's summary there. Returns where the run's folder is."""
+    rel = run_dir.relative_to(store.local).as_posix()
+    if run_dir.exists():  # a retry after a whole upload finds the local folder removed
+        store.publish_run(run_dir)
+    store.refresh_index()
+    return store.location(rel)
 
 
 # DuckDB allows one writing process: the BI load may hold the file for a moment
@@ -88,7 +102,8 @@ ALERTS = {
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
-def send_alert(url: str, summary: DriftSummary, html: Path, report_url: str) -> int:
+def send_alert(url: str, summary: DriftSummary, report: str, report_url: str) -> int:
+    """The webhook's JSON; ``report`` is where report.html is kept (a path, or its s3:// URL)."""
     outcome = summary.result()
     perf = summary.performance or {}
     payload = {
@@ -108,7 +123,7 @@ def send_alert(url: str, summary: DriftSummary, html: Path, report_url: str) -> 
             c.model_dump(include={"column", "method", "score", "threshold"}) for c in summary.drifted_columns
         ],
         "estimated_quality_alerts": perf.get("alert_metrics", []),
-        "report": str(html),
+        "report": report,
         "report_url": report_url,
     }
     return post_alert(url, payload)

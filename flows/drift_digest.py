@@ -1,6 +1,7 @@
 """The drift run's summary and report (``flows.drift``): everything that reads the window
 (samples, quality, estimated performance, the prediction mix) becomes a ``Digest``, then
-the report and the index are written from it, after the window is dropped."""
+the report is written from it, after the window is dropped (into the local reports
+folder; ``flows.drift_deliver.store_report`` publishes it and refreshes the index)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from common import artifact
-from flows import drift_calc, index, performance, report, slices
+from flows import drift_calc, performance, report, slices
 from flows import outcome as outcomes
 from flows.drift_inputs import Inputs
 from flows.episodes import read_episodes
@@ -158,8 +159,8 @@ def summarise(
 
 
 @task(cache_policy=NO_CACHE)
-def render(settings: FlowSettings, digest: Digest) -> tuple[Path, Path]:
-    """report.html/.json (Evidently's charts from the samples) and the refreshed index."""
+def render(digest: Digest) -> tuple[Path, Path]:
+    """report.html/.json (Evidently's charts from the samples) and summary.json."""
     summary = digest.summary
     if not summary.current_rows:
         html, js = report.write_empty_run(digest.run_dir, summary)
@@ -176,7 +177,6 @@ def render(settings: FlowSettings, digest: Digest) -> tuple[Path, Path]:
             classes=digest.classes,
         )
         html, js = report.write_run(digest.run_dir, summary, snap, quality_snap)
-    index.refresh(settings.reports_root)
     return html, js
 
 

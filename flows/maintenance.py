@@ -7,22 +7,23 @@ For each lake table: compaction of the hours that closed more than an hour ago
 unreferenced for ``INFERSTREAM_LAKE_VACUUM_HOURS``, and a checkpoint. All of them are
 table commits (or touch only unreferenced files): the landers keep landing meanwhile.
 
-Drift reports (``reports/<model>/<run time>/``) whose run time is more than
-``INFERSTREAM_REPORT_RETENTION_DAYS`` days old are removed, and ``reports/index.html``
-is rebuilt from what remains, so it never links to a removed report.
+Drift reports (``<model>/<run time>/`` in the reports store, local or ``s3://``:
+``flows.report_store``) whose run time is more than ``INFERSTREAM_REPORT_RETENTION_DAYS``
+days old are removed, and ``index.html`` is rebuilt from what remains, so it never
+links to a removed report.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from common import lake, lakemaint
-from flows import index
+from flows.report_store import ReportStore
 from flows.settings import FlowSettings
 
 RUN_DIR_FORMAT = "%Y%m%dT%H%M%S.%fZ"  # flows.drift names a run's folder after its run time
@@ -52,30 +53,30 @@ def maintain_table(
     )
 
 
-@task
-def expired_reports(reports_root: Path, retention_days: int, now: datetime) -> list[Path]:
-    """Run folders older than the retention, by the run time in their name (a run still
-    being written has a fresh name, so it is never among them)."""
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def expired_reports(store: ReportStore, retention_days: int, now: datetime) -> list[str]:
+    """Run folders (``<model>/<run>``) older than the retention, by the run time in their
+    name (a run still being written has a fresh name, so it is never among them)."""
     cutoff = now - timedelta(days=retention_days)
     out = []
-    for d in sorted(p for p in reports_root.glob("*/*") if p.is_dir()):
+    for rel in store.run_names():
         try:
-            run_time = datetime.strptime(d.name, RUN_DIR_FORMAT).replace(tzinfo=UTC)
+            run_time = datetime.strptime(rel.rpartition("/")[2], RUN_DIR_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             continue  # not a run folder: leave it
         if run_time < cutoff:
-            out.append(d)
+            out.append(rel)
     return out
 
 
-@task
-def remove_reports(reports_root: Path, dirs: list[Path]) -> list[str]:
-    """Remove the run folders, then rebuild the index from what remains."""
-    for d in dirs:
-        shutil.rmtree(d)
-    if reports_root.exists():
-        index.refresh(reports_root)
-    return [str(d) for d in dirs]
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def remove_reports(store: ReportStore, runs: list[str]) -> list[str]:
+    """Remove the run folders, then rebuild the index from what remains; where the
+    removed runs were."""
+    removed = store.remove_runs(runs)
+    if store.remote or store.local.exists():
+        store.refresh_index()
+    return removed
 
 
 @flow(name="maintenance")
@@ -97,8 +98,8 @@ def maintenance_flow(
         if done is not None:
             result.tables.append(done)
     report_days = report_retention_days or settings.report_retention_days
-    root = settings.reports_root
-    result.removed_reports = remove_reports(root, expired_reports(root, report_days, now))
+    store = settings.reports()
+    result.removed_reports = remove_reports(store, expired_reports(store, report_days, now))
     get_run_logger().info(
         "compacted %d files; retention %d days: %d rows expired; report retention %d days: "
         "removed %d reports",

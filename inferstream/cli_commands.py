@@ -269,7 +269,19 @@ def _print_result(args: argparse.Namespace, flow: str, text: str, data: Mapping[
     print(json.dumps({"flow": flow, **data}, default=str) if args.json else f"{flow}: {text}")
 
 
+def _check_reports_setting(args: argparse.Namespace) -> None:
+    """A malformed INFERSTREAM_REPORTS_URL (or S3 endpoint) is one ConfigError line now,
+    before Prefect starts, not a failed run later (the store itself is contacted by the
+    flows, each run)."""
+    from flows.settings import FlowSettings
+
+    data_dir = getattr(args, "data_dir", None)
+    FlowSettings(**({"data_dir": data_dir} if data_dir else {})).reports()
+
+
 def cmd_flows(args: argparse.Namespace) -> int:
+    if args.flows_command in ("run", "serve"):
+        _check_reports_setting(args)
     if args.flows_command == "run" and args.flow == "drift":
         _check_flow_args(args)
     if args.flows_command == "serve":

@@ -287,7 +287,7 @@ def _run_flows(data_dir: Path, version: str) -> None:
     outcome = run_drift(data_dir, model_name=MODEL_NAME, model_version=version)
     verdict = "DRIFT" if outcome.drift else "no drift"
     print(f"  drift verdict        : {verdict}: {outcome.reason}")
-    print(f"  drift report         : {outcome.report_html}")
+    print(f"  drift report         : {outcome.report_html or outcome.report_url}")
     if outcome.report_html is not None:
         print(f"  all reports          : {outcome.report_html.parent.parent.parent / 'index.html'}")
     bi = run_bi_load(data_dir)

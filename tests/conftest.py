@@ -5,6 +5,7 @@
   replication factor 3 and ``min.insync.replicas=2``) for the session; or, with
   ``INFERSTREAM_TEST_BROKER=tansu``, the embedded Tansu broker. Each test gets its own
   topic (``topic`` fixture).
+- An S3-compatible store: SeaweedFS on free loopback ports for the session (``seaweed``).
 - A trained model artifact on scikit-learn's bundled breast-cancer data, with a derived
   category and boolean feature so that every feature type is exercised.
 """
@@ -26,6 +27,7 @@ from sklearn.datasets import load_breast_cancer
 from common.artifact import FeatureSpec
 from common.broker import EmbeddedBroker
 from common.kafka_cluster import KafkaCluster
+from common.seaweed import SeaweedS3
 from common.topics import ensure_topics
 from inferstream.train import train_classifier
 
@@ -68,6 +70,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         raise pytest.UsageError(f"INFERSTREAM_TEST_BROKER must be kafka or tansu, not {TEST_BROKER!r}")
     with KafkaCluster(3, work_dir=tmp_path_factory.mktemp("kafka")) as cluster:
         yield cluster.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3-compatible store (SeaweedFS ``weed mini``) for the session; stopped at the
+    end, also when a test failed. Its bucket is ``lake``; a test keeps to a prefix of its own."""
+    store = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield store.start()
+    finally:
+        store.stop()
 
 
 @pytest.fixture

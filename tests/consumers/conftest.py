@@ -40,17 +40,6 @@ def stream_factory(kafka_bootstrap: str):
             s.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """A real S3-compatible store (SeaweedFS ``weed mini``) for the session; stopped at the
-    end, also when a test failed."""
-    store = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
-    try:
-        yield store.start()
-    finally:
-        store.stop()
-
-
 @dataclass(frozen=True)
 class LakeAt:
     """Where a test's lake is: the consumer's environment for it, and the location to read."""

@@ -8,10 +8,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
 from common.events import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FEEDBACK_TOPIC
+from common.objectstore import split_s3_url
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 COMPOSE = DEPLOYMENTS / "compose.yaml"
@@ -338,7 +340,7 @@ def test_api_is_replicated_with_a_production_producer(rendered: dict[str, Model]
     assert f":{port}/readyz" in " ".join(api["healthcheck"]["test"])
 
 
-def test_lake_is_on_the_s3_store_and_reports_on_a_volume(rendered: dict[str, Model]) -> None:
+def test_lake_and_reports_are_on_the_s3_store(rendered: dict[str, Model]) -> None:
     services = rendered["cluster"]["services"]
     data_dir = services["lake"]["environment"]["INFERSTREAM_DATA_DIR"]
 
@@ -346,17 +348,31 @@ def test_lake_is_on_the_s3_store_and_reports_on_a_volume(rendered: dict[str, Mod
         return {m["target"]: m for m in services[svc].get("volumes", [])}
 
     store = services["seaweedfs"]
-    bucket = next(a.removeprefix("-bucket=") for a in store["command"] if a.startswith("-bucket="))
+    buckets = next(a.removeprefix("-bucket=") for a in store["command"] if a.startswith("-bucket=")).split(
+        ","
+    )
     s3_port = next(a.removeprefix("-s3.port=") for a in store["command"] if a.startswith("-s3.port="))
+    lake_bucket = urlparse(services["lake"]["environment"]["INFERSTREAM_LAKE_URL"]).netloc
     for svc in ("lake", "prefect-worker"):  # the writer and the readers of the lake
         env = services[svc]["environment"]
-        assert env["INFERSTREAM_LAKE_URL"].startswith(f"s3://{bucket}/"), svc
+        assert env["INFERSTREAM_LAKE_URL"].startswith(f"s3://{lake_bucket}/") and lake_bucket in buckets, svc
         assert env["INFERSTREAM_S3_ENDPOINT"] == f"http://seaweedfs:{s3_port}", svc
         assert env["INFERSTREAM_S3_ACCESS_KEY_ID"] == store["environment"]["AWS_ACCESS_KEY_ID"], svc
         assert env["INFERSTREAM_S3_SECRET_ACCESS_KEY"] == store["environment"]["AWS_SECRET_ACCESS_KEY"], svc
         assert services[svc]["depends_on"]["seaweedfs"]["condition"] == "service_healthy", svc
         assert f"{data_dir}/lake" not in mounts(svc), svc  # no shared lake volume any more
-    assert mounts("prefect-worker")["/app/reports"]["source"] == "reports"
+    # the drift reports (written by the worker's flows only) in a bucket of their own
+    reports_bucket, _ = split_s3_url(
+        services["prefect-worker"]["environment"]["INFERSTREAM_REPORTS_URL"], "url"
+    )
+    assert reports_bucket in set(buckets) - {lake_bucket}
+    assert not any("reports" in target for target in mounts("prefect-worker"))
+    assert all(
+        "INFERSTREAM_REPORTS_URL" not in services[s].get("environment", {})
+        for s in services
+        if s != "prefect-worker"
+    )
+    assert "reports" not in rendered["cluster"].get("volumes", {})  # no volume for them any more
     assert mounts("api")[f"{data_dir}/models"]["source"] == "models"
     for svc in services.values():
         for m in svc.get("volumes", []):

@@ -17,6 +17,7 @@ import yaml
 
 from api.settings import ApiSettings
 from common.events import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FEEDBACK_TOPIC
+from common.objectstore import split_s3_url
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 K8S = DEPLOYMENTS / "k8s"
@@ -307,6 +308,25 @@ def test_the_lake_is_in_object_storage_with_credentials_from_a_secret(k8s_docs: 
         assert all("lake" not in v["name"] for v in pod.get("volumes", [])), name
     # no ReadWriteMany claim for the lake any more
     assert all("lake" not in d["metadata"]["name"] for d in _find(k8s_docs, "PersistentVolumeClaim"))
+
+
+def test_the_reports_are_in_object_storage_with_credentials_from_a_secret(k8s_docs: list[Doc]) -> None:
+    flows = _one(k8s_docs, "ConfigMap", "inferstream-flows")["data"]
+    common = _one(k8s_docs, "ConfigMap", "inferstream-common")["data"]
+    reports_bucket, _ = split_s3_url(flows["INFERSTREAM_REPORTS_URL"], "INFERSTREAM_REPORTS_URL")
+    lake_bucket, _ = split_s3_url(common["INFERSTREAM_LAKE_URL"], "INFERSTREAM_LAKE_URL")
+    assert reports_bucket != lake_bucket  # its own bucket: served to browsers, the lake is not
+    pod = _one(k8s_docs, "Deployment", "prefect-worker")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    refs = {e.get("configMapRef", e.get("secretRef", {})).get("name") for e in c["envFrom"]}
+    assert {"inferstream-common", "inferstream-flows", "inferstream-s3"} <= refs
+    # no claim for the reports: the worker's working folder is an emptyDir with a bound
+    assert all("persistentVolumeClaim" not in v for v in pod.get("volumes", []))
+    work = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    data_dir = common["INFERSTREAM_DATA_DIR"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == work[f"{data_dir}/reports"]]
+    assert vol["emptyDir"]["sizeLimit"]
+    assert all("reports" not in d["metadata"]["name"] for d in _find(k8s_docs, "PersistentVolumeClaim"))
 
 
 def test_cross_checks_reject_broken_references(k8s_docs: list[Doc], k8s_env: Any) -> None:
