@@ -10,7 +10,8 @@ partitioned by model/date/hour (``common.lake.PARTITION_BY``).
    side has none), Iceberg through ``table.append(snapshot_properties=...)`` (offsets in
    the snapshot summary, as Iceberg's Kafka Connect sink keeps them), carried forward from
    the parent so that the current snapshot holds every partition's offset. Then the time
-   to read the offsets back on resume;
+   to read the offsets back on resume. On file:// and again on s3:// (a local SeaweedFS,
+   ``common.seaweed``; the Iceberg catalog stays in a local SQLite file);
 2. two writer processes, ``--writer-commits`` commits each, on their own Kafka partitions
    and on the same ones (a zombie lander after a rebalance lands the same records): rows
    lost and duplicated, conflicts retried. Iceberg as a lander must write (pyiceberg's
@@ -27,7 +28,8 @@ partitioned by model/date/hour (``common.lake.PARTITION_BY``).
    into Arrow (pyarrow dataset with filters for Delta, as ``common.lake.dataset`` feeds
    DuckDB; ``table.scan(row_filter)`` for Iceberg).
 
-Usage: ``python bench/table_format.py [--rows 50000] [--commits 500] [--writer-commits 15]``.
+Usage: ``python bench/table_format.py [--rows 50000] [--commits 500] [--writer-commits 15]
+[--no-s3]``.
 The last line holds ``key=value`` figures (``delta_*`` beside ``iceberg_*``).
 """
 
