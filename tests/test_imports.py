@@ -109,3 +109,34 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
     assert graph["common.a"] == {"common.b"} and graph["common.b"] == {"common.a"}
     assert _cycles(graph) == ["common.a -> common.b -> common.a"]
     assert _upward(graph) == ["consumers.x -> flows.y"]
+
+
+# in the dev extra for bench/table_format.py only: the product must run without them
+BENCH_ONLY = {"pyiceberg"}
+
+
+def _bench_only_imports(root: Path = ROOT) -> list[str]:
+    found = []
+    for pkg in sorted(PACKAGES):
+        for path in sorted((root / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names: list[str] = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                mod = _module_name(root, path)
+                found += [f"{mod} -> {n}" for n in names if n.split(".")[0] in BENCH_ONLY]
+    return found
+
+
+def test_no_package_imports_a_bench_only_dependency():
+    found = _bench_only_imports()
+    assert not found, "bench-only dependencies imported by the product:\n" + "\n".join(found)
+
+
+def test_the_bench_only_check_sees_a_deferred_import(tmp_path):
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+    (tmp_path / "common" / "a.py").write_text("def f():\n    from pyiceberg.catalog.sql import SqlCatalog\n")
+    assert _bench_only_imports(tmp_path) == ["common.a -> pyiceberg.catalog.sql"]
