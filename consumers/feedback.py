@@ -115,6 +115,8 @@ class RoutingSink(Sink):
         parts = list(partitions)
         for topic, sink in self.sinks.items():
             sink.revoked([tp for tp in parts if tp.topic == topic])
+        gone = {(tp.topic, tp.partition) for tp in parts}
+        self._prepared_dead = [d for d in self._prepared_dead if (d.topic, d.partition) not in gone]
 
     @property
     def pending_rows(self) -> int:

@@ -21,6 +21,7 @@ from common import events, lake
 from common.topics import ensure_topics
 from consumers.deadletters import DeadLetter
 from consumers.errors import NotAcknowledged
+from consumers.feedback import FeedbackLakeSink, RoutingSink
 from consumers.lake import LakeSink
 from consumers.metrics import ConsumerMetrics
 from consumers.runner import ConsumerRunner
@@ -85,6 +86,37 @@ def test_prepare_hands_out_dead_letters_before_the_commit_and_a_failed_commit_no
     sink.prepare()
     sink.revoked([TP])
     assert sink.pending_rows == 0 and sink.flush_prepared() == {}
+
+
+class _FeedbackFailingOnce(FeedbackLakeSink):
+    """Feedback whose first parse fails (as a bug in a parser would)."""
+
+    failed = False
+
+    def _frame(self, tp, records, dead):  # type: ignore[no-untyped-def]
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("the test's parse failure")
+        return super()._frame(tp, records, dead)
+
+
+def test_routing_hands_out_each_dead_letter_once_when_a_later_sink_fails_to_prepare(tmp_path):
+    events_tp, feedback_tp = TopicPartition("ev", 0), TopicPartition("fb", 0)
+    sink = RoutingSink({"ev": LakeSink(tmp_path), "fb": _FeedbackFailingOnce(tmp_path)})
+    assert sink.dead_letters_before_durable
+    sink.assigned({events_tp: (None, "e1"), feedback_tp: (None, "f1")})
+    recs = lake_records(events_tp, 0, 4, lambda off: T0 + timedelta(seconds=off))
+    recs[1] = dataclasses.replace(recs[1], value=b"not json {")
+    sink.add(events_tp, recs)
+    bad = dataclasses.replace(recs[0], topic="fb", offset=0, value=b"{}")
+    sink.add(feedback_tp, [bad])
+    with pytest.raises(RuntimeError):
+        sink.prepare()  # the events were prepared, the feedback was not
+    # the events' dead letter comes with the next call, and only then
+    assert sorted((d.topic, d.offset) for d in sink.prepare()) == [("ev", 1), ("fb", 0)]
+    assert sink.prepare() == []
+    assert sink.flush_prepared() == {events_tp: (5, "e1"), feedback_tp: (1, "f1")}
+    assert sink.pending_rows == 0
 
 
 class CheckingDeadLetters:
