@@ -1,7 +1,12 @@
 """The consumer runner's flush and commit: the sink's batch made durable, its dead
 letters and outputs published (acknowledged), the partitions' logs checked, the offsets
 committed; or all of it in one Kafka transaction. Failures are retried with backoff
-(see ``_flush_with_backoff``)."""
+(see ``_flush_with_backoff``).
+
+A sink with ``dead_letters_before_durable`` (the lake: its table commit records the
+offsets it resumes from) gets its dead letters published, acknowledged, before its
+durable step: ``prepare`` → publish → ``flush_prepared``, also with a transactional
+committer, whose transaction then carries only the outputs and the offsets."""
 
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ class Committing(Rebalancing):
             if self.transactions is not None:
                 await self._commit_transaction(start, await self._offsets_to_commit())
                 return
+            dead = len(self._dead)
             await self._publish_dead_letters()
+            self._crash_at("dead_letters_published", dead)
             await self._publish_outputs()
             offsets = await self._offsets_to_commit()
             if offsets:
@@ -44,13 +51,30 @@ class Committing(Rebalancing):
         if not (self._pending_records or self._flush_requested or self.sink.pending_rows):
             return
         self._flush_requested = False
-        offsets = await asyncio.to_thread(self.sink.flush)
+        if self.sink.dead_letters_before_durable:
+            published = await self._publish_prepared_dead_letters()
+            offsets = await asyncio.to_thread(self.sink.flush_prepared)
+        else:
+            published = 0
+            offsets = await asyncio.to_thread(self.sink.flush)
         self._to_commit.update(offsets)
         self._dead.extend(self.sink.take_dead_letters())
         self._outputs.extend(self.sink.take_outputs())  # e.g. the fraud scorer's alerts
+        self._crash_at("batch_durable", published + len(self._dead))
         if not self.pipelined:
             self._pending_records = self._pending_bytes = 0
             self._oldest = None
+
+    async def _publish_prepared_dead_letters(self) -> int:
+        """The sink's batch prepared and its dead letters published, acknowledged,
+        before anything of it is durable; how many were published. When some are not
+        acknowledged (NotAcknowledged) the sink keeps the prepared batch and the runner
+        the unsent letters: the retry sends only those, then makes the batch durable."""
+        self._dead.extend(await asyncio.to_thread(self.sink.prepare))
+        published = len(self._dead)
+        await self._publish_dead_letters()
+        self._crash_at("dead_letters_published", published)
+        return published
 
     async def _publish_dead_letters(self) -> None:
         if not self._dead:

@@ -15,10 +15,13 @@ previewed the same way (``dlq.key_size``, ``dlq.key_sha256``, ``dlq.truncated: k
 
 Durability: :meth:`DeadLetterProducer.publish` returns only when every dead letter is
 acknowledged by the in-sync replicas (acks=all); the runner commits the source offsets
-after that. When some are not acknowledged it raises NotAcknowledged holding only
-those: a retry never sends an acknowledged letter again. A crash between publishing
-and committing republishes them: dead letters are at least once, keyed by their
-coordinates for deduplication.
+after that (and, for the lake, makes the batch durable in its table only after that:
+the table holds the offsets it resumes from). When some are not acknowledged it raises
+NotAcknowledged holding only those: a retry never sends an acknowledged letter again.
+A crash between publishing and committing republishes them: dead letters are at least
+once. A copy is identified by its source coordinates (the ``dlq.topic``,
+``dlq.partition`` and ``dlq.offset`` headers, see :func:`coordinates`): a reader dedupes
+by them (the record's key is the original key, which several records may share).
 """
 
 from __future__ import annotations

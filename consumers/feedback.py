@@ -92,11 +92,16 @@ class FeedbackLakeSink(LakeSink):
 
 class RoutingSink(Sink):
     """One consumer group over several topics, each with its own sink (the lake group
-    lands events and feedback). Every call goes to the sink of the record's topic."""
+    lands events and feedback). Every call goes to the sink of the record's topic.
+    Dead letters first if any of its sinks asks for it: ``prepare`` and
+    ``flush_prepared`` go to those, the others flush as usual in ``flush_prepared`` and
+    hand their dead letters to ``take_dead_letters``."""
 
     def __init__(self, sinks: Mapping[str, Sink]) -> None:
         self.sinks = sinks
         self.pipelined = all(s.pipelined for s in sinks.values())
+        self.dead_letters_before_durable = any(s.dead_letters_before_durable for s in sinks.values())
+        self._prepared_dead: list[DeadLetter] = []
 
     def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
         resume: dict[TopicPartition, int] = {}
@@ -110,6 +115,8 @@ class RoutingSink(Sink):
         parts = list(partitions)
         for topic, sink in self.sinks.items():
             sink.revoked([tp for tp in parts if tp.topic == topic])
+        gone = {(tp.topic, tp.partition) for tp in parts}
+        self._prepared_dead = [d for d in self._prepared_dead if (d.topic, d.partition) not in gone]
 
     @property
     def pending_rows(self) -> int:
@@ -122,6 +129,26 @@ class RoutingSink(Sink):
         out: dict[TopicPartition, tuple[int, str]] = {}
         for sink in self.sinks.values():
             out.update(sink.flush())
+        return out
+
+    def prepare(self) -> list[DeadLetter]:
+        # a sink that prepared hands its dead letters out once: when a later one fails,
+        # they are returned by the next call
+        dead, self._prepared_dead = self._prepared_dead, []
+        for sink in self.sinks.values():
+            if not sink.dead_letters_before_durable:
+                continue
+            try:
+                dead += sink.prepare()
+            except BaseException:
+                self._prepared_dead = dead
+                raise
+        return dead
+
+    def flush_prepared(self) -> dict[TopicPartition, tuple[int, str]]:
+        out: dict[TopicPartition, tuple[int, str]] = {}
+        for sink in self.sinks.values():
+            out.update(sink.flush_prepared() if sink.dead_letters_before_durable else sink.flush())
         return out
 
     def take_dead_letters(self) -> list[DeadLetter]:

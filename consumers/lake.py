@@ -9,6 +9,16 @@ records the table already holds, or a second copy of an event id, lands nothing.
 The incarnation tells apart two lives of a topic name (offsets restart at 0 on
 re-creation, e.g. every restart of the in-memory test broker): it is part of each
 partition's transaction id; see ``ConsumerRunner.committed``.
+
+Dead letters first: the table is the record of progress, so a poison record's dead
+letter must be in the DLQ topic before the commit that moves past it, or a crash in
+between would lose it (the restarted lander resumes from the table). ``prepare`` parses
+a batch and hands out its dead letters; the runner publishes them, acknowledged; then
+``flush_prepared`` commits. A crash after the publish and before the commit publishes
+them again on replay: dead letters are at least once, identified by their source
+coordinates (``dlq.topic``, ``dlq.partition``, ``dlq.offset``). Within a process a
+failed commit is retried on the same prepared batch: its dead letters are not handed
+out again.
 """
 
 from __future__ import annotations
@@ -40,9 +50,40 @@ class _PartitionState:
         self.next_offset: int | None = None
 
 
+# one partition's records taken for a batch: (partition, state, records, first offset, next offset)
+_Taken = tuple[TopicPartition, _PartitionState, list[ConsumerRecord[bytes, bytes]], int, int]
+
+
+class _Prepared:
+    """Records taken and parsed, their dead letters handed out, not in the table yet."""
+
+    __slots__ = ("frames", "ends", "records")
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[TopicPartition, pl.DataFrame]] = []
+        self.ends: dict[TopicPartition, tuple[_PartitionState, int]] = {}  # the next offset
+        self.records: dict[TopicPartition, int] = {}
+
+    def extend(self, taken: list[_Taken], frames: list[tuple[TopicPartition, pl.DataFrame]]) -> None:
+        for tp, state, records, _first, next_offset in taken:
+            self.ends[tp] = (state, next_offset)
+            self.records[tp] = self.records.get(tp, 0) + len(records)
+        self.frames += frames
+
+    def drop(self, gone: set[TopicPartition]) -> None:
+        self.frames = [(tp, df) for tp, df in self.frames if tp not in gone]
+        for tp in gone:
+            self.ends.pop(tp, None)
+            self.records.pop(tp, None)
+
+
 class LakeSink(Sink):
     """Parses batches with polars' NDJSON reader (consumers/lake_parse.py); poison
-    records become dead letters."""
+    records become dead letters, published before the table commit that moves past them
+    (``dead_letters_before_durable``): the runner calls ``prepare``, publishes what it
+    returns, then ``flush_prepared``."""
+
+    dead_letters_before_durable = True
 
     time_column = "event_time"  # the date/hour partitions come from it
     dedupe_key: str | None = "event_id"  # one row per event id
@@ -55,7 +96,8 @@ class LakeSink(Sink):
         self.group = group
         self._parts: dict[TopicPartition, _PartitionState] = {}
         self._parser = EventParser()
-        self._dead: list[DeadLetter] = []
+        self._dead: list[DeadLetter] = []  # of ``flush`` (single phase), for take_dead_letters
+        self._prepared = _Prepared()
         self._lock = threading.Lock()  # add() on the loop, flush() in a worker thread
         self.pipelined = True  # the runner may keep consuming while flush() runs
         self.poison = 0
@@ -80,12 +122,15 @@ class LakeSink(Sink):
         return resume
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
+        gone = set(partitions)
+        for tp in gone:
             self._parts.pop(tp, None)
+        self._prepared.drop(gone)
 
     @property
     def pending_rows(self) -> int:
-        return sum(len(s.records) for s in self._parts.values())
+        """Records added and not in the table yet, prepared ones included."""
+        return sum(len(s.records) for s in self._parts.values()) + sum(self._prepared.records.values())
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         with self._lock:
@@ -108,36 +153,60 @@ class LakeSink(Sink):
         return out
 
     def flush(self) -> dict[TopicPartition, tuple[int, str]]:
-        """Safe to run in a worker thread while the loop keeps calling ``add``: it
-        takes what was added so far; what arrives meanwhile waits for the next flush."""
+        """Both phases at once, for a caller without a dead-letter topic to publish to
+        first (the dead letters wait for ``take_dead_letters``)."""
+        self._dead.extend(self.prepare())
+        return self.flush_prepared()
+
+    def prepare(self) -> list[DeadLetter]:
+        """Safe to run in a worker thread while the loop keeps calling ``add``: takes
+        what was added so far (what arrives meanwhile waits for the next call) and
+        parses it; returns its dead letters. After a failed ``flush_prepared`` the
+        prepared records stay, and what is taken now joins them: every dead letter is
+        returned once."""
         with self._lock:
-            taken = []
+            taken: list[_Taken] = []
             for tp, state in self._parts.items():
                 if state.next_offset is None or state.first_offset is None:
                     continue
                 taken.append((tp, state, state.records, state.first_offset, state.next_offset))
                 state.records, state.first_offset, state.next_offset = [], None, None
-        commits: dict[TopicPartition, tuple[int, str]] = {}
         dead: list[DeadLetter] = []
+        frames = []
         try:
-            frames, parts = [], []
-            for tp, state, records, _first, next_offset in taken:
+            for tp, _state, records, _first, _next in taken:
                 df = self._frame(tp, records, dead)
                 if df is not None and df.height:
-                    frames.append(df)
-                parts.append(PartitionBatch(self._app_id(tp, state.incarnation), tp.partition, next_offset))
-                commits[tp] = (next_offset, state.incarnation)
-            frame = self._partitioned(frames)
-            result = commit_batch(
-                self.lake, self.table, frame, parts, time_column=self.time_column, key=self.dedupe_key
-            )
+                    frames.append((tp, df))
         except BaseException:
-            with self._lock:  # put the batch back in front of what arrived meanwhile
-                for _tp, state, records, first, next_offset in taken:
-                    state.records = records + state.records
-                    state.first_offset = first
-                    state.next_offset = state.next_offset or next_offset
+            self._put_back(taken)
             raise
+        self._prepared.extend(taken, frames)
+        self.poison += len(dead)
+        return dead
+
+    def _put_back(self, taken: list[_Taken]) -> None:
+        with self._lock:  # in front of what arrived meanwhile
+            for _tp, state, records, first, next_offset in taken:
+                state.records = records + state.records
+                state.first_offset = first
+                state.next_offset = state.next_offset or next_offset
+
+    def flush_prepared(self) -> dict[TopicPartition, tuple[int, str]]:
+        """The prepared records and their partitions' next offsets in one table commit.
+        On failure they stay prepared for the next call."""
+        prepared = self._prepared
+        if not prepared.ends:
+            return {}
+        parts = [
+            PartitionBatch(self._app_id(tp, state.incarnation), tp.partition, next_offset)
+            for tp, (state, next_offset) in prepared.ends.items()
+        ]
+        frame = self._partitioned([df for _tp, df in prepared.frames])
+        result = commit_batch(
+            self.lake, self.table, frame, parts, time_column=self.time_column, key=self.dedupe_key
+        )
+        self._prepared = _Prepared()
         if result.replayed or result.duplicates:
             log.info(
                 "table=%s not landed again: %d rows already at their offsets, %d event ids already landed",
@@ -146,9 +215,7 @@ class LakeSink(Sink):
                 result.duplicates,
             )
         self.duplicates += result.duplicates
-        self.poison += len(dead)
-        self._dead.extend(dead)
-        return commits
+        return {tp: (next_offset, state.incarnation) for tp, (state, next_offset) in prepared.ends.items()}
 
     def _partitioned(self, frames: list[pl.DataFrame]) -> pl.DataFrame | None:
         if not frames:

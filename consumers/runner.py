@@ -3,7 +3,11 @@
 Loop: ``getmany`` → ``sink.add`` → when the batch has ``max_batch_rows`` records,
 ``max_batch_bytes`` bytes or is ``max_batch_age_s`` old: ``sink.flush`` (durable) →
 publish the batch's dead letters and its outputs (alerts), each through its own
-producer and acknowledged → commit the offsets. A rebalance
+producer and acknowledged → commit the offsets. A sink whose durable step records its
+own progress (the lake table) sets ``dead_letters_before_durable``: its dead letters are
+published and acknowledged first, then the batch made durable (``sink.prepare`` →
+publish → ``sink.flush_prepared``), so no crash can leave the table past a dead letter
+that was never published (a crash in between publishes it again). A rebalance
 flushes and commits before partitions are revoked. SIGTERM flips ``running``; the loop
 ends with one final flush and commit. Auto-commit is off; nothing is committed that
 the sink has not made durable. A failing flush is retried with backoff, forever, while

@@ -5,8 +5,11 @@ loop with its health (consumers/runner.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import time
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -16,6 +19,14 @@ from consumers.metrics import ConsumerMetrics
 from consumers.producers import Output, OutputProducer
 from consumers.sink import Sink
 from consumers.transactions import TransactionalCommitter
+
+log = logging.getLogger("consumers.runner")  # one logger for the runner's parts
+
+FaultStep = Literal["dead_letters_published", "batch_durable"]
+"""Where ``fault_kill_at`` kills: right after a batch's dead letters were acknowledged
+(before the sink's durable step for a sink that publishes them first, after it for the
+others), or right after the sink made the batch durable (before the group commit; for
+the others, also before their dead letters are published)."""
 
 
 class RunnerState:
@@ -40,6 +51,7 @@ class RunnerState:
         dlq_retry_timeout_s: float = 120.0,
         stuck_after_s: float = 60.0,
         transactions: TransactionalCommitter | None = None,
+        fault_kill_at: FaultStep | None = None,
     ) -> None:
         self.sink = sink
         self.transactions = transactions
@@ -47,6 +59,7 @@ class RunnerState:
         # fault injection only: widens the window between "durable" and "committed"
         # so that crash tests can land in it (a real crash there is rare but possible)
         self.pause_before_commit_s = pause_before_commit_s
+        self.fault_kill_at = fault_kill_at
         self.topics = topics
         self.group_id = group_id
         self.max_batch_rows = max_batch_rows
@@ -113,6 +126,14 @@ class RunnerState:
     def stop(self) -> None:
         """Ask the loop to end (signal-handler safe)."""
         self.running = False
+
+    def _crash_at(self, step: FaultStep, dead_letters: int) -> None:
+        """Fault injection for crash tests: SIGKILL this process at ``step`` of the first
+        flush that has dead letters (``fault_kill_at``); nothing runs after it, as in a
+        real crash there."""
+        if self.fault_kill_at == step and dead_letters:
+            log.error("fault injection: SIGKILL at %s with %d dead letters", step, dead_letters)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _count_dead_letters(self, n: int) -> None:
         self.dead_letters += n

@@ -152,6 +152,7 @@ async def serve(settings: ConsumerSettings, name: str) -> ConsumerRunner:
         session_timeout_ms=settings.session_timeout_ms,
         client_id=client_id,
         pause_before_commit_s=settings.fault_pause_before_commit_s,
+        fault_kill_at=settings.fault_kill_at,
         dead_letter_producer=DeadLetterProducer(
             bootstrap_servers=bootstrap,
             topic=settings.dlq_topic,

@@ -9,6 +9,7 @@ from pydantic import Field
 from common.events import ALERTS_TOPIC, DLQ_TOPIC
 from common.settings import CommonSettings
 from consumers.deadletters import DEFAULT_MAX_MESSAGE_BYTES
+from consumers.runner_state import FaultStep
 
 
 class ConsumerSettings(CommonSettings):
@@ -22,6 +23,11 @@ class ConsumerSettings(CommonSettings):
     session_timeout_ms: int = Field(default=6_000, ge=6_000)
     fault_pause_before_commit_s: float = Field(
         default=0.0, ge=0, description="Fault injection for crash tests: pause between flush and commit"
+    )
+    fault_kill_at: FaultStep | None = Field(
+        default=None,
+        description="Fault injection for crash tests: SIGKILL the consumer at this step of its "
+        "first flush with dead letters (after they are acknowledged; after the batch is durable)",
     )
     dlq_topic: str = Field(default=DLQ_TOPIC, description="Where poison records go")
     dlq_max_message_bytes: int = Field(

@@ -4,7 +4,9 @@ A sink subclasses :class:`Sink`: it must implement the abstract members (adding,
 flushing, partition changes, dead letters) and may override the others, whose defaults
 do nothing: a sink with outputs (alerts) returns them from ``take_outputs``; one with
 state to rebuild on assignment sets ``history_records`` (``warm``) or answers
-``rewind``; one whose ``flush`` may run while ``add`` is called sets ``pipelined``.
+``rewind``; one whose ``flush`` may run while ``add`` is called sets ``pipelined``; one
+whose durable step also records the offsets past its poison records (the lake table)
+sets ``dead_letters_before_durable`` and implements ``prepare`` and ``flush_prepared``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ class Sink(ABC):
     pipelined: bool = False
     """``flush`` may run in a thread while the loop keeps calling ``add`` (the runner
     keeps fetching during a flush)."""
+
+    dead_letters_before_durable: bool = False
+    """The runner publishes the batch's dead letters, acknowledged, *before* the sink
+    makes the batch durable: ``prepare`` → publish → ``flush_prepared``. For a sink whose
+    durable step is itself the record of progress (the lake table holds the next
+    offsets): once it is done, a restart resumes past the poison records, so dead letters
+    published afterwards would be lost by a crash in between. The price is at least
+    once into the DLQ: a crash after the publish and before the durable step publishes
+    them again on replay. False: ``flush``, then ``take_dead_letters`` published before
+    the offsets are committed."""
 
     history_records: int = 0
     """Above 0: on assignment, up to that many records of each partition before its
@@ -57,10 +69,25 @@ class Sink(ABC):
         nothing meanwhile). Returns, per partition, the next offset to commit and the
         commit metadata. Runs in a worker thread: the event loop keeps heartbeating."""
 
+    def prepare(self) -> list[DeadLetter]:
+        """With ``dead_letters_before_durable``: take what was added so far as the next
+        batch, nothing durable yet, and return its dead letters. A batch whose
+        ``flush_prepared`` failed stays prepared and is not prepared again: its dead
+        letters are returned once. Runs in a worker thread."""
+        raise NotImplementedError(f"{type(self).__name__} sets dead_letters_before_durable without prepare")
+
+    def flush_prepared(self) -> dict[TopicPartition, tuple[int, str]]:
+        """With ``dead_letters_before_durable``: make the prepared batch durable (only
+        it: what was added since waits for the next ``prepare``), as ``flush`` does; on
+        failure keep it prepared. Runs in a worker thread."""
+        raise NotImplementedError(
+            f"{type(self).__name__} sets dead_letters_before_durable without flush_prepared"
+        )
+
     @abstractmethod
     def take_dead_letters(self) -> list[DeadLetter]:
-        """Poison records found since the last call (their offsets are in the flush's
-        commits: the runner publishes them durably before committing)."""
+        """Poison records found by ``flush`` since the last call (their offsets are in
+        the flush's commits: the runner publishes them durably before committing)."""
 
     def take_outputs(self) -> list[Output]:
         """Records to publish with the flush's commits (e.g. alerts). By default none."""
