@@ -373,7 +373,9 @@ def test_lake_and_reports_are_on_the_s3_store(rendered: dict[str, Model]) -> Non
         if s != "prefect-worker"
     )
     assert "reports" not in rendered["cluster"].get("volumes", {})  # no volume for them any more
-    assert mounts("api")[f"{data_dir}/models"]["source"] == "models"
+    # the API serves the models; the drift monitor and the drift flow read their references
+    for svc in ("api", "drift", "prefect-worker"):
+        assert mounts(svc)[f"{data_dir}/models"]["source"] == "models", svc
     for svc in services.values():
         for m in svc.get("volumes", []):
             if m["type"] == "bind":

@@ -321,12 +321,30 @@ def test_the_reports_are_in_object_storage_with_credentials_from_a_secret(k8s_do
     refs = {e.get("configMapRef", e.get("secretRef", {})).get("name") for e in c["envFrom"]}
     assert {"inferstream-common", "inferstream-flows", "inferstream-s3"} <= refs
     # no claim for the reports: the worker's working folder is an emptyDir with a bound
-    assert all("persistentVolumeClaim" not in v for v in pod.get("volumes", []))
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert not [name for name in claims if "reports" in name]
     work = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     data_dir = common["INFERSTREAM_DATA_DIR"]
     (vol,) = [v for v in pod["volumes"] if v["name"] == work[f"{data_dir}/reports"]]
     assert vol["emptyDir"]["sizeLimit"]
     assert all("reports" not in d["metadata"]["name"] for d in _find(k8s_docs, "PersistentVolumeClaim"))
+
+
+def test_every_workload_that_reads_models_mounts_them(k8s_docs: list[Doc]) -> None:
+    """The API serves them, the drift monitor and the drift flow (the Prefect worker)
+    read each model's reference data and spec from the models directory."""
+    data_dir = _one(k8s_docs, "ConfigMap", "inferstream-common")["data"]["INFERSTREAM_DATA_DIR"]
+    readers = ["api", "prefect-worker"]
+    names = [d["metadata"]["name"] for d in _find(k8s_docs, "Deployment")]
+    readers += [name for name in names if "drift" in name]
+    assert len(readers) >= 3
+    for name in readers:
+        pod = _one(k8s_docs, "Deployment", name)["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+        assert f"{data_dir}/models" in mounts, f"{name} does not mount the models"
+        (vol,) = [v for v in pod["volumes"] if v["name"] == mounts[f"{data_dir}/models"]["name"]]
+        assert vol["persistentVolumeClaim"]["claimName"] == "inferstream-models", name
 
 
 def test_cross_checks_reject_broken_references(k8s_docs: list[Doc], k8s_env: Any) -> None:
