@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from typing import Any
-
-from prefect import State
-from prefect.states import Completed, Failed
+from typing import TYPE_CHECKING, Any
 
 from common.errors import InferstreamError
+
+if TYPE_CHECKING:  # Prefect is imported by the one function that builds its states:
+    # the summary, the index and the reports' settings read outcomes without it
+    # (`inferstream flows run` checks its arguments before Prefect is imported)
+    from prefect import State
 
 
 class Outcome(StrEnum):
@@ -111,6 +113,8 @@ quiet_no_data_tracebacks()
 
 
 def state(outcome: Outcome, message: str) -> State[Any]:
+    from prefect.states import Completed, Failed
+
     name = STATE_NAMES[outcome]
     if outcome is Outcome.NO_DATA:
         return Failed(name=name, message=message, data=NoData(message))
