@@ -60,13 +60,14 @@ _MAX_NESTING = 16
 class _Group:
     """Records of one shape, with their coordinates, in arrival order."""
 
-    __slots__ = ("values", "records", "joined", "read")
+    __slots__ = ("values", "records", "joined", "read", "refused")
 
     def __init__(self) -> None:
         self.values: list[bytes] = []
         self.records: list[ConsumerRecord[bytes, bytes]] = []
         self.joined: bytes | None = None
         self.read: pl.DataFrame | None = None  # already read by the strict Arrow read
+        self.refused = False  # the strict Arrow read refused it already: infer
 
     def ndjson(self) -> bytes:
         if self.joined is None:
@@ -142,6 +143,7 @@ class EventParser:
             group.read = lake_arrow.read(joined, n, arrow, self._schemas[key])
             if group.read is not None:
                 return {key: group}
+            group.refused = True  # not read the same way again in _read_cached
         if joined.count(m.group(0)) != n or joined.count(b'"') != n * keys:
             return None
         return {key: group}
@@ -177,7 +179,7 @@ class EventParser:
     def _read_cached(self, key: _ShapeKey | None, group: _Group) -> pl.DataFrame | None:
         """The group read with its shape's cached schema, or None to infer it instead."""
         schema = self._schemas.get(key) if key is not None else None
-        if schema is None:
+        if schema is None or group.refused:
             return None
         arrow = self._arrow.get(key) if key is not None else None
         if group.read is not None or arrow is not None:  # one strict pass, no count of the keys after it
