@@ -111,6 +111,10 @@ class RoutingSink(Sink):
                 resume.update(sink.assigned(mine) or {})
         return resume
 
+    def resumes_from_store(self, tp: TopicPartition) -> bool:
+        sink = self.sinks.get(tp.topic)
+        return sink is not None and sink.resumes_from_store(tp)
+
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         parts = list(partitions)
         for topic, sink in self.sinks.items():

@@ -107,6 +107,9 @@ class LakeSink(Sink):
         return app_id(self.group, tp.topic, tp.partition, incarnation)
 
     # -- Sink protocol ----------------------------------------------------------------
+    def resumes_from_store(self, tp: TopicPartition) -> bool:
+        return True  # each table commit records the next offsets of its partitions
+
     def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
         """Where to resume each partition: the next offset the table holds for it (a
         partition the table does not know resumes at the group's committed offset)."""

@@ -33,9 +33,15 @@ class Rebalancing(RunnerState):
         out: dict[TopicPartition, tuple[int | None, str]] = {}
         for tp in partitions:
             oam = found.get(tp)
-            if oam is not None and oam.offset >= 0:
+            if oam is None or oam.offset < 0:
+                out[tp] = (None, "")
+            elif oam.metadata or not self.sink.resumes_from_store(tp):
                 out[tp] = (oam.offset, oam.metadata or "")
             else:
+                # it names no life of the log: not a place to resume (Sink.resumes_from_store)
+                log.debug(
+                    "group=%s %s: commit %d without its log's life ignored", self.group_id, tp, oam.offset
+                )
                 out[tp] = (None, "")
         unknown = [tp for tp, (_, inc) in out.items() if not inc]
         if unknown:
@@ -89,7 +95,7 @@ class Rebalancing(RunnerState):
 
     async def _assign_locked(
         self, assigned: list[TopicPartition], committed: dict[TopicPartition, tuple[int | None, str]]
-    ) -> dict[TopicPartition, int]:
+    ) -> None:
         for tp in assigned:
             self._anchor.pop(tp, None)
             self._newest.pop(tp, None)
@@ -98,8 +104,14 @@ class Rebalancing(RunnerState):
         for tp, offset in resume.items():
             self.consumer.seek(tp, offset)
         # e.g. the drift monitor rebuilds its window from the topic
-        for tp, offset in self.sink.rewind(committed).items():
+        rewound = self.sink.rewind(committed)
+        for tp, offset in rewound.items():
             self.consumer.seek(tp, offset)
+        # no offset to resume at: the log's start, whatever the group holds (a commit
+        # ignored above, or one of the old log after a restart of the partition's life)
+        start = [tp for tp in assigned if committed[tp][0] is None and tp not in resume and tp not in rewound]
+        if start:
+            await self.consumer.seek_to_beginning(*start)
         self.ready.update(assigned)
         self.committed_offsets.update({tp: off for tp, (off, _) in committed.items()})
         history = self.sink.history_records
@@ -112,9 +124,12 @@ class Rebalancing(RunnerState):
             "assigned group=%s partitions=%s committed=%s",
             self.group_id,
             sorted(tp.partition for tp in assigned),
-            {tp.partition: committed[tp][0] for tp in sorted(assigned)},
+            {
+                f"{tp.topic}/{tp.partition}": committed[tp][0]
+                for tp in sorted(assigned)
+                if committed[tp][0] is not None
+            },
         )
-        return resume
 
     async def _restart_partitions(self, changed: set[TopicPartition]) -> None:
         """Partitions whose log was replaced under us (see ``consumers.lifecheck``): the
@@ -138,10 +153,7 @@ class Rebalancing(RunnerState):
         fresh: dict[TopicPartition, tuple[int | None, str]] = {
             tp: (None, incarnation) for tp, (_, incarnation) in committed.items()
         }
-        resume = await self._assign_locked(parts, fresh)
-        start = [tp for tp in parts if tp not in resume]
-        if start:
-            await self.consumer.seek_to_beginning(*start)
+        await self._assign_locked(parts, fresh)  # read from the table's offsets, or the start
 
     def _forget(self, gone: set[TopicPartition]) -> None:
         self._to_commit = {tp: v for tp, v in self._to_commit.items() if tp not in gone}

@@ -38,6 +38,16 @@ class Sink(ABC):
     them again on replay. False: ``flush``, then ``take_dead_letters`` published before
     the offsets are committed."""
 
+    def resumes_from_store(self, tp: TopicPartition) -> bool:
+        """``tp``'s progress is kept by the sink's own store (the lake table holds the
+        next offsets; ``assigned`` answers where to resume). Then the group's commit of a
+        partition the store does not know is used only when its metadata names the
+        partition's life; one without (a broker that drops commit metadata) may belong to
+        another life of the log, e.g. made just before the broker restarted without its
+        data, and would skip the new log's first records: the partition is read from its
+        start instead. By default False: the group's commit is the progress."""
+        return False
+
     history_records: int = 0
     """Above 0: on assignment, up to that many records of each partition before its
     committed offset are shown to ``warm`` (never added, scored as new, or committed)."""
