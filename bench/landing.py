@@ -26,7 +26,9 @@ instead measures that one broker), phases 1-4 per broker:
    (an add action holds one file's statistics), so each commit here holds 1,000 events.
 
 Usage: ``python bench/landing.py [--broker tansu|kafka|both] [--events 1000000] [--rate 20000]
-[--fresh-seconds 20] [--meta-commits 1800] [--no-s3]``. The last line is, for each broker,
+[--fresh-seconds 20] [--meta-commits 1800] [--no-s3] [--gc-gen0 N]`` (``--gc-gen0``: the cyclic GC's
+first threshold, as ``INFERSTREAM_GC_GEN0_THRESHOLD`` sets it in a consumer process;
+700 is Python's own). The last line is, for each broker,
 ``<broker>_landing_events_per_s=… <broker>_ratio_to_raw=… <broker>_s3_landing_events_per_s=…
 <broker>_s3_ratio_to_raw=… <broker>_freshness_p99_s=…`` (landing_* is file://; no s3_*
 keys with ``--no-s3``), then ``<broker>_confluent_raw_events_per_s=…
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import re
 import tempfile
@@ -63,6 +66,8 @@ from common.seaweed import SeaweedS3
 from common.topics import ensure_topics
 from consumers.lake import LakeSink
 from consumers.runner import ConsumerRunner
+from consumers.service import tune_gc
+from consumers.settings import ConsumerSettings
 
 PARTITIONS = 4
 STORAGES = {"file": "file://", "s3": "s3:// (SeaweedFS, loopback)"}
@@ -360,7 +365,16 @@ def main() -> None:
         "--meta-commits", type=int, default=1800, help="commits of the metadata phase (an hour at 2 s)"
     )
     ap.add_argument("--no-s3", action="store_true", help="skip landing on s3:// (SeaweedFS)")
+    ap.add_argument(
+        "--gc-gen0",
+        type=int,
+        default=ConsumerSettings().gc_gen0_threshold,
+        help="the cyclic GC's first threshold for the whole run, as INFERSTREAM_GC_GEN0_THRESHOLD sets it "
+        "for a consumer (default: that setting; Python's own is 700)",
+    )
     args = ap.parse_args()
+    tune_gc(args.gc_gen0)
+    print(f"gc thresholds {gc.get_threshold()}, enabled {gc.isenabled()}", flush=True)
     rows = feature_rows()
     results: dict[str, Result] = {}
     for name in brokers.selected(args.broker):
