@@ -6,7 +6,10 @@ instead measures that one broker), phases 1-4 per broker:
 
 1. produce N realistic events (30 numeric features of scikit-learn's bundled
    breast-cancer data, a category and a boolean; confluent-kafka, lz4);
-2. raw consume: aiokafka ``getmany`` over all N doing nothing (the ceiling);
+2. raw consume: aiokafka ``getmany`` over all N doing nothing (the ceiling); beside it
+   (bench/landing_clients.py) confluent-kafka's batch ``consume`` over the same N, bare
+   and with each message made the runner's record, and the landing ceiling of each
+   client without the runner (consume → ``LakeSink`` → flush in a thread, file://);
 3. landing: the real ``ConsumerRunner`` + ``LakeSink`` (parse, validate, dedupe by
    event id against the table, Parquet, one Delta commit with the offsets, group
    commit) over the same N, in a fresh consumer group, on ``file://`` and on ``s3://``
@@ -23,16 +26,22 @@ instead measures that one broker), phases 1-4 per broker:
    (an add action holds one file's statistics), so each commit here holds 1,000 events.
 
 Usage: ``python bench/landing.py [--broker tansu|kafka|both] [--events 1000000] [--rate 20000]
-[--fresh-seconds 20] [--meta-commits 1800] [--no-s3]``. The last line is, for each broker,
+[--fresh-seconds 20] [--meta-commits 1800] [--no-s3] [--gc-gen0 N]`` (``--gc-gen0``: the cyclic GC's
+first threshold, as ``INFERSTREAM_GC_GEN0_THRESHOLD`` sets it in a consumer process;
+700 is Python's own). The last line is, for each broker,
 ``<broker>_landing_events_per_s=… <broker>_ratio_to_raw=… <broker>_s3_landing_events_per_s=…
 <broker>_s3_ratio_to_raw=… <broker>_freshness_p99_s=…`` (landing_* is file://; no s3_*
-keys with ``--no-s3``).
+keys with ``--no-s3``), then ``<broker>_confluent_raw_events_per_s=…
+<broker>_ceiling_aiokafka_events_per_s=… <broker>_ceiling_confluent_events_per_s=…``.
+Each row also shows this process's CPU time per event (all its threads; the broker is
+another process), steadier than the wall rate on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import re
 import tempfile
@@ -44,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import brokers
+import landing_clients
 import polars as pl
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -56,6 +66,8 @@ from common.seaweed import SeaweedS3
 from common.topics import ensure_topics
 from consumers.lake import LakeSink
 from consumers.runner import ConsumerRunner
+from consumers.service import tune_gc
+from consumers.settings import ConsumerSettings
 
 PARTITIONS = 4
 STORAGES = {"file": "file://", "s3": "s3:// (SeaweedFS, loopback)"}
@@ -126,7 +138,7 @@ def produce(
     return total
 
 
-async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+async def raw_consume(bootstrap: str, topic: str, n: int) -> landing_clients.Timed:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -141,11 +153,11 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen = 0
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         while seen < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             seen += sum(len(m) for m in batch.values())
-        return time.perf_counter() - start
+        return landing_clients.Timed(time.perf_counter() - start, time.process_time() - cpu)
     finally:
         await consumer.stop()
 
@@ -162,22 +174,23 @@ def runner_for(bootstrap: str, topic: str, where: lake.Lake) -> ConsumerRunner:
     )
 
 
-async def land(bootstrap: str, topic: str, n: int, where: lake.Lake) -> float:
+async def land(bootstrap: str, topic: str, n: int, where: lake.Lake) -> landing_clients.Timed:
     runner = runner_for(bootstrap, topic, where)
     task = asyncio.create_task(runner.run())
     start = None
+    cpu = 0.0
     while runner.records < n:
         if start is None and (runner.ready or runner.records):
             # from the assignment: group join excluded (a small run can be fetched whole
             # within one poll of this loop, so the first record is too late a mark)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
         if task.done():
             task.result()
         await asyncio.sleep(0.001 if start is None else 0.01)
     runner.stop()
     await task  # the final flush and commit are part of landing
     assert start is not None
-    return time.perf_counter() - start
+    return landing_clients.Timed(time.perf_counter() - start, time.process_time() - cpu)
 
 
 class Watcher(threading.Thread):
@@ -292,11 +305,17 @@ class Result:
     n: int
     value_bytes: int
     produce_s: float
-    raw_s: float
+    raw: landing_clients.Timed
     p50: float = 0.0
     p99: float = 0.0
     fresh_n: int = 0
-    landed: dict[str, tuple[float, lake.TableSize]] = field(default_factory=dict)  # storage key ->
+    # storage key -> (time, what landed)
+    landed: dict[str, tuple[landing_clients.Timed, lake.TableSize]] = field(default_factory=dict)
+    clients: landing_clients.Comparison | None = None
+
+    @property
+    def raw_s(self) -> float:
+        return self.raw.wall_s
 
 
 def measure(bootstrap: str, args: argparse.Namespace, rows: list[dict[str, object]], label: str) -> Result:
@@ -314,6 +333,7 @@ def measure(bootstrap: str, args: argparse.Namespace, rows: list[dict[str, objec
         flush=True,
     )
     r = Result(n, value_bytes, produce_s, asyncio.run(raw_consume(bootstrap, topic, n)))
+    r.clients = landing_clients.compare(bootstrap, topic, PARTITIONS, n)
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
         where = lake.Lake(tmp)
         land_s = asyncio.run(land(bootstrap, topic, n, where))
@@ -345,7 +365,16 @@ def main() -> None:
         "--meta-commits", type=int, default=1800, help="commits of the metadata phase (an hour at 2 s)"
     )
     ap.add_argument("--no-s3", action="store_true", help="skip landing on s3:// (SeaweedFS)")
+    ap.add_argument(
+        "--gc-gen0",
+        type=int,
+        default=ConsumerSettings().gc_gen0_threshold,
+        help="the cyclic GC's first threshold for the whole run, as INFERSTREAM_GC_GEN0_THRESHOLD sets it "
+        "for a consumer (default: that setting; Python's own is 700)",
+    )
     args = ap.parse_args()
+    tune_gc(args.gc_gen0)
+    print(f"gc thresholds {gc.get_threshold()}, enabled {gc.isenabled()}", flush=True)
     rows = feature_rows()
     results: dict[str, Result] = {}
     for name in brokers.selected(args.broker):
@@ -363,21 +392,15 @@ def main() -> None:
 
 def _print_throughput(args: argparse.Namespace, results: dict[str, Result]) -> None:
     print()
-    print("| broker | phase | events | seconds | events/s | x raw | MB/s (JSON values) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| broker | phase | events | seconds | events/s | x raw | MB/s (JSON values) | CPU us/event |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         label = brokers.LABELS[name]
-        raw_rate = r.n / r.raw_s
-        mb = r.value_bytes / 1e6
-        print(
-            f"| {label} | raw consume (getmany, nothing else) | {r.n:,} | {r.raw_s:.2f} | {raw_rate:,.0f} "
-            f"| 1.00 | {mb / r.raw_s:.1f} |"
-        )
-        for key, (secs, size) in r.landed.items():
-            rate = r.n / secs
+        for phase, rows, timed in _phases(r):
             print(
-                f"| {label} | landing to {STORAGES[key]} | {size.rows:,} | {secs:.2f} | {rate:,.0f} "
-                f"| {rate / raw_rate:.2f} | {mb / secs:.1f} |"
+                f"| {label} | {phase} | {rows:,} | {timed.wall_s:.2f} | {r.n / timed.wall_s:,.0f} "
+                f"| {r.raw_s / timed.wall_s:.2f} | {r.value_bytes / 1e6 / timed.wall_s:.1f} "
+                f"| {timed.cpu_s / r.n * 1e6:.1f} |"
             )
     print()
     print("| broker | freshness (max batch age 2 s, file://) | events | p50 s | p99 s |")
@@ -397,6 +420,27 @@ def _print_throughput(args: argparse.Namespace, results: dict[str, Result]) -> N
             )
             if size.rows != r.n:
                 print(f"WARNING: {name}, {STORAGES[key]}: {size.rows:,} rows landed for {r.n:,} events")
+        for client, rows in (r.clients.rows if r.clients else {}).items():
+            if rows != r.n:
+                print(f"WARNING: {name}, ceiling with {client}: {rows:,} rows landed for {r.n:,} events")
+
+
+def _phases(r: Result) -> list[tuple[str, int, landing_clients.Timed]]:
+    """The throughput table's rows of one broker: (phase, rows, time)."""
+    phases = [("raw consume (aiokafka getmany, nothing else)", r.n, r.raw)]
+    c = r.clients
+    if c is not None:
+        phases += [
+            ("raw consume (confluent-kafka consume, nothing else)", r.n, c.confluent_raw),
+            ("raw consume (confluent-kafka, each made a ConsumerRecord)", r.n, c.confluent_wrapped),
+        ]
+    for key, (timed, size) in r.landed.items():
+        phases.append((f"landing to {STORAGES[key]} (runner, aiokafka)", size.rows, timed))
+    if c is not None:
+        for client in ("aiokafka", "confluent"):
+            timed = c.aiokafka_ceiling if client == "aiokafka" else c.confluent_ceiling
+            phases.append((f"landing ceiling, no runner ({client}, file://)", c.rows[client], timed))
+    return phases
 
 
 def _print_metadata(args: argparse.Namespace, meta: list[tuple[str, str, str]]) -> None:
@@ -411,13 +455,19 @@ def _print_metadata(args: argparse.Namespace, meta: list[tuple[str, str, str]]) 
 def _print_figures(results: dict[str, Result]) -> None:
     figures = []
     for name, r in results.items():
-        for key, (secs, _) in r.landed.items():
+        for key, (timed, _) in r.landed.items():
             prefix = name if key == "file" else f"{name}_{key}"
             figures += [
-                f"{prefix}_landing_events_per_s={r.n / secs:.0f}",
-                f"{prefix}_ratio_to_raw={r.raw_s / secs:.2f}",
+                f"{prefix}_landing_events_per_s={r.n / timed.wall_s:.0f}",
+                f"{prefix}_ratio_to_raw={r.raw_s / timed.wall_s:.2f}",
             ]
         figures.append(f"{name}_freshness_p99_s={r.p99:.2f}")
+        if r.clients is not None:
+            figures += [
+                f"{name}_confluent_raw_events_per_s={r.n / r.clients.confluent_raw.wall_s:.0f}",
+                f"{name}_ceiling_aiokafka_events_per_s={r.n / r.clients.aiokafka_ceiling.wall_s:.0f}",
+                f"{name}_ceiling_confluent_events_per_s={r.n / r.clients.confluent_ceiling.wall_s:.0f}",
+            ]
     print(" ".join(figures))
 
 

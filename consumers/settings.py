@@ -20,6 +20,13 @@ class ConsumerSettings(CommonSettings):
     )
     max_batch_age_s: float = Field(default=2.0, gt=0, description="Freshness bound")
     poll_timeout_ms: int = Field(default=500, ge=1)
+    gc_gen0_threshold: int = Field(
+        default=100_000,
+        ge=0,
+        description="Python's cyclic GC collects after this many new container objects (Python's own "
+        "default: 700). Every fetched record makes some; at 700 the collections took about a quarter of "
+        "the lake lander's CPU (bench/landing.py --gc-gen0). 0 turns the cyclic GC off",
+    )
     session_timeout_ms: int = Field(default=6_000, ge=6_000)
     fault_pause_before_commit_s: float = Field(
         default=0.0, ge=0, description="Fault injection for crash tests: pause between flush and commit"

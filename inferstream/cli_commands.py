@@ -160,10 +160,12 @@ def cmd_api_key(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from consumers.service import serve
+    from consumers.service import serve, tune_gc
     from consumers.settings import ConsumerSettings
 
-    asyncio.run(serve(ConsumerSettings(), args.sink))
+    settings = ConsumerSettings()
+    tune_gc(settings.gc_gen0_threshold)
+    asyncio.run(serve(settings, args.sink))
     return 0
 
 
