@@ -24,8 +24,8 @@ class ConsumerSettings(CommonSettings):
         default=100_000,
         ge=0,
         description="Python's cyclic GC collects after this many new container objects (Python's own "
-        "default: 700). Every fetched record makes some; at 700 the collections took about a quarter of "
-        "the lake lander's CPU (bench/landing.py --gc-gen0). 0 turns the cyclic GC off",
+        "default: 700). Every fetched record makes some; at 700 the collections took up to a quarter of "
+        "the lake lander's CPU in the runs measured (bench/landing.py --gc-gen0). 0 turns the cyclic GC off",
     )
     session_timeout_ms: int = Field(default=6_000, ge=6_000)
     fault_pause_before_commit_s: float = Field(
