@@ -208,7 +208,7 @@ def test_api_process_logs_its_address_model_and_version_at_start(
         child.terminate()
 
 
-@pytest.mark.slow  # waits out eight back-off attempts: ~15 s (aiokafka) to ~60 s (confluent)
+@pytest.mark.slow  # waits out eight back-off attempts: ~15 s (aiokafka) to ~20 s (confluent)
 @pytest.mark.parametrize("client", ["aiokafka", "confluent"])
 def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_once(
     trained_model, tmp_path, client
@@ -233,6 +233,9 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
         "INFERSTREAM_PROBE_INTERVAL_S": "0.25",
         "INFERSTREAM_PROBE_MAX_INTERVAL_S": "2",
         "INFERSTREAM_KAFKA_CLIENT": client,
+        # librdkafka's probe waits out its metadata timeout, min(this, 5 s), per attempt
+        # (8 x 5 s with the default); aiokafka's fails at once on the closed port
+        "INFERSTREAM_SEND_TIMEOUT_S": "1",
     }
     child = Child("api", ["api"], env, tmp_path / "api.log")
     try:
@@ -240,7 +243,7 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
         wait_for_log(child, f"Kafka at {closed} unreachable", timeout_s=10)
         # attempts at about 0, .25, .75, 1.75, 3.75, 5.75, 7.75 s: the 8th after ~9.75 s
         # (with a fixed 0.25 s interval it would come after 1.75 s, the 16th after 3.75 s)
-        # (librdkafka's probe waits out its 5 s metadata timeout: ~50 s)
+        # (librdkafka's probe adds its 1 s metadata timeout to each: ~18 s)
         wait_for_log(
             child, "still unreachable after 8 attempts", timeout_s=30 if client == "aiokafka" else 120
         )

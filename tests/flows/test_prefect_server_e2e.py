@@ -68,7 +68,7 @@ def _until(what: str, timeout_s: float, probe: Callable[[], Any], on_fail: Calla
         got = probe()
         if got:
             return got
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"{what}: nothing within {timeout_s:.0f} s\n{on_fail()}")
 
 
@@ -112,6 +112,9 @@ class _Prefect:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_LOGGING_LEVEL": "INFO",
+            # the worker asks for due runs every second, not every 10 s: the empty hour's
+            # run, created while the worker runs, waited out most of a 10 s poll
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
             "INFERSTREAM_DATA_DIR": str(data_dir),
             "INFERSTREAM_REPORTS_BASE_URL": REPORTS_URL,
             # the worker's flow processes run in the project dir: this checkout's packages, not
