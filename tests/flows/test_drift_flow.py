@@ -313,6 +313,17 @@ def test_empty_window_is_no_data_everywhere(prefect_harness, model_lake, monkeyp
     assert "drift: No data:" in capsys.readouterr().out
 
 
+def _holder(ref: object) -> str:
+    """What holds a window: its type, and for a dict its keys and what holds the dict
+    (once seen under xdist, held by a dict; the chain names the culprit next time)."""
+    import gc
+
+    if not isinstance(ref, dict):
+        return type(ref).__name__
+    owners = [type(o).__name__ for o in gc.get_referrers(ref) if not isinstance(o, list)][:5]
+    return f"dict{sorted(map(str, ref))[:8]} held by {owners}"
+
+
 def test_the_window_is_released_before_evidently_draws(prefect_harness, model_lake, write_lake, monkeypatch):
     """The window (``Inputs``, with the current frame) is no longer alive when the flow
     hands freed memory back and loads Evidently for the charts: a 1M-row window and
@@ -335,7 +346,7 @@ def test_the_window_is_released_before_evidently_draws(prefect_harness, model_la
             for o in gc.get_objects()
             if isinstance(o, drift_module.Inputs) and not any(o is e for e in earlier)
         ]
-        holders = [type(r).__name__ for o in mine for r in gc.get_referrers(o) if r is not mine]
+        holders = [_holder(r) for o in mine for r in gc.get_referrers(o) if r is not mine]
         alive.append((len(mine), holders))
 
     monkeypatch.setattr(drift_calc, "release_freed_memory", check)
