@@ -56,7 +56,7 @@ import brokers
 import landing_clients
 import polars as pl
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from confluent_kafka import Producer
 from sklearn.datasets import load_breast_cancer
 
@@ -139,14 +139,7 @@ def produce(
 
 
 async def raw_consume(bootstrap: str, topic: str, n: int) -> landing_clients.Timed:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
+    consumer = landing_clients.reader(bootstrap)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]

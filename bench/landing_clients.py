@@ -168,10 +168,9 @@ def land_confluent(bootstrap: str, topic: str, partitions: int, n: int, where: l
         consumer.close()
 
 
-async def land_aiokafka(bootstrap: str, topic: str, partitions: int, n: int, where: lake.Lake) -> Timed:
-    """The landing ceiling with aiokafka: ``getmany`` → ``LakeSink`` → flush, no runner."""
-    sink, tps = _new_sink(where, topic, partitions)
-    consumer = AIOKafkaConsumer(
+def reader(bootstrap: str) -> AIOKafkaConsumer:
+    """An aiokafka consumer of no group, from the earliest offsets, with the runner's fetch sizes."""
+    return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -179,6 +178,12 @@ async def land_aiokafka(bootstrap: str, topic: str, partitions: int, n: int, whe
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
     )
+
+
+async def land_aiokafka(bootstrap: str, topic: str, partitions: int, n: int, where: lake.Lake) -> Timed:
+    """The landing ceiling with aiokafka: ``getmany`` → ``LakeSink`` → flush, no runner."""
+    sink, tps = _new_sink(where, topic, partitions)
+    consumer = reader(bootstrap)
     await consumer.start()
     try:
         consumer.assign(tps)
