@@ -112,7 +112,9 @@ class LakeSink(Sink):
 
     def assigned(self, partitions: dict[TopicPartition, tuple[int | None, str]]) -> dict[TopicPartition, int]:
         """Where to resume each partition: the next offset the table holds for it (a
-        partition the table does not know resumes at the group's committed offset)."""
+        partition the table does not know resumes at the group's committed offset when
+        its metadata names the partition's life, else at the log's start: see
+        ``Sink.resumes_from_store``)."""
         known = {self._app_id(tp, inc): tp for tp, (_, inc) in partitions.items() if inc}
         table_says = next_offsets(self.lake, self.table, known)
         with self._lock:
