@@ -88,6 +88,9 @@ class ConsumerRunner(Committing):
                 for tp, msgs in batch.items():
                     self._take(tp, msgs)
                 await self._flush_if_due()
+                # getmany returns buffered records without suspending: without this
+                # the flush task's steps wait until the loop has nothing to fetch
+                await asyncio.sleep(0)
             await self._wait_flush()
             await self._flush_with_backoff()
             self._update_lag(force=True)
@@ -139,11 +142,23 @@ class ConsumerRunner(Committing):
         self._update_lag()
         if self._batch_due():
             if self.pipelined:
+                if self._flushing() and not self._pending_over(2):
+                    return  # the next flush starts when this one ends; fetching goes on meanwhile
                 await self._start_flush()
             else:
                 await self._flush_with_backoff()
         elif self._flush_task is not None and self._flush_task.done():
             await self._wait_flush()  # surfaces its error, if any
+
+    def _flushing(self) -> bool:
+        return self._flush_task is not None and not self._flush_task.done()
+
+    def _pending_over(self, batches: int) -> bool:
+        """Whether what waits for a flush holds ``batches`` batches' worth of records or bytes."""
+        return (
+            self._pending_records >= batches * self.max_batch_rows
+            or self._pending_bytes >= batches * self.max_batch_bytes
+        )
 
     def _batch_due(self) -> bool:
         due = self._oldest is not None and time.monotonic() - self._oldest >= self.max_batch_age_s
@@ -171,7 +186,9 @@ class ConsumerRunner(Committing):
     async def _start_flush(self) -> None:
         """Flush in the background while the loop keeps fetching (the sink's Parquet
         work runs in a thread without the GIL). One flush at a time: commits stay in
-        order, and a slow sink slows the fetching down (bounded memory)."""
+        order. A batch due while the previous flush runs waits for it and the loop
+        keeps fetching, up to two batches' worth; then it stops until that flush ends:
+        a slow sink slows the fetching down (bounded memory)."""
         await self._wait_flush()
         self._pending_records = self._pending_bytes = 0
         self._oldest = None
