@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -34,24 +35,44 @@ from aiokafka import ConsumerRecord, TopicPartition
 from common import lake
 from common.lakewrite import PartitionBatch, app_id, commit_batch, incarnation_of, next_offsets
 from consumers.deadletters import DeadLetter
-from consumers.lake_parse import EventParser
+from consumers.lake_parse import EventParser, combine
 from consumers.sink import Sink
 
 log = logging.getLogger(__name__)
 
 
+class _Chunk:
+    """Records of one partition handed to the parse thread as they arrived: parsed while
+    the loop keeps fetching and the previous batch commits."""
+
+    __slots__ = ("records", "parsed")
+
+    def __init__(self, records: list[ConsumerRecord[bytes, bytes]], parsed: Future[_Parsed]) -> None:
+        self.records = records
+        self.parsed = parsed
+
+
+# a chunk parsed: its rows (None when it has none) and its dead letters
+_Parsed = tuple[pl.DataFrame | None, list[DeadLetter]]
+
+
 class _PartitionState:
-    __slots__ = ("incarnation", "records", "first_offset", "next_offset")
+    __slots__ = ("incarnation", "chunks", "records", "first_offset", "next_offset")
 
     def __init__(self, incarnation: str) -> None:
         self.incarnation = incarnation
-        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self.chunks: list[_Chunk] = []  # handed to the parse thread, in offset order
+        self.records: list[ConsumerRecord[bytes, bytes]] = []  # the tail, not handed yet
         self.first_offset: int | None = None
         self.next_offset: int | None = None
 
+    @property
+    def pending(self) -> int:
+        return sum(len(c.records) for c in self.chunks) + len(self.records)
 
-# one partition's records taken for a batch: (partition, state, records, first offset, next offset)
-_Taken = tuple[TopicPartition, _PartitionState, list[ConsumerRecord[bytes, bytes]], int, int]
+
+# one partition's records taken for a batch: (partition, state, chunks, first offset, next offset)
+_Taken = tuple[TopicPartition, _PartitionState, list[_Chunk], int, int]
 
 
 class _Prepared:
@@ -65,9 +86,9 @@ class _Prepared:
         self.records: dict[TopicPartition, int] = {}
 
     def extend(self, taken: list[_Taken], frames: list[tuple[TopicPartition, pl.DataFrame]]) -> None:
-        for tp, state, records, _first, next_offset in taken:
+        for tp, state, chunks, _first, next_offset in taken:
             self.ends[tp] = (state, next_offset)
-            self.records[tp] = self.records.get(tp, 0) + len(records)
+            self.records[tp] = self.records.get(tp, 0) + sum(len(c.records) for c in chunks)
         self.frames += frames
 
     def drop(self, gone: set[TopicPartition]) -> None:
@@ -85,6 +106,15 @@ class LakeSink(Sink):
 
     dead_letters_before_durable = True
 
+    parse_threads = 2
+    """Threads parsing chunks (Arrow's JSON reader, one thread each, mostly without the
+    GIL), partitions spread over them."""
+
+    parse_chunk = 5_000
+    """A partition's records are handed to the parse thread in chunks of this many as
+    they arrive (the rest at ``prepare``): parsing overlaps fetching and the previous
+    batch's commit instead of following them."""
+
     time_column = "event_time"  # the date/hour partitions come from it
     dedupe_key: str | None = "event_id"  # one row per event id
 
@@ -95,10 +125,16 @@ class LakeSink(Sink):
         self.table = table
         self.group = group
         self._parts: dict[TopicPartition, _PartitionState] = {}
-        self._parser = EventParser()
+        # a parser per parse thread (each caches the shapes it has seen); a partition's
+        # chunks always go to the same thread, so they are parsed in their order
+        self._parsers = [EventParser() for _ in range(self.parse_threads)]
         self._dead: list[DeadLetter] = []  # of ``flush`` (single phase), for take_dead_letters
         self._prepared = _Prepared()
         self._lock = threading.Lock()  # add() on the loop, flush() in a worker thread
+        self._parse = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lake-parse-{table}-{i}")
+            for i in range(self.parse_threads)
+        ]
         self.pipelined = True  # the runner may keep consuming while flush() runs
         self.poison = 0
         self.duplicates = 0  # rows not landed: their event id was in the table already
@@ -128,14 +164,21 @@ class LakeSink(Sink):
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         gone = set(partitions)
-        for tp in gone:
-            self._parts.pop(tp, None)
+        with self._lock:  # chunks being parsed finish unseen
+            for tp in gone:
+                self._parts.pop(tp, None)
         self._prepared.drop(gone)
 
     @property
     def pending_rows(self) -> int:
         """Records added and not in the table yet, prepared ones included."""
-        return sum(len(s.records) for s in self._parts.values()) + sum(self._prepared.records.values())
+        with self._lock:
+            added = sum(s.pending for s in self._parts.values())
+        return added + sum(self._prepared.records.values())
+
+    def close(self) -> None:
+        for pool in self._parse:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         with self._lock:
@@ -152,6 +195,24 @@ class LakeSink(Sink):
             state.first_offset = records[0].offset
         state.records.extend(records)
         state.next_offset = records[-1].offset + 1
+        if len(state.records) >= self.parse_chunk:
+            self._hand_over(tp, state)
+
+    def _hand_over(self, tp: TopicPartition, state: _PartitionState) -> None:
+        """The partition's tail to the parse thread (under the lock)."""
+        records, state.records = state.records, []
+        state.chunks.append(_Chunk(records, self._submit(tp, records)))
+
+    def _submit(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> Future[_Parsed]:
+        return self._parse[self._thread_of(tp)].submit(self._parsed, tp, records)
+
+    def _thread_of(self, tp: TopicPartition) -> int:
+        partition: int = tp.partition
+        return partition % len(self._parse)
+
+    def _parsed(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> _Parsed:
+        dead: list[DeadLetter] = []
+        return self._frame(tp, records, dead), dead
 
     def take_dead_letters(self) -> list[DeadLetter]:
         out, self._dead = self._dead, []
@@ -174,13 +235,21 @@ class LakeSink(Sink):
             for tp, state in self._parts.items():
                 if state.next_offset is None or state.first_offset is None:
                     continue
-                taken.append((tp, state, state.records, state.first_offset, state.next_offset))
-                state.records, state.first_offset, state.next_offset = [], None, None
+                if state.records:
+                    self._hand_over(tp, state)
+                taken.append((tp, state, state.chunks, state.first_offset, state.next_offset))
+                state.chunks, state.first_offset, state.next_offset = [], None, None
         dead: list[DeadLetter] = []
         frames = []
         try:
-            for tp, _state, records, _first, _next in taken:
-                df = self._frame(tp, records, dead)
+            for tp, _state, chunks, _first, _next in taken:
+                parsed = []
+                for chunk in chunks:
+                    df, chunk_dead = chunk.parsed.result()
+                    dead += chunk_dead
+                    if df is not None and df.height:
+                        parsed.append((df, chunk.records))
+                df = combine(parsed, dead)
                 if df is not None and df.height:
                     frames.append((tp, df))
         except BaseException:
@@ -191,9 +260,13 @@ class LakeSink(Sink):
         return dead
 
     def _put_back(self, taken: list[_Taken]) -> None:
-        with self._lock:  # in front of what arrived meanwhile
-            for _tp, state, records, first, next_offset in taken:
-                state.records = records + state.records
+        """Taken chunks back in front of what arrived meanwhile, to be parsed again."""
+        with self._lock:
+            for tp, state, chunks, first, next_offset in taken:
+                if self._parts.get(tp) is not state:
+                    continue  # revoked meanwhile
+                records = [r for c in chunks for r in c.records]
+                state.chunks = [_Chunk(records, self._submit(tp, records))] + state.chunks
                 state.first_offset = first
                 state.next_offset = state.next_offset or next_offset
 
@@ -240,4 +313,4 @@ class LakeSink(Sink):
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], dead: list[DeadLetter]
     ) -> pl.DataFrame | None:
         """The records of ``tp`` as rows of the table; poison records go to ``dead``."""
-        return self._parser.frame(records, dead)
+        return self._parsers[self._thread_of(tp)].frame(records, dead)

@@ -93,33 +93,8 @@ class EventParser:
         for key, group in groups.items():
             df = self._parse_group(key, group, dead)
             if df is not None and df.height:
-                frames.append((df, group))
-        if not frames:
-            return None
-        if len(frames) == 1:
-            return frames[0][0]
-        # the largest shape first; a shape whose fields cannot share a column type with
-        # what is kept (junk under a feature's name) is dead-lettered, the rest lands
-        frames.sort(key=lambda f: -f[0].height)
-        kept = frames[0][0]
-        for df, group in frames[1:]:
-            try:
-                both = pl.concat([kept, df], how="diagonal_relaxed")
-                changed = [
-                    c
-                    for part in (kept, df)
-                    for c, dtype in part.schema.items()
-                    if not _widens(dtype, both.schema[c])
-                ]
-                if changed:  # e.g. a number feature would be stored as text for the whole batch
-                    raise pl.exceptions.SchemaError(f"column {changed[0]} would change type")
-            except pl.exceptions.PolarsError as exc:
-                reason = f"fields of types conflicting with the rest of the batch: {exc}"[:500]
-                offsets = set(df["kafka_offset"])
-                dead.extend(_dead(rec, reason) for rec in group.records if rec.offset in offsets)
-                continue
-            kept = both
-        return kept
+                frames.append((df, group.records))
+        return combine(frames, dead)
 
     def _homogeneous(
         self, records: list[ConsumerRecord[bytes, bytes]]
@@ -278,6 +253,41 @@ class EventParser:
             .dt.replace_time_zone("UTC")
             .alias("kafka_timestamp"),
         ).drop("_t", "_bad", "kafka_timestamp_ms")
+
+
+def combine(
+    frames: list[tuple[pl.DataFrame, list[ConsumerRecord[bytes, bytes]]]], dead: list[DeadLetter]
+) -> pl.DataFrame | None:
+    """Frames (each with the records it was read from) as one: frames of one schema are
+    stacked; otherwise the largest first, and a frame whose fields cannot share a column
+    type with what is kept (junk under a feature's name) is dead-lettered, the rest lands."""
+    if not frames:
+        return None
+    if len(frames) == 1:
+        return frames[0][0]
+    first = frames[0][0].schema
+    if all(df.schema == first for df, _ in frames[1:]):
+        return pl.concat([df for df, _ in frames], how="vertical")
+    frames = sorted(frames, key=lambda f: -f[0].height)
+    kept = frames[0][0]
+    for df, records in frames[1:]:
+        try:
+            both = pl.concat([kept, df], how="diagonal_relaxed")
+            changed = [
+                c
+                for part in (kept, df)
+                for c, dtype in part.schema.items()
+                if not _widens(dtype, both.schema[c])
+            ]
+            if changed:  # e.g. a number feature would be stored as text for the whole batch
+                raise pl.exceptions.SchemaError(f"column {changed[0]} would change type")
+        except pl.exceptions.PolarsError as exc:
+            reason = f"fields of types conflicting with the rest of the batch: {exc}"[:500]
+            offsets = set(df["kafka_offset"])
+            dead.extend(_dead(rec, reason) for rec in records if rec.offset in offsets)
+            continue
+        kept = both
+    return kept
 
 
 def _keep_decodable(group: _Group, dead: list[DeadLetter]) -> bool:
