@@ -110,7 +110,7 @@ def commit_batch(
 
     uri = lake.uri(table)
     in_batch = 0
-    if frame is not None and key is not None:
+    if frame is not None and key is not None and frame[key].n_unique() < frame.height:
         before = frame.height
         frame = frame.unique(subset=key, keep="first", maintain_order=True)
         in_batch = before - frame.height
