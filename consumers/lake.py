@@ -99,7 +99,8 @@ class _Prepared:
 
 
 class LakeSink(Sink):
-    """Parses batches with polars' NDJSON reader (consumers/lake_parse.py); poison
+    """Parses each partition's records in chunks as they arrive, in parse threads
+    (consumers/lake_parse.py: one NDJSON read a chunk and shape); poison
     records become dead letters, published before the table commit that moves past them
     (``dead_letters_before_durable``): the runner calls ``prepare``, publishes what it
     returns, then ``flush_prepared``."""
