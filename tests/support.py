@@ -136,6 +136,12 @@ class Stream(threading.Thread):
         self.ids: list[str] = []
         self.poison: dict[tuple[int, int], bytes | None] = {}  # (partition, offset) → value
         self.error: BaseException | None = None
+        self._hurry = threading.Event()
+
+    def hurry(self) -> None:
+        """The rest of the ``n`` events without pauses (the scenario that needed a live
+        stream is over)."""
+        self._hurry.set()
 
     def run(self) -> None:
         try:
@@ -166,7 +172,8 @@ class Stream(threading.Thread):
                     meta = await fut
                     if value is not None:
                         self.poison[(meta.partition, meta.offset)] = value
-                await asyncio.sleep(self.pause_s)
+                if not self._hurry.is_set():
+                    await asyncio.sleep(self.pause_s)
         finally:
             await producer.stop()
 

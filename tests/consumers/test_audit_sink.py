@@ -156,6 +156,7 @@ def test_audit_consumer_survives_postgres_unreachable_for_20s(
         assert _count(pg_schema)[0] == before  # nothing got through the cut proxy
         assert auditor.alive(), auditor.tail()
         proxy.start()
+        stream.hurry()  # the outage is over: the rest of the stream at once
         stream.join(timeout=120)
         assert stream.error is None, stream.error
 

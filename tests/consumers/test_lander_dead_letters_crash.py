@@ -254,6 +254,7 @@ def test_lander_sigkilled_after_its_dead_letters_and_after_its_table_commit_lose
     env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-dlq-crash", **lake_at.env)
     last = Child("lander-last", ["consume", "lake"], env, tmp_path / "lander-last.log")
     try:
+        stream.hurry()  # the faulted lives are over: the rest of the stream at once
         stream.join(timeout=120)
         assert stream.error is None, stream.error
         assert len(stream.poison) == n // 50

@@ -67,7 +67,8 @@ def test_lander_sigkilled_five_times_lands_exactly_n(
         INFERSTREAM_FAULT_PAUSE_BEFORE_COMMIT_S="0.1",
         **lake_at.env,
     )
-    stream = stream_factory(topic, n, burst=15, pause_s=0.5)  # ~30 events/s for ~80 s: spans the kills
+    # ~30 events/s for up to ~80 s, spanning the kills; the rest at once after the last
+    stream = stream_factory(topic, n, burst=15, pause_s=0.5)
     stream.start()
     kills = 0
     landed_at_kill = []
@@ -82,6 +83,7 @@ def test_lander_sigkilled_five_times_lands_exactly_n(
             lander.kill()
             kills += 1
             lander = Child(f"lander-{kills}", ["consume", "lake"], env, tmp_path / f"lander-{kills}.log")
+        stream.hurry()  # the kills are over: the rest of the n events at once
         stream.join(timeout=120)
         assert stream.error is None, stream.error
         result = wait_landed(lake_dir, stream.ids, [lander], timeout_s=120)
