@@ -51,6 +51,7 @@ class OutlierStream(threading.Thread):
         self.outlier_ids: list[str] = []
         self.where: dict[str, tuple[int, int]] = {}  # outlier id → (partition, offset)
         self.error: BaseException | None = None
+        self.hurried = threading.Event()  # set: the rest without pauses (the kills are over)
 
     def run(self) -> None:
         try:
@@ -79,7 +80,7 @@ class OutlierStream(threading.Thread):
                     )
                 for ev_id, meta in zip(self.ids[start:], await asyncio.gather(*futures), strict=True):
                     self.where[ev_id] = (meta.partition, meta.offset)
-                if start >= self.warmup:
+                if start >= self.warmup and not self.hurried.is_set():
                     await asyncio.sleep(pause)
         finally:
             await producer.stop()
@@ -185,6 +186,7 @@ def test_a_scorer_sigkilled_mid_stream_alerts_each_outlier_exactly_once(
             lives[-1].kill()
             lives.append(_scorer(kafka_bootstrap, topic, tmp_path, group, life, **extra))
             wait_for_log(lives[-1], "assigned group=", timeout_s=90)
+        stream.hurried.set()  # the kills are over: the rest of the stream at once
         stream.join(timeout=120)
         assert stream.error is None, stream.error
         expected = set(stream.outlier_ids)
