@@ -14,7 +14,12 @@ from consumers.runner_state import FaultStep
 
 class ConsumerSettings(CommonSettings):
     group_id: str | None = Field(default=None, description="Consumer group; default: the sink's name")
-    max_batch_rows: int = Field(default=50_000, ge=1)
+    max_batch_rows: int = Field(
+        default=50_000,
+        ge=1,
+        description="Flush when this many records are pending; while a flush runs, fetching goes on up to "
+        "twice this many (and twice max_batch_bytes), then waits for it",
+    )
     max_batch_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1, description="Flush when this much is pending"
     )
