@@ -126,6 +126,10 @@ class RoutingSink(Sink):
     def pending_rows(self) -> int:
         return sum(s.pending_rows for s in self.sinks.values())
 
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            sink.close()
+
     def add(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         self.sinks[tp.topic].add(tp, records)
 
