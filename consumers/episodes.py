@@ -94,14 +94,18 @@ class EpisodesLakeSink(LakeSink):
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], dead: list[DeadLetter]
     ) -> pl.DataFrame | None:
         rows = []
+        skipped = 0
         for rec in records:
             row = episode_row(rec.value)
             if row is None:
-                self.skipped += 1
+                skipped += 1
                 continue
             row["kafka_partition"] = rec.partition
             row["kafka_offset"] = rec.offset
             rows.append(row)
+        if skipped:
+            with self._lock:  # chunks are parsed in several threads
+                self.skipped += skipped
         if not rows:
             return None
         return pl.DataFrame(rows, schema=SCHEMA).with_columns(
