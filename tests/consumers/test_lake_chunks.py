@@ -4,9 +4,6 @@ one parse of the whole batch gives."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import orjson
 import polars as pl
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -14,22 +11,16 @@ from aiokafka import ConsumerRecord, TopicPartition
 from common import events, lake
 from consumers.lake import LakeSink
 
+from ..support import make_event
+
 TP = TopicPartition("inference-events", 0)
 TP2 = TopicPartition("inference-events", 1)
 
 
 def _rec(tp: TopicPartition, offset: int, features: dict[str, object]) -> ConsumerRecord:
-    ev = events.build_event(
-        event_id=events.uuid7(),
-        event_time=datetime(2026, 3, 1, 9, tzinfo=UTC),
-        model_name="m",
-        model_version="1",
-        features=features,
-        prediction=1,
-        scores=None,
-        latency_ms=0.1,
-    )
-    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, None, orjson.dumps(ev), None, 0, 0, ())
+    ev = make_event()
+    ev["features"] = features
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, None, events.encode(ev), None, 0, 0, ())
 
 
 def _landed(where) -> pl.DataFrame:
