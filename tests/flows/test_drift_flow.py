@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -324,6 +325,23 @@ def _holder(ref: object) -> str:
     return f"dict{sorted(map(str, ref))[:8]} held by {owners}"
 
 
+def _frames_holding(obj: object, besides: object) -> list[str]:
+    """The running functions, in any thread, with ``obj`` in a local variable (but
+    ``besides``, the asking frame)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    found = []
+    for ident, frame in sys._current_frames().items():
+        f = frame
+        while f is not None:
+            if f is not besides and any(v is obj for v in f.f_locals.values()):
+                code = f.f_code
+                found.append(
+                    f"thread {names.get(ident, ident)}: {code.co_name} ({code.co_filename}:{f.f_lineno})"
+                )
+            f = f.f_back
+    return found
+
+
 def test_the_window_is_released_before_evidently_draws(prefect_harness, model_lake, write_lake, monkeypatch):
     """The window (``Inputs``, with the current frame) is no longer alive when the flow
     hands freed memory back and loads Evidently for the charts: a 1M-row window and
@@ -347,6 +365,9 @@ def test_the_window_is_released_before_evidently_draws(prefect_harness, model_la
             if isinstance(o, drift_module.Inputs) and not any(o is e for e in earlier)
         ]
         holders = [_holder(r) for o in mine for r in gc.get_referrers(o) if r is not mine]
+        # a running function's locals are no referrer gc sees (once seen: alive, no holder)
+        for o in mine:
+            holders += _frames_holding(o, besides=sys._getframe())
         alive.append((len(mine), holders))
 
     monkeypatch.setattr(drift_calc, "release_freed_memory", check)
