@@ -168,7 +168,9 @@ def drift_flow(
     run_time = datetime.now(UTC)
     run_id = str(flow_run.get_id() or f"local-{run_time:%Y%m%dT%H%M%S%f}")
     digest = summarise(settings, inputs, win, results, verdict, tl, run_time, run_id)
-    del inputs  # the window: Evidently's charts are drawn from the digest's samples alone
+    # the window: Evidently's charts are drawn from the digest's samples alone
+    inputs.release()
+    del inputs
     drift_calc.release_freed_memory()
     html, js = render(digest)
     kept = store_report(store, digest.run_dir) + "/" + html.name  # the file, or its s3:// URL

@@ -39,6 +39,15 @@ class Inputs:
     reference_stats: dict[str, ColumnData]
     reference_name: str
 
+    def release(self) -> None:
+        """Drop the window and the reference frames. ``del`` of the flow's name is not
+        enough: Prefect keeps this object reachable for a while after the tasks that
+        returned or took it ended (their run contexts, copied into timers its client's
+        event loop has pending, hold their return values and parameters)."""
+        self.current = self.current.clear()
+        self.reference = self.reference.clear()
+        self.reference_stats = {}
+
 
 @task(cache_policy=NO_CACHE)  # local files: an error here is not transient, no retries
 def load_inputs(
