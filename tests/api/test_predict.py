@@ -208,7 +208,7 @@ def test_api_process_logs_its_address_model_and_version_at_start(
         child.terminate()
 
 
-@pytest.mark.slow  # waits out eight back-off attempts: ~15 s (aiokafka) to ~20 s (confluent)
+@pytest.mark.slow  # waits out eight back-off attempts: ~12 s (aiokafka) to ~21 s (confluent)
 @pytest.mark.parametrize("client", ["aiokafka", "confluent"])
 def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_once(
     trained_model, tmp_path, client
@@ -230,8 +230,8 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
     env = {
         **api_env(trained_model, closed, "events", port),
         "INFERSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
-        "INFERSTREAM_PROBE_INTERVAL_S": "0.25",
-        "INFERSTREAM_PROBE_MAX_INTERVAL_S": "2",
+        "INFERSTREAM_PROBE_INTERVAL_S": "0.1",
+        "INFERSTREAM_PROBE_MAX_INTERVAL_S": "1",
         "INFERSTREAM_KAFKA_CLIENT": client,
         # librdkafka's probe waits out its metadata timeout, min(this, 5 s), per attempt
         # (8 x 5 s with the default); aiokafka's fails at once on the closed port
@@ -241,13 +241,13 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", child)
         wait_for_log(child, f"Kafka at {closed} unreachable", timeout_s=10)
-        # attempts at about 0, .25, .75, 1.75, 3.75, 5.75, 7.75 s: the 8th after ~9.75 s
-        # (with a fixed 0.25 s interval it would come after 1.75 s, the 16th after 3.75 s)
-        # (librdkafka's probe adds its 1 s metadata timeout to each: ~18 s)
+        # attempts at about 0, .1, .3, .7, 1.5, 2.5, 3.5 s: the 8th after ~4.5 s
+        # (with a fixed 0.1 s interval it would come after 0.7 s, the 16th after 1.5 s)
+        # (librdkafka's probe adds its 1 s metadata timeout to each: ~12 s)
         wait_for_log(
             child, "still unreachable after 8 attempts", timeout_s=30 if client == "aiokafka" else 120
         )
-        time.sleep(3)  # the scenario: 3 s more of back-off, in which no further warning is due
+        time.sleep(2)  # the scenario: 2 s more of back-off, in which no further warning is due
     finally:
         child.terminate()
     lines = child.log_path.read_text().splitlines()
@@ -264,4 +264,4 @@ def test_api_process_backs_off_while_kafka_is_unreachable_and_names_the_setting_
         # local time, as logged: only differences matter
         return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC).timestamp()
 
-    assert at(warnings[3]) - at(warnings[0]) > 6.0, warnings
+    assert at(warnings[3]) - at(warnings[0]) > 3.0, warnings
