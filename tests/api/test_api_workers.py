@@ -38,6 +38,14 @@ def test_two_workers_report_the_whole_service_and_own_their_spools(
     n = 200
     try:
         wait_ready(f"{base}/readyz", api)
+        # ready is one worker: wait for the other's start too (each claims a spool slot in
+        # its lifespan; under load, the requests once all reached the first)
+        wait_until(
+            lambda: len(list((tmp_path / "spool").glob("slot-*"))) >= 2,
+            60,
+            "a spool slot for each of the two workers",
+            on_timeout=api.tail,
+        )
         # no keep-alive: every request is a new connection, so both workers get some
         limits = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=base, limits=limits, timeout=10) as c, ThreadPoolExecutor(4) as pool:
