@@ -221,8 +221,9 @@ def read_dlq(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0)
                     out.extend(msgs)
             # anything beyond ``expected`` (a duplicate, or another group's letters) gets
             # until a second passes with nothing new: one getmany returns at the first
-            # partition with records, and the rest were once missed that way
-            while got := await consumer.getmany(timeout_ms=1000):
+            # partition with records, and the rest were once missed that way (bounded: a
+            # topic still being written ends the read 5 s past the deadline)
+            while time.monotonic() < deadline + 5 and (got := await consumer.getmany(timeout_ms=1000)):
                 for msgs in got.values():
                     out.extend(msgs)
         finally:
