@@ -76,9 +76,19 @@ def test_lander_sigkilled_five_times_lands_exactly_n(
     lander = Child("lander-0", ["consume", "lake"], env, tmp_path / "lander-0.log")
     try:
         while kills < 5:
-            # kill a lander that owns partitions and is landing, at a random moment
+            # kill a lander that owns partitions and is landing, at a random moment: once it
+            # has landed something of its own (a fixed sleep after its assignment once killed
+            # three landers in a row before their first commit, on S3 in a loaded CI run)
             wait_for_log(lander, "assigned group=", timeout_s=90)
-            time.sleep(rng.uniform(0.3, 2.0))  # the scenario: a seeded moment of the landing
+            before = landed_at_kill[-1] if landed_at_kill else 0
+            wait_until(
+                lambda: landing(lake_dir, list(stream.ids)).distinct > before,
+                90,
+                f"{lander.name} landing past {before}",
+                interval_s=0.25,
+                on_timeout=lander.tail,
+            )
+            time.sleep(rng.uniform(0.0, 1.5))  # the scenario: a seeded moment of the landing
             landed_at_kill.append(landing(lake_dir, list(stream.ids)).distinct)
             lander.kill()
             kills += 1
