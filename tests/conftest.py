@@ -53,17 +53,29 @@ SERIAL_FAULT_MODULES = frozenset(
 )
 
 
+# The modules whose tests run flows in the Prefect test harness: one scope too, so that
+# one worker starts the harness's API server (about 12 s of CPU on a quiet machine, and
+# its first test took 50 to 75 s on a loaded one) and imports the flows' libraries once.
+PREFECT_HARNESS_MODULES = frozenset(
+    str(path.relative_to(Path(__file__).parent.parent))
+    for path in (Path(__file__).parent / "flows").glob("test_*.py")
+    if "prefect_harness" in path.read_text()
+)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's load-scope scheduling with every test its own scope except the serial
-    fault modules, which share one (``--dist loadgroup`` would say the same with
+    fault modules, which share one, and the Prefect harness's modules, which share another (``--dist loadgroup`` would say the same with
     markers, but pytest 9.2 ignores the node ids xdist 3.8 rewrites for it)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class FaultsApart(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return "serial-fault-tests" if module in SERIAL_FAULT_MODULES else nodeid
+            if module in SERIAL_FAULT_MODULES:
+                return "serial-fault-tests"
+            return "prefect-harness-tests" if module in PREFECT_HARNESS_MODULES else nodeid
 
     return FaultsApart(config, log)
 
