@@ -12,6 +12,12 @@ node, waits, then SIGKILLs; it is safe to call twice and is what ``__exit__`` ca
 nothing is left running when a test fails. With ``die_with_parent`` (the default) the
 kernel also kills the nodes if the launching process dies without cleaning up.
 
+With ``class_data_sharing`` the nodes and the storage tool map a class-data-sharing
+archive (the JDK's dynamic CDS) of the classes a broker loads: a node then starts in about
+half the CPU. The archive is made once, by a one-node broker started with
+``-XX:ArchiveClassesAtExit`` and stopped with SIGTERM, and kept beside the jars under a
+name keyed to the JVM and the jars (:func:`class_data_archive`).
+
 Fault tests use :meth:`KafkaCluster.kill_node`, :meth:`stop_node` and
 :meth:`start_node`; :meth:`wait_brokers` waits for the cluster to see a given set of
 live brokers.
@@ -25,8 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -39,7 +51,16 @@ from common.broker import free_port, wait_for_port
 from common.errors import ConfigError, DependencyUnavailable
 from common.kafka_install import KAFKA_VERSION, java_executable, kafka_libs
 
-__all__ = ["KAFKA_VERSION", "KafkaCluster", "KafkaNode", "java_executable", "kafka_libs"]
+__all__ = [
+    "KAFKA_VERSION",
+    "KafkaCluster",
+    "KafkaNode",
+    "class_data_archive",
+    "java_executable",
+    "kafka_libs",
+]
+
+log = logging.getLogger(__name__)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -88,11 +109,14 @@ class KafkaCluster:
         die_with_parent: bool = True,
         base_port: int | None = None,
         jvm_options: Sequence[str] = (),
+        class_data_sharing: bool | Path = False,
     ) -> None:
         """``base_port``: brokers listen on base_port, base_port+1, ...; free ports if None.
         ``jvm_options``: extra JVM flags for the nodes and the storage tool (a test suite
         passes ``-XX:TieredStopAtLevel=1``: a node starts in about half the time, at a
-        throughput a benchmark would not want)."""
+        throughput a benchmark would not want).
+        ``class_data_sharing``: map a class-data-sharing archive, kept beside the jars
+        (True) or in the given directory, made on first use (:func:`class_data_archive`)."""
         if nodes < 1:
             raise ConfigError(f"a Kafka cluster needs at least one node, not {nodes}")
         self.work_dir = work_dir
@@ -103,6 +127,8 @@ class KafkaCluster:
         self.extra_config = dict(config or {})
         self.die_with_parent = die_with_parent
         self.jvm_options = list(jvm_options)
+        self.class_data_sharing = class_data_sharing
+        self.class_data_file: Path | None = None
         self.cluster_id = ""
         self.nodes = [
             KafkaNode(
@@ -182,6 +208,7 @@ class KafkaCluster:
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             *self.jvm_options,
+            *([f"-XX:SharedArchiveFile={self.class_data_file}"] if self.class_data_file else []),
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",
@@ -197,6 +224,11 @@ class KafkaCluster:
         self._java_exe = java_executable(self.java, self.java_home)
         if self.libs is None:
             self.libs = kafka_libs()
+        if self.class_data_sharing and self.class_data_file is None:
+            where = self.class_data_sharing if isinstance(self.class_data_sharing, Path) else None
+            self.class_data_file = class_data_archive(
+                self._java_exe, self.libs, where, jvm_options=self.jvm_options
+            )
         self.cluster_id = self.cluster_id or _cluster_id()
         procs = []
         for node in self.nodes:
@@ -361,6 +393,67 @@ def _terminate(node: KafkaNode, timeout_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+_ARCHIVES_NOT_MADE: set[Path] = set()  # tried in this process and failed: not again
+
+
+def class_data_archive(
+    java_exe: str, libs: Path, directory: Path | None = None, *, jvm_options: Sequence[str] = ()
+) -> Path | None:
+    """The path of a class-data-sharing archive for ``java_exe`` running the jars in
+    ``libs``, made now if there is none yet; None (and a warning) if it cannot be made, and
+    the nodes start without one.
+
+    The name is a digest of the JVM (its resolved path, size and modification time) and
+    of the jars (names and sizes): another JDK or another Kafka gets its own archive, and
+    the JVM itself still checks the archive's header and runs without it on a mismatch.
+    It is made by a one-node broker started with ``-XX:ArchiveClassesAtExit`` into a
+    temporary file and stopped with SIGTERM; the file is renamed into place only if the
+    broker exited by that signal or cleanly, so a crashed or killed training run leaves
+    nothing behind. Concurrent callers (parallel test sessions) take a file lock: one
+    makes the archive, the others wait for it."""
+    directory = directory or libs.parent / "cds"
+    exe = Path(java_exe if os.sep in java_exe else (shutil.which(java_exe) or java_exe)).resolve()
+    key = hashlib.sha256()
+    with contextlib.suppress(OSError):
+        st = exe.stat()
+        key.update(f"{exe}|{st.st_size}|{st.st_mtime_ns}".encode())
+    for jar in sorted(libs.glob("*.jar")):
+        key.update(f"|{jar.name}:{jar.stat().st_size}".encode())
+    archive = directory / f"kafka-{key.hexdigest()[:16]}.jsa"
+    if archive.exists():
+        return archive
+    if archive in _ARCHIVES_NOT_MADE:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if archive.exists():
+            return archive
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            partial = Path(tmp) / "archive.jsa"
+            options = [*jvm_options, f"-XX:ArchiveClassesAtExit={partial}"]
+            training = KafkaCluster(1, work_dir=Path(tmp), libs=libs, java=java_exe, jvm_options=options)
+            try:
+                training.start(timeout_s=120)
+            except Exception as exc:
+                training.kill()
+                log.warning("no class-data-sharing archive for Kafka (its training broker failed: %s)", exc)
+                _ARCHIVES_NOT_MADE.add(archive)
+                return None
+            training.stop(timeout_s=30)
+            code = training.nodes[0].proc.returncode if training.nodes[0].proc else None
+            if code not in (0, 128 + signal.SIGTERM, -signal.SIGTERM) or not partial.exists():
+                log.warning(
+                    "no class-data-sharing archive for Kafka (its training broker exited with %s, "
+                    "archive written: %s)", code, partial.exists(),
+                )  # fmt: skip
+                _ARCHIVES_NOT_MADE.add(archive)
+                return None
+            os.replace(partial, archive)
+    log.info("made a class-data-sharing archive for Kafka: %s", archive)
+    return archive
 
 
 def _cluster_id() -> str:

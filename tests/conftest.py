@@ -66,8 +66,9 @@ PREFECT_HARNESS_MODULES = frozenset(
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's load-scope scheduling with every test its own scope except the serial
-    fault modules, which share one, and the Prefect harness's modules, which share another (``--dist loadgroup`` would say the same with
-    markers, but pytest 9.2 ignores the node ids xdist 3.8 rewrites for it)."""
+    fault modules, which share one, and the Prefect harness's modules, which share
+    another (``--dist loadgroup`` would say the same with markers, but pytest 9.2
+    ignores the node ids xdist 3.8 rewrites for it)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class FaultsApart(LoadScopeScheduling):
@@ -81,7 +82,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 
 # the JIT's first tier only: a node starts in about half the time (a 3-node cluster in
-# ~13 s instead of ~29 s on a busy 2-core machine), fast enough for the tests' load
+# ~13 s instead of ~29 s on a busy 2-core machine), fast enough for the tests' load.
+# The suite's clusters also map a class-data-sharing archive (made by the first one, kept
+# beside the jars): a 3-node cluster's format and start then cost about 8.5 instead of
+# 12 s of CPU on a quiet machine
 KAFKA_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 TEST_BROKER = os.environ.get("INFERSTREAM_TEST_BROKER", "kafka")
 
@@ -118,7 +122,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if TEST_BROKER != "kafka":
         raise pytest.UsageError(f"INFERSTREAM_TEST_BROKER must be kafka or tansu, not {TEST_BROKER!r}")
     cluster = KafkaCluster(
-        3, work_dir=tmp_path_factory.mktemp("kafka"), jvm_options=KAFKA_JVM_OPTIONS
+        3, work_dir=tmp_path_factory.mktemp("kafka"), jvm_options=KAFKA_JVM_OPTIONS, class_data_sharing=True
     ).start()
     try:
         yield cluster.bootstrap_servers
@@ -143,7 +147,9 @@ def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
     nodes (the session's cluster stays untouched). Stopped when the test ends, also on
     failure (SIGKILL: its data is thrown away, and a controlled shutdown of all three
     nodes waits ~20 s for the controller quorum it loses on the way)."""
-    cluster = KafkaCluster(3, work_dir=tmp_path / "kafka", jvm_options=KAFKA_JVM_OPTIONS).start()
+    cluster = KafkaCluster(
+        3, work_dir=tmp_path / "kafka", jvm_options=KAFKA_JVM_OPTIONS, class_data_sharing=True
+    ).start()
     try:
         yield cluster
     finally:

@@ -82,7 +82,7 @@ def test_lander_sigkilled_five_times_lands_exactly_n(
             wait_for_log(lander, "assigned group=", timeout_s=90)
             before = landed_at_kill[-1] if landed_at_kill else 0
             wait_until(
-                lambda: landing(lake_dir, list(stream.ids)).distinct > before,
+                lambda before=before: landing(lake_dir, list(stream.ids)).distinct > before,
                 90,
                 f"{lander.name} landing past {before}",
                 interval_s=0.25,
