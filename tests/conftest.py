@@ -30,6 +30,7 @@ from sklearn.datasets import load_breast_cancer
 from common.artifact import FeatureSpec
 from common.broker import EmbeddedBroker
 from common.kafka_cluster import KafkaCluster
+from common.lake import Lake
 from common.seaweed import SeaweedS3
 from common.topics import ensure_topics
 from inferstream.train import train_classifier
@@ -204,3 +205,27 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     )
     rows = df.select([f.name for f in features]).to_dicts()
     return TrainedModel(data_dir, MODEL_NAME, path.name, rows)
+
+
+@dataclass(frozen=True)
+class LakeAt:
+    """Where a test's lake is: the consumer's environment for it, and the location to read."""
+
+    env: dict[str, str]
+    where: Lake | Path
+
+
+@pytest.fixture(params=["file", "s3"])
+def lake_at(request: pytest.FixtureRequest, tmp_path: Path, topic: str) -> LakeAt:
+    """The test's lake on ``file://`` (under tmp_path) and on ``s3://`` (SeaweedFS)."""
+    if request.param == "file":
+        return LakeAt({}, tmp_path / "lake")
+    store: SeaweedS3 = request.getfixturevalue("seaweed")
+    url = f"s3://{store.bucket}/{topic}"
+    env = {
+        "INFERSTREAM_LAKE_URL": url,
+        "INFERSTREAM_S3_ENDPOINT": store.endpoint,
+        "INFERSTREAM_S3_ACCESS_KEY_ID": store.access_key,
+        "INFERSTREAM_S3_SECRET_ACCESS_KEY": store.secret_key,
+    }
+    return LakeAt(env, Lake(url, store.storage_options()))

@@ -105,12 +105,12 @@ def test_lander_killed_with_sigkill_mid_stream_still_lands_exactly_n(kafka_boots
 
 
 @pytest.mark.slow
-def test_sigterm_makes_the_lander_flush_and_commit(kafka_bootstrap, topic, tmp_path):
+def test_sigterm_makes_the_lander_flush_and_commit(kafka_bootstrap, topic, tmp_path, lake_at):
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
     n = 500
-    env = _lander_env(kafka_bootstrap, topic, tmp_path, "lake-sigterm")
+    env = {**_lander_env(kafka_bootstrap, topic, tmp_path, "lake-sigterm"), **lake_at.env}
     env["INFERSTREAM_MAX_BATCH_AGE_S"] = "600"  # no flush by age: only SIGTERM will flush
     env["INFERSTREAM_MAX_BATCH_ROWS"] = "1000000"
     port = free_port()
@@ -128,11 +128,11 @@ def test_sigterm_makes_the_lander_flush_and_commit(kafka_bootstrap, topic, tmp_p
             f"the lander consuming {n} records",
             on_timeout=lander.tail,
         )
-        assert not lake.has_rows(tmp_path / "lake"), "flushed before SIGTERM: the test proves nothing"
+        assert not lake.has_rows(lake_at.where), "flushed before SIGTERM: the test proves nothing"
         assert lander.terminate(timeout_s=30) == 0
     finally:
         lander.kill()
-    result = landing(tmp_path / "lake", stream.ids)
+    result = landing(lake_at.where, stream.ids)
     assert (result.distinct, result.duplicates) == (n, 0)
 
     async def committed_total() -> int:
