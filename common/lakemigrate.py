@@ -7,7 +7,12 @@ transaction ``migrate/<table>/<model=…/date=…/hour=…>``: a directory whose
 the table already has is skipped, so running the migration twice (or again after it
 stopped half-way) adds nothing. Rows are deduplicated by event id (feedback: by
 feedback id) within a directory: the old lake could hold a replayed event twice, and a
-copy carries the event's own time, so both copies are in one hour directory.
+copy carries the event's own time, so both copies are in one hour directory. Rows whose
+id the table holds already are not imported again either: a lander started on the new
+table before the migration may have landed events the old lake holds too (it resumes at
+the group's committed offset, which can be behind what the old lander had written).
+A lander landing the same events while the migration runs can still race it: migrate
+before starting the landers.
 
 The old files are left where they are. In a local lake whose tables live in the same
 directories, they are unreferenced by the table and ``vacuum`` removes them once
@@ -22,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from common import lake
+from common.lakewrite import not_landed
 
 _KEYS = {lake.EVENTS_TABLE: ("event_id", "event_time"), lake.FEEDBACK_TABLE: ("feedback_id", "feedback_time")}
 
@@ -62,7 +68,7 @@ def migrate(source: Path, where: lake.Lake, group: str = "lake") -> Iterator[str
     from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
 
     for table, (key, time_col) in _KEYS.items():
-        added = skipped = rows = 0
+        added = skipped = rows = already = 0
         for d in old_dirs(source, table):
             rel = d.relative_to(source / table).as_posix()
             dt = where.open(table)
@@ -82,6 +88,9 @@ def migrate(source: Path, where: lake.Lake, group: str = "lake") -> Iterator[str
                 t.dt.date().alias("date"),
                 t.dt.hour().cast(pl.Int32).alias("hour"),
             )
+            if dt is not None and df.height:
+                df, landed = not_landed(dt, df, key, time_col)
+                already += landed
             write_deltalake(
                 dt if dt is not None else where.uri(table),
                 df.to_arrow(compat_level=pl.CompatLevel.oldest()),
@@ -94,6 +103,13 @@ def migrate(source: Path, where: lake.Lake, group: str = "lake") -> Iterator[str
             )
             added += 1
             rows += df.height
-        yield f"{table}: {added} hour directories imported ({rows} rows), {skipped} already imported"
+        yield (
+            f"{table}: {added} hour directories imported ({rows} rows), {skipped} already imported"
+            + (
+                f"; {already} rows were in the table already (landed by the new lander), not imported"
+                if already
+                else ""
+            )
+        )
         if added:
             yield f"{table}: consumer group {group!r} keeps its committed offsets; the lander resumes there"

@@ -122,7 +122,7 @@ def commit_batch(
             return CommitResult(None, 0, replayed, 0, attempt)
         duplicates = in_batch
         if dt is not None and rows is not None and rows.height and key is not None:
-            rows, landed = _not_landed(dt, rows, key, time_column)
+            rows, landed = not_landed(dt, rows, key, time_column)
             duplicates += landed
         if rows is None or not rows.height:
             if dt is None:
@@ -183,8 +183,9 @@ def _not_committed(
     return rows, txns, replayed
 
 
-def _not_landed(dt: DeltaTable, rows: pl.DataFrame, key: str, time_column: str) -> tuple[pl.DataFrame, int]:
-    """``rows`` without those whose ``key`` the table holds already, and how many those were."""
+def not_landed(dt: DeltaTable, rows: pl.DataFrame, key: str, time_column: str) -> tuple[pl.DataFrame, int]:
+    """``rows`` without those whose ``key`` the table holds already, and how many those were
+    (``rows`` carry the partition columns; a copy of a row is in the same partition)."""
     landed = _landed_keys(dt, rows, key, time_column)
     if not landed.len():
         return rows, 0

@@ -116,3 +116,32 @@ def test_vacuum_waits_until_the_old_files_are_migrated(tmp_path):
     assert result is not None and result.files_vacuumed == 0
     assert "vacuum skipped" in result.notes[0]
     assert len(list((root / "inference_events").rglob("*+*.parquet"))) == 4  # the old files are still there
+
+
+def test_events_the_new_lander_landed_first_are_not_imported_twice(tmp_path, capsys):
+    root = tmp_path / "lake"
+    ids = _old_lake(root)
+    where = lake.Lake(str(root))
+    # the new lander started before the migration and landed 30 events of 10:xx and
+    # 11:xx again (from the group's committed offset), the old lake holds them too
+    old = pl.concat(
+        [
+            pl.read_parquet(f, hive_partitioning=False)
+            for f in sorted(root.glob("inference_events/*/*/*/*abc123*"))
+        ]
+    )
+    relanded = old.filter(pl.col("event_id").is_in(ids[40:70])).with_columns(
+        pl.lit("m").alias("model"),
+        pl.col("event_time").dt.date().alias("date"),
+        pl.col("event_time").dt.hour().cast(pl.Int32).alias("hour"),
+    )
+    write_deltalake(where.uri(lake.EVENTS_TABLE), relanded.to_arrow(), partition_by=lake.PARTITION_BY)
+
+    assert main(["lake", "migrate", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "inference_events: 3 hour directories imported (90 rows), 0 already imported" in out, out
+    assert "30 rows were in the table already" in out
+    dt = where.open(lake.EVENTS_TABLE)
+    assert dt is not None
+    landed = pl.from_arrow(dt.to_pyarrow_table(columns=["event_id"]))["event_id"]
+    assert landed.len() == 120 and landed.n_unique() == 120 and set(landed) == set(ids)
