@@ -87,10 +87,32 @@ def expire(where: lake.Lake | Path | str, table: str, cutoff: date) -> int:
 def vacuum(where: lake.Lake | Path | str, table: str, retention_hours: int) -> int:
     """Remove files unreferenced for ``retention_hours``; how many were removed. Keep
     it above the longest read a user runs (a reader of an old snapshot needs its files)."""
-    dt = lake.location(where).open(table)
+    place = lake.location(where)
+    dt = place.open(table)
     if dt is None:
         return 0
-    return len(dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False))
+    # delta-rs lists every expired tombstone, also those whose file a previous vacuum
+    # already removed (they stay in the log until the tombstone retention drops them), and
+    # a vacuum commits twice to the log: count only files still there, and vacuum only
+    # when there is one
+    stale = dt.vacuum(retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False)
+    present = _present(place, table, stale)
+    if not present:
+        return 0
+    dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    return len(present)
+
+
+def _present(place: lake.Lake, table: str, paths: list[str]) -> list[str]:
+    """Those of ``paths`` (relative to the table's root) that exist in its storage."""
+    if not paths:
+        return []
+    import pyarrow.fs as pafs
+    from deltalake.fs import DeltaStorageHandler
+
+    fs = pafs.PyFileSystem(DeltaStorageHandler(place.uri(table), place.options()))
+    infos = fs.get_file_info(paths)
+    return [i.path for i in infos if i.type != pafs.FileType.NotFound]
 
 
 def checkpoint(where: lake.Lake | Path | str, table: str) -> None:

@@ -12,6 +12,16 @@ from common.kafka_cluster import KAFKA_VERSION
 from inferstream import cli_commands as cmd
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
@@ -59,8 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--data-dir", type=Path, default=None, help="default: INFERSTREAM_DATA_DIR or ./data")
     lm.set_defaults(func=cmd.cmd_lake)
 
-    cp = sub.add_parser("compact", help="compact each closed lake hour's files (optimize; idempotent)")
+    cp = sub.add_parser(
+        "compact",
+        help="maintain every lake table now: compact closed hours, delete partitions past the "
+        "retention, vacuum, checkpoint (what the maintenance flow does daily; idempotent)",
+    )
     cp.add_argument("--older-than-hours", type=float, default=1.0, help="only hours that ended this long ago")
+    cp.add_argument(
+        "--retention-days",
+        type=_non_negative_int,
+        default=None,
+        help="delete partitions dated more than this many days ago; 0: delete none "
+        "(default: INFERSTREAM_LAKE_RETENTION_DAYS, 30)",
+    )
+    cp.add_argument(
+        "--vacuum-hours",
+        type=_non_negative_int,
+        default=None,
+        help="delete data files unreferenced for this long (default: INFERSTREAM_LAKE_VACUUM_HOURS, 24)",
+    )
     cp.set_defaults(func=cmd.cmd_compact)
 
     b = sub.add_parser(

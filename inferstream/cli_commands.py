@@ -189,17 +189,35 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
+    """The maintenance flow's lake part, by hand: compaction of closed hours, deletion of
+    partitions past the retention, vacuum and a checkpoint, for every table."""
     from datetime import UTC, datetime, timedelta
 
     from common import lake, lakemaint
-    from consumers.settings import ConsumerSettings
+    from flows.settings import FlowSettings
 
-    where = ConsumerSettings().lake()
-    cutoff = datetime.now(UTC) - timedelta(hours=args.older_than_hours)
+    settings = FlowSettings()
+    days = settings.lake_retention_days if args.retention_days is None else args.retention_days
+    vacuum_hours = settings.lake_vacuum_hours if args.vacuum_hours is None else args.vacuum_hours
+    now = datetime.now(UTC)
+    cutoff = None if days == 0 else now.date() - timedelta(days=days)
     for table in lake.TABLES:
-        removed, added = lakemaint.compact(where, table, cutoff)
-        lakemaint.checkpoint(where, table)
-        print(f"{table}: {removed} files compacted into {added}")
+        done = lakemaint.maintain(
+            settings.lake(),
+            table,
+            compact_before=now - timedelta(hours=args.older_than_hours),
+            expire_before=cutoff,
+            vacuum_hours=vacuum_hours,
+        )
+        if done is None:
+            print(f"{table}: no table yet")
+            continue
+        kept = "no retention" if cutoff is None else f"{done.rows_expired} rows dated before {cutoff} deleted"
+        print(
+            f"{table}: {done.files_removed} files compacted into {done.files_added}; {kept}; "
+            f"{done.files_vacuumed} unreferenced files vacuumed; version {done.version_before} -> "
+            f"{done.version_after}" + "".join(f"; {note}" for note in done.notes)
+        )
     return 0
 
 

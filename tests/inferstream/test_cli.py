@@ -164,8 +164,9 @@ def test_every_subcommand_has_help_that_exits_0(command: tuple[str, ...], tmp_pa
         (("nonsense",), "invalid choice: 'nonsense'"),
         (("flows", "run", "drift", "--bogus"), "unrecognized arguments: --bogus"),
         (("kafka",), "the following arguments are required: kafka_command"),
+        (("compact", "--retention-days", "-1"), "argument --retention-days: -1 is negative: give 0 or more"),
     ],
-    ids=["no-command", "unknown-command", "unknown-option", "missing-subcommand"],
+    ids=["no-command", "unknown-command", "unknown-option", "missing-subcommand", "negative-retention"],
 )
 def test_bad_usage_exits_2_with_one_error_line(args: tuple[str, ...], says: str, tmp_path: Path) -> None:
     proc = _cli(*args, tmp=tmp_path)
