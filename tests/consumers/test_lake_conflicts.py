@@ -9,6 +9,7 @@ first writes on its stale snapshot."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,3 +106,87 @@ def test_racing_commits_of_different_partitions_both_land_without_a_retry(
     assert dt is not None
     assert dt.transaction_version(app_id("g", TOPIC, 0, "inc1")) == 20
     assert dt.transaction_version(app_id("g", TOPIC, 1, "inc1")) == 15
+
+
+WRITER = """
+import logging, os, sys, time
+from datetime import UTC, datetime, timedelta
+from aiokafka import ConsumerRecord, TopicPartition
+from common import events
+from common.lake import Lake
+from consumers.lake import LakeSink
+
+part, commits, per, gate, url = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+options = dict(a.split("=", 1) for a in sys.argv[6:])
+tp = TopicPartition("inference-events", part)
+sink = LakeSink(Lake(url, options), group="g")
+sink.assigned({tp: (None, "inc1")})
+t0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+# every writer starts at the same moment: once all have imported what they need
+open(os.path.join(gate, f"ready-{part}"), "w").close()
+deadline = time.time() + 120
+while not os.path.exists(os.path.join(gate, "go")) and time.time() < deadline:
+    time.sleep(0.005)
+for c in range(commits):
+    recs = []
+    for off in range(c * per, (c + 1) * per):
+        ev = events.build_event(event_id=events.uuid7(), event_time=t0 + timedelta(seconds=off),
+            model_name="m", model_version="1", features={"x": float(off)}, prediction=1, scores={"1": 0.6}, latency_ms=1.0)
+        recs.append(ConsumerRecord(tp.topic, part, off, 0, 0, events.event_key(ev["event_id"]),
+            events.encode(ev), None, 16, 0, ()))
+    sink.add(tp, recs)
+    began = time.time()
+    assert sink.flush() == {tp: ((c + 1) * per, "inc1")}
+    print(f"commit {began} {time.time()}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_writers_in_separate_processes_committing_at_once_lose_no_commit(
+    where: Lake, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four processes, each landing its own partition in five commits, all started at one
+    moment on an empty table (they race to create it, then to each next version): every
+    commit is in the table, none overwrote another."""
+    import subprocess
+    import sys
+    import time
+
+    writers, commits, per = 4, 5, 20
+    script, gate = tmp_path / "writer.py", tmp_path / "gate"
+    script.write_text(WRITER)
+    gate.mkdir()
+    url = where.root if not where.is_local else str(where.local_root)
+    options = [f"{k}={v}" for k, v in (where.options() or {}).items()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(p), str(commits), str(per), str(gate), url, *options],
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for p in range(writers)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(gate.glob("ready-*"))) < writers and all(p.poll() is None for p in procs):
+        assert time.monotonic() < deadline, "the writers did not start"
+        time.sleep(0.05)
+    (gate / "go").touch()
+    outs = [p.communicate(timeout=180)[0].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0] * writers, "\n".join(o[-2000:] for o in outs)
+    expected = [(p, off) for p in range(writers) for off in range(commits * per)]
+    assert _offsets(where) == expected  # every row of every commit, once
+    dt = where.open(lake.EVENTS_TABLE)
+    assert dt is not None
+    assert dt.version() == writers * commits - 1  # one version per commit: none overwritten
+    assert all(dt.transaction_version(app_id("g", TOPIC, p, "inc1")) == commits * per for p in range(writers))
+    # the commits did overlap in time: each writer's commits against the others'
+    spans = [
+        [(p, float(a), float(b)) for a, b in re.findall(r"^commit (\S+) (\S+)$", o, re.M)]
+        for p, o in enumerate(outs)
+    ]
+    assert all(len(s) == commits for s in spans), outs
+    flat = [x for s in spans for x in s]
+    overlapping = sum(1 for p, a, b in flat for q, c, d in flat if p < q and a < d and c < b)
+    assert overlapping >= writers, f"only {overlapping} overlapping commits: the writers did not race"
