@@ -132,7 +132,8 @@ for c in range(commits):
     recs = []
     for off in range(c * per, (c + 1) * per):
         ev = events.build_event(event_id=events.uuid7(), event_time=t0 + timedelta(seconds=off),
-            model_name="m", model_version="1", features={"x": float(off)}, prediction=1, scores={"1": 0.6}, latency_ms=1.0)
+            model_name="m", model_version="1", features={"x": float(off)}, prediction=1,
+            scores={"1": 0.6}, latency_ms=1.0)
         recs.append(ConsumerRecord(tp.topic, part, off, 0, 0, events.event_key(ev["event_id"]),
             events.encode(ev), None, 16, 0, ()))
     sink.add(tp, recs)
