@@ -41,7 +41,7 @@ def test_a_stale_readme_table_is_detected(capacity: ModuleType) -> None:
 def test_the_arithmetic(capacity: ModuleType) -> None:
     result = {q: r for q, _, r in capacity.rows()}
     assert result["mean / peak rate"] == "34,722 events/s"  # 1e9 / 86,400 x 3
-    assert result["lake consumer processes"] == "2"  # ceil(69,444 / 60,000)
+    assert result["lake consumer processes"] == "1"  # ceil(69,444 / 77,000)
     assert result["lake growth per day"] == "113 GB/day"
     assert result["drift flow, whole day, Evidently"].startswith("19.4 h")  # 1,000 x 70 s
 
