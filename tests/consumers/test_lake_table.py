@@ -59,10 +59,12 @@ def test_an_event_written_three_times_to_the_topic_lands_as_one_row(kafka_bootst
 
 
 @pytest.mark.slow
-def test_landing_while_compaction_runs_loses_and_duplicates_nothing(kafka_bootstrap, topic, tmp_path):
+def test_landing_while_compaction_runs_loses_and_duplicates_nothing(
+    kafka_bootstrap, topic, tmp_path, lake_at
+):
     n = 3000
-    where = tmp_path / "lake"
-    env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-compact")
+    where = lake_at.where
+    env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-compact", **lake_at.env)
     lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
     evs = [make_event() for _ in range(n)]
     values = [(events.event_key(e["event_id"]), events.encode(e)) for e in evs]
