@@ -62,7 +62,7 @@ def test_an_event_written_three_times_to_the_topic_lands_as_one_row(kafka_bootst
 def test_landing_while_compaction_runs_loses_and_duplicates_nothing(
     kafka_bootstrap, topic, tmp_path, lake_at
 ):
-    n = 3000
+    n = 2000
     where = lake_at.where
     env = consumer_env(kafka_bootstrap, topic, tmp_path, "lake-compact", **lake_at.env)
     lander = Child("lander", ["consume", "lake"], env, tmp_path / "lander.log")
