@@ -69,6 +69,13 @@ CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS]
 CASES += [(m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST"]
 
 
+# Hypothesis blames a strategy when the global `random` state moves while it draws, but
+# other threads of this test process move it too (in CI, once; the likely source: the
+# Prefect harness's background threads in the same worker, whose jittered intervals,
+# prefect.utilities.math, draw from `random`), and the error did not reproduce on
+# Hypothesis' own retry (FlakyFailure). The cases are still drawn
+# from Hypothesis' own randomness; only the misattribution is ignored.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 @pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=lambda v: str(v))
 def test_api_conforms_to_its_openapi_schema(api_schema, method, path, mode):
     operation = api_schema[path][method]
