@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import logging
 import os
@@ -49,7 +48,7 @@ from types import TracebackType
 
 from common.broker import free_port, wait_for_port
 from common.errors import ConfigError, DependencyUnavailable
-from common.kafka_install import KAFKA_VERSION, java_executable, kafka_libs
+from common.kafka_install import KAFKA_VERSION, exclusive, java_executable, kafka_libs
 
 __all__ = [
     "KAFKA_VERSION",
@@ -426,9 +425,7 @@ def class_data_archive(
         return archive
     if archive in _ARCHIVES_NOT_MADE:
         return None
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(directory):
         if archive.exists():
             return archive
         with tempfile.TemporaryDirectory(dir=directory) as tmp:

@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -49,6 +51,17 @@ def java_executable(java: str | None = None, java_home: Path | None = None) -> s
     raise ConfigError(f"{install} (no java found)")
 
 
+@contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock file (created with the directory if missing): what is
+    made once per machine (the jars, the class-data archive) is made by one caller while
+    concurrent ones (parallel test sessions) wait, then find it made."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def kafka_libs(cache_dir: Path = DEFAULT_CACHE_DIR, version: str = KAFKA_VERSION) -> Path:
     """The directory of the broker's jars, fetched with Maven on first use.
 
@@ -58,9 +71,7 @@ def kafka_libs(cache_dir: Path = DEFAULT_CACHE_DIR, version: str = KAFKA_VERSION
     marker = libs / ".complete"
     if marker.exists():
         return libs
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(cache_dir):
         if marker.exists():
             return libs
         mvn = shutil.which("mvn")
