@@ -10,29 +10,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
-from common import events, lake
+from common import lake
 from consumers.lake import LakeSink
 from inferstream.cli import main
 
+from ..support import lake_records
+
 TP = TopicPartition("inference-events", 0)
-
-
-def _records(first: int, times: list[datetime]) -> list[ConsumerRecord]:
-    out = []
-    for i, t in enumerate(times):
-        ev = events.build_event(
-            event_id=events.uuid7(), event_time=t, model_name="m", model_version="1",
-            features={"x": float(i)}, prediction=1, scores={"0": 0.4, "1": 0.6}, latency_ms=1.0,
-        )  # fmt: skip
-        out.append(
-            ConsumerRecord(
-                TP.topic, TP.partition, first + i, 1_700_000_000_000, 0,
-                events.event_key(ev["event_id"]), events.encode(ev), None, 16, 0, (),
-            )
-        )  # fmt: skip
-    return out
 
 
 def _files(table: Path) -> dict[str, int]:
@@ -74,9 +60,12 @@ def test_compact_maintains_every_table_and_a_second_run_changes_nothing(
     sink.assigned({TP: (None, "inc")})
     offset = 0
     for _ in range(6):  # six flushes: six small files in each of the two hours
-        times = [old + timedelta(seconds=offset + i) for i in range(10)]
-        times += [closed + timedelta(seconds=offset + i) for i in range(10)]
-        sink.add(TP, _records(offset, times))
+        first = offset
+
+        def when(off: int, first: int = first) -> datetime:  # ten old events, then ten recent
+            return (old if off - first < 10 else closed) + timedelta(seconds=off)
+
+        sink.add(TP, lake_records(TP, first, first + 19, when))
         sink.flush()
         offset += 20
     local = where.local_root / lake.EVENTS_TABLE if where.is_local else None
@@ -111,7 +100,7 @@ def test_compact_with_retention_0_deletes_nothing(
     old = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=400)
     sink = LakeSink(tmp_path / "lake")
     sink.assigned({TP: (None, "inc")})
-    sink.add(TP, _records(0, [old + timedelta(seconds=i) for i in range(5)]))
+    sink.add(TP, lake_records(TP, 0, 4, lambda off: old + timedelta(seconds=off)))
     sink.flush()
     assert main(["compact", "--retention-days", "0"]) == 0
     assert "no retention" in capsys.readouterr().out
